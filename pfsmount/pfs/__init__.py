@@ -1,0 +1,43 @@
+"""The versioning model: repos, branches, commits, files and provenance over the store.
+
+``Pfs`` opens a store and exposes ``repos``, ``commits`` and ``files``; every method takes and
+returns plain values (names, reference strings, model structs) so that the API layer maps
+them one to one. Nothing here knows about HTTP, FUSE or pipelines' internals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pfsmount.pfs.commits import Commits
+from pfsmount.pfs.events import Event, Events
+from pfsmount.pfs.files import Files
+from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
+from pfsmount.pfs.records import Records
+from pfsmount.pfs.repos import Repos
+from pfsmount.store import Store
+from pfsmount.store.objects import ObjectStore
+
+__all__ = [
+    "Branch",
+    "Commit",
+    "Counts",
+    "Event",
+    "FileDiff",
+    "FileInfo",
+    "Pfs",
+    "Repo",
+]
+
+
+class Pfs:
+    def __init__(self, root: Path, objects: ObjectStore | None = None) -> None:
+        self.store = Store(root, objects)
+        self.events = Events()
+        self.records = Records(self.store.meta)
+        self.repos = Repos(self.store, self.records, self.events)
+        self.commits = Commits(self.store, self.records, self.events)
+        self.files = Files(self.store, self.records, self.commits, self.events)
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,515 @@
+"""Files in commits: put, get, list, glob, inspect, diff, delete and copy.
+
+Every write goes through ``write``: data is chunked and stored first, outside any
+transaction, then one LMDB write transaction indexes the chunks, applies the path changes to
+the target commit's tree and, for a write that had to open its commit, finishes it. So a
+write is all or nothing, concurrent writers to one branch serialize without losing either,
+and a crash mid-write leaves no visible trace.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import lmdb
+
+from pfsmount.errors import (
+    DirectoryNotEmpty,
+    InvalidArgument,
+    IsADirectory,
+    NotFound,
+    SourceError,
+)
+from pfsmount.pfs.commits import Commits
+from pfsmount.pfs.events import Event, Events
+from pfsmount.pfs.model import Commit, Counts, FileDiff, FileInfo
+from pfsmount.pfs.records import Records
+from pfsmount.pfs.refs import Ref, normalize_path, parse_ref
+from pfsmount.store import (
+    KIND_DIR,
+    KIND_FILE,
+    KIND_LINK,
+    MKDIR,
+    Content,
+    Entry,
+    Store,
+    WriteBatch,
+)
+from pfsmount.store.chunking import Readable
+from pfsmount.store.tree import Change
+
+Progress = Callable[[Counts], None]
+Build = Callable[[lmdb.Transaction, Commit], dict[str, Change]]
+
+_TYPES = {KIND_FILE: "file", KIND_DIR: "dir", KIND_LINK: "symlink"}
+_READERS = 4  # threads reading and hashing local files during a put
+
+
+@dataclass(frozen=True)
+class LocalPath:
+    """A file or directory on this machine, read by the daemon itself."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class Stream:
+    stream: Readable
+
+
+@dataclass(frozen=True)
+class Url:
+    url: str
+
+
+@dataclass(frozen=True)
+class Data:
+    data: bytes
+
+
+Source = LocalPath | Stream | Url | Data
+
+
+class _Chain:
+    """A readable over byte strings, then an optional stream (old content, then an append)."""
+
+    def __init__(self, parts: Iterable[bytes], tail: Readable | None = None) -> None:
+        self.parts = iter(parts)
+        self.tail = tail
+        self.buf = memoryview(b"")
+
+    def readinto(self, out: memoryview) -> int:
+        while not self.buf:
+            part = next(self.parts, None)
+            if part is None:
+                return 0 if self.tail is None else self.tail.readinto(out) or 0
+            self.buf = memoryview(part)
+        n = min(len(out), len(self.buf))
+        out[:n] = self.buf[:n]
+        self.buf = self.buf[n:]
+        return n
+
+
+def info(path: str, entry: Entry, commit: str = "") -> FileInfo:
+    return FileInfo(
+        path="/" + path,
+        type=_TYPES[entry.kind],  # type: ignore[arg-type]
+        size=entry.size,
+        hash=entry.ref.hex() if entry.kind != KIND_LINK else "",
+        mode=entry.mode,
+        mtime=entry.mtime / 1e9,
+        target=entry.ref.decode(errors="surrogateescape") if entry.kind == KIND_LINK else None,
+        commit=commit,
+    )
+
+
+class Files:
+    def __init__(
+        self, store: Store, records: Records, commits: Commits, events: Events
+    ) -> None:
+        self.store = store
+        self.meta = store.meta
+        self.records = records
+        self.commits = commits
+        self.events = events
+
+    # -- the one write path ------------------------------------------------------------------
+
+    def write(
+        self,
+        ref: Ref,
+        build: Build,
+        batch: WriteBatch | None = None,
+        *,
+        system: bool = False,
+        finish: bool | None = None,
+    ) -> Commit:
+        """Apply ``build``'s path changes to the open commit ``ref`` names, atomically.
+
+        ``finish`` None finishes the commit only when this write opened it (one commit per
+        command); True/False force it.
+        """
+        with self.meta.write() as txn:
+            if batch is not None:
+                self.store.contents.commit(batch, txn)
+            commit, opened = self.commits.writable_locked(txn, ref, system)
+            changes = build(txn, commit)
+            root, size = self.store.trees.apply(
+                txn, bytes.fromhex(commit.root), changes, time.time_ns()
+            )
+            commit.root, commit.size = root.hex(), size
+            self.records.put_commit(txn, commit)
+            finished = opened if finish is None else finish
+            if finished:
+                self.commits.finish_locked(txn, commit)
+        events = [Event("files_changed", commit.repo, commit.branch, commit.id)]
+        if opened:
+            events.append(Event("commit_started", commit.repo, commit.branch, commit.id))
+        if finished:
+            events.append(Event("commit_finished", commit.repo, commit.branch, commit.id))
+        if opened or finished:
+            events.append(Event("branch_changed", commit.repo, commit.branch, commit.id))
+        self.events.emit(*events)
+        return commit
+
+    def check_writable(self, ref: Ref, system: bool = False) -> None:
+        """Fail before any data is read if a write to ``ref`` could not land."""
+        with self.meta.write() as txn:
+            self.commits.writable_locked(txn, ref, system)
+            txn.abort()
+
+    # -- put ---------------------------------------------------------------------------------
+
+    def put(
+        self,
+        ref_text: str,
+        source: Source,
+        *,
+        path: str | None = None,
+        append: bool = False,
+        progress: Progress | None = None,
+        system: bool = False,
+    ) -> Commit:
+        """Store ``source`` at the reference's path; a local directory is put recursively."""
+        ref = parse_ref(ref_text, path)
+        self.check_writable(ref, system)
+        if isinstance(source, LocalPath) and source.path.is_dir():
+            return self._put_tree(ref, source.path, progress, system)
+        if not ref.path:
+            raise InvalidArgument("put needs a destination file path, e.g. repo@master:/file")
+        for _attempt in range(10):
+            batch = WriteBatch()
+            base = self._current_entry(ref, system) if append else None
+            content = self._ingest(batch, source, base)
+            mode = 0o644
+            if isinstance(source, LocalPath) and os.stat(source.path).st_mode & 0o111:
+                mode = 0o755
+
+            def build(txn: lmdb.Transaction, commit: Commit) -> dict[str, Change]:
+                current = self.store.trees.lookup(txn, bytes.fromhex(commit.root), ref.path)
+                if current is not None and current.kind == KIND_DIR:
+                    raise IsADirectory(f"{ref.path} is a directory")
+                if append and _ref_of(current) != _ref_of(base):
+                    raise _Retry
+                return {ref.path: Entry(KIND_FILE, content.size, mode, time.time_ns(),
+                                        content.digest)}
+
+            try:
+                commit = self.write(ref, build, batch, system=system)
+            except _Retry:
+                continue
+            if progress:
+                progress(Counts(files=1, bytes=content.size))
+            return commit
+        raise SourceError(f"{ref.path} kept changing while appending to it")
+
+    def _current_entry(self, ref: Ref, system: bool) -> Entry | None:
+        with self.meta.read() as txn:
+            branch = self.records.find_branch(txn, ref.repo, ref.branch_or_id)
+            if branch is not None and branch.open is None and branch.head is None:
+                return None
+            try:
+                commit = self.records.resolve(txn, ref)
+            except NotFound:
+                return None
+            return self.store.trees.lookup(txn, bytes.fromhex(commit.root), ref.path)
+
+    def _ingest(self, batch: WriteBatch, source: Source, base: Entry | None) -> Content:
+        contents = self.store.contents
+        if base is not None and base.kind == KIND_FILE:
+            with self.meta.read() as txn:
+                old = list(contents.iter_range(txn, base.ref))
+            return contents.write_stream(batch, _Chain(old, _readable(source)))
+        if isinstance(source, Data):
+            return contents.write_bytes(batch, source.data)
+        if isinstance(source, LocalPath):
+            try:
+                return contents.write_file(batch, source.path)
+            except OSError as e:
+                raise SourceError(f"cannot read {source.path}: {e.strerror}") from None
+        return contents.write_stream(batch, _readable(source))
+
+    def _put_tree(
+        self, ref: Ref, top: Path, progress: Progress | None, system: bool
+    ) -> Commit:
+        batch = WriteBatch()
+        changes: dict[str, Change] = {}
+        files: list[tuple[str, Path, int]] = []
+        prefix = f"{ref.path}/" if ref.path else ""
+        for dirpath, dirnames, filenames in os.walk(top, onerror=_raise_source):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, top)
+            base = prefix if rel == "." else f"{prefix}{rel}/"
+            if not filenames and not dirnames and base:
+                changes[base.rstrip("/")] = MKDIR
+            for name in sorted(filenames + [d for d in dirnames
+                                            if os.path.islink(os.path.join(dirpath, d))]):
+                full = Path(dirpath, name)
+                st = full.lstat()
+                if stat.S_ISLNK(st.st_mode):
+                    target = os.readlink(full).encode(errors="surrogateescape")
+                    changes[base + name] = Entry(KIND_LINK, len(target), 0o777,
+                                                 time.time_ns(), target)
+                elif stat.S_ISREG(st.st_mode):
+                    files.append((base + name, full, 0o755 if st.st_mode & 0o111 else 0o644))
+        counts = Counts()
+        now = time.time_ns()
+
+        def ingest(item: tuple[str, Path, int]) -> tuple[str, Entry]:
+            dest, full, mode = item
+            try:
+                content = self.store.contents.write_file(batch, full)
+            except OSError as e:
+                raise SourceError(f"cannot read {full}: {e.strerror}") from None
+            return dest, Entry(KIND_FILE, content.size, mode, now, content.digest)
+
+        with ThreadPoolExecutor(_READERS) as pool:
+            for dest, entry in pool.map(ingest, files):
+                changes[dest] = entry
+                counts.files += 1
+                counts.bytes += entry.size
+                if progress and (counts.files % 256 == 0 or counts.files == len(files)):
+                    progress(Counts(files=counts.files, bytes=counts.bytes))
+        if progress and not files:
+            progress(counts)
+        return self.write(ref, lambda txn, commit: changes, batch, system=system)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _entry(self, txn: lmdb.Transaction, ref: Ref) -> tuple[Commit, Entry]:
+        commit = self.records.resolve(txn, ref)
+        entry = self.store.trees.lookup(txn, bytes.fromhex(commit.root), ref.path)
+        if entry is None:
+            raise NotFound(f"file {ref.path} not found in {ref.repo}@{commit.id}")
+        return commit, entry
+
+    def inspect(self, ref_text: str, path: str | None = None) -> FileInfo:
+        ref = parse_ref(ref_text, path)
+        with self.meta.read() as txn:
+            commit, entry = self._entry(txn, ref)
+        return info(ref.path, entry, commit.id)
+
+    def open(self, ref_text: str, path: str | None = None) -> tuple[Commit, Entry]:
+        """The commit and file entry a reference names; directories are refused."""
+        ref = parse_ref(ref_text, path)
+        with self.meta.read() as txn:
+            commit, entry = self._entry(txn, ref)
+        if entry.kind == KIND_DIR:
+            raise IsADirectory(f"{ref.path or '/'} is a directory (use -r)")
+        return commit, entry
+
+    def read(self, entry: Entry, offset: int = 0, size: int | None = None) -> Iterator[bytes]:
+        """A file's bytes, chunk by chunk; symlinks read as their target."""
+        if entry.kind == KIND_LINK:
+            yield entry.ref
+            return
+        contents = self.store.contents
+        with self.meta.read() as txn:
+            table = contents.table(txn, entry.ref)
+        end = table.size if size is None else min(table.size, offset + size)
+        while offset < end:
+            with self.meta.read() as txn:
+                for piece in contents.iter_range(txn, entry.ref, offset, min(end - offset,
+                                                                              8 << 20)):
+                    offset += len(piece)
+                    yield piece
+
+    def list(
+        self, ref_text: str, path: str | None = None, after: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[FileInfo]:
+        """A directory's entries in name order (or the file itself), streamed."""
+        ref = parse_ref(ref_text, path)
+        with self.meta.read() as txn:
+            commit, entry = self._entry(txn, ref)
+            if entry.kind != KIND_DIR:
+                yield info(ref.path, entry, commit.id)
+                return
+            base = f"{ref.path}/" if ref.path else ""
+            for n, (name, child) in enumerate(self.store.trees.listdir(txn, entry.ref, after)):
+                if limit is not None and n >= limit:
+                    break
+                yield info(base + name, child, commit.id)
+
+    def walk(self, ref_text: str, path: str | None = None) -> Iterator[FileInfo]:
+        """Every file and link below a path (or the file itself), depth first."""
+        ref = parse_ref(ref_text, path)
+        with self.meta.read() as txn:
+            commit, entry = self._entry(txn, ref)
+            if entry.kind != KIND_DIR:
+                yield info(ref.path, entry, commit.id)
+                return
+            base = f"{ref.path}/" if ref.path else ""
+            for p, e in self.store.trees.walk(txn, entry.ref, base):
+                yield info(p, e, commit.id)
+
+    def glob(self, ref_text: str, pattern: str) -> Iterator[FileInfo]:
+        """Entries matching a glob (``*``, ``?``, ``[...]`` per component, ``**`` any depth)."""
+        ref = parse_ref(ref_text)
+        parts = [p for p in pattern.split("/") if p]
+        if any(p == ".." for p in parts):
+            raise InvalidArgument(f"invalid glob {pattern!r}: '..' is not allowed")
+        with self.meta.read() as txn:
+            commit = self.records.resolve(txn, ref)
+            root = bytes.fromhex(commit.root)
+            if not parts:
+                yield info("", self.store.trees.lookup(txn, root, "") or _EMPTY_DIR, commit.id)
+                return
+            seen: set[str] = set()
+            for p, e in self._glob(txn, root, parts, ""):
+                if p not in seen:
+                    seen.add(p)
+                    yield info(p, e, commit.id)
+
+    def _glob(
+        self, txn: lmdb.Transaction, directory: bytes, parts: list[str], prefix: str
+    ) -> Iterator[tuple[str, Entry]]:
+        trees = self.store.trees
+        head, rest = parts[0], parts[1:]
+        if head == "**":
+            if rest:
+                yield from self._glob(txn, directory, rest, prefix)
+            for name, entry in trees.listdir(txn, directory):
+                if not rest:
+                    yield prefix + name, entry
+                if entry.kind == KIND_DIR:
+                    yield from self._glob(txn, entry.ref, parts, f"{prefix}{name}/")
+            return
+        if not any(c in head for c in "*?["):
+            found = trees.find(txn, directory, head)
+            matches = [] if found is None else [(head, found)]
+        else:
+            matches = [(n, e) for n, e in trees.listdir(txn, directory)
+                       if fnmatch.fnmatchcase(n, head)]
+        for name, entry in matches:
+            if not rest:
+                yield prefix + name, entry
+            elif entry.kind == KIND_DIR:
+                yield from self._glob(txn, entry.ref, rest, f"{prefix}{name}/")
+
+    def diff(self, new_ref: str, old_ref: str | None = None) -> list[FileDiff]:
+        """What changed from ``old_ref`` (default: the new commit's parent) to ``new_ref``."""
+        new = parse_ref(new_ref)
+        with self.meta.read() as txn:
+            new_commit = self.records.resolve(txn, new)
+            if old_ref is None:
+                old_root = (
+                    bytes.fromhex(self.records.commit(txn, new_commit.parent).root)
+                    if new_commit.parent else self.store.trees.empty
+                )
+            else:
+                old_root = bytes.fromhex(self.records.resolve(txn, parse_ref(old_ref)).root)
+            out = []
+            for p, a, b in self.store.trees.diff(txn, old_root, bytes.fromhex(new_commit.root)):
+                change = "added" if a is None else "removed" if b is None else "modified"
+                out.append(FileDiff(
+                    path="/" + p, change=change,  # type: ignore[arg-type]
+                    old=info(p, a) if a else None, new=info(p, b) if b else None,
+                ))
+        return out
+
+    # -- other writes ------------------------------------------------------------------------
+
+    def delete(
+        self, ref_text: str, path: str | None = None, recursive: bool = False,
+        system: bool = False,
+    ) -> Commit:
+        ref = parse_ref(ref_text, path)
+        if not ref.path:
+            raise InvalidArgument("delete needs a path; to empty a repo delete its files with -r /")
+
+        def build(txn: lmdb.Transaction, commit: Commit) -> dict[str, Change]:
+            entry = self.store.trees.lookup(txn, bytes.fromhex(commit.root), ref.path)
+            if entry is None:
+                raise NotFound(f"file {ref.path} not found in {ref.repo}@{commit.id}")
+            if entry.kind == KIND_DIR and not recursive:
+                if self.store.trees.count(txn, entry.ref):
+                    raise DirectoryNotEmpty(f"{ref.path} is a non-empty directory (use -r)")
+            return {ref.path: None}
+
+        self.check_writable(ref, system)
+        return self.write(ref, build, system=system)
+
+    def copy(self, src_text: str, dst_text: str, system: bool = False) -> Commit:
+        """Copy a file or a whole directory: an entry copy, no data is read or written."""
+        src, dst = parse_ref(src_text), parse_ref(dst_text)
+        with self.meta.read() as txn:
+            _, entry = self._entry(txn, src)
+        dest = dst.path or src.path.rsplit("/", 1)[-1]
+        if not dest:
+            raise InvalidArgument("copy needs a destination path")
+        return self.write(dst, lambda txn, commit: {dest: entry}, system=system)
+
+    def apply(self, ref_text: str, changes: dict[str, Change], system: bool = False,
+              batch: WriteBatch | None = None, finish: bool | None = None) -> Commit:
+        """Apply prepared path changes (used by the mount and the scheduler)."""
+        ref = parse_ref(ref_text)
+        normalized = {normalize_path(p): c for p, c in changes.items()}
+        if "" in normalized:
+            raise InvalidArgument("cannot replace the repo root")
+        return self.write(ref, lambda txn, commit: normalized, batch, system=system,
+                          finish=finish)
+
+
+class _Retry(Exception):
+    """The file an append read changed before the append landed: read it again."""
+
+
+_EMPTY_DIR = Entry(KIND_DIR, 0, 0o755, 0, b"")
+
+
+def _ref_of(entry: Entry | None) -> bytes | None:
+    return None if entry is None else entry.ref
+
+
+def _raise_source(err: OSError) -> None:
+    raise SourceError(f"cannot read {err.filename}: {err.strerror}")
+
+
+def _readable(source: Source) -> Readable:
+    if isinstance(source, Stream):
+        return source.stream
+    if isinstance(source, Data):
+        return io.BytesIO(source.data)
+    if isinstance(source, LocalPath):
+        try:
+            return open(source.path, "rb", buffering=0)  # noqa: SIM115 - closed by GC at end
+        except OSError as e:
+            raise SourceError(f"cannot read {source.path}: {e.strerror}") from None
+    return _fetch(source.url)
+
+
+def _fetch(url: str) -> Readable:
+    """Stream an http(s) URL; any failure, now or mid-body, is a ``SourceError``."""
+    if not url.startswith(("http://", "https://")):
+        raise InvalidArgument(f"unsupported URL {url!r}: only http and https")
+    client = httpx.Client(follow_redirects=True, timeout=30.0)
+    try:
+        response = client.send(client.build_request("GET", url), stream=True)
+    except httpx.HTTPError as e:
+        client.close()
+        raise SourceError(f"cannot fetch {url}: {e}") from None
+    if response.status_code >= 400:
+        response.close()
+        client.close()
+        raise SourceError(f"cannot fetch {url}: HTTP {response.status_code}")
+
+    def body() -> Iterator[bytes]:
+        try:
+            yield from response.iter_bytes(1 << 20)
+        except httpx.HTTPError as e:
+            raise SourceError(f"cannot fetch {url}: {e}") from None
+        finally:
+            response.close()
+            client.close()
+
+    return _Chain(body())

@@ -1,0 +1,105 @@
+"""Immutable named objects (pack files): the seam between pfsmount and its storage backend.
+
+An object is written once, whole, and then only read by byte range, listed or deleted. The
+local backend keeps objects as files in one directory; an S3 backend implements the same
+``ObjectStore`` protocol. Nothing here knows what is inside an object.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from pfsmount.errors import Corrupt
+
+
+class ObjectStore(Protocol):
+    """What the pack layer needs of a backend. Objects never change once put."""
+
+    def put_file(self, name: str, path: Path) -> None:
+        """Store the finished local file ``path`` as ``name``; ``path`` may be consumed."""
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        """Return exactly ``length`` bytes at ``offset`` or raise ``Corrupt``."""
+
+    def size(self, name: str) -> int | None:
+        """The object's size in bytes, or None when there is no such object."""
+
+    def list(self) -> Iterator[str]: ...
+
+    def delete(self, name: str) -> None: ...
+
+
+class LocalObjectStore:
+    """Objects as files in one directory; reads use cached descriptors and ``pread``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _path(self, name: str) -> Path:
+        return self.directory / name
+
+    def put_file(self, name: str, path: Path) -> None:
+        target = self._path(name)
+        try:
+            os.replace(path, target)
+        except OSError:
+            tmp = target.with_suffix(".tmp")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+            path.unlink()
+        dirfd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+    def _fd(self, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(name)
+                if fd is None:
+                    try:
+                        fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        raise Corrupt(f"pack object {name} is missing") from None
+                    self._fds[name] = fd
+        return fd
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        data = os.pread(self._fd(name), length, offset)
+        if len(data) != length:
+            raise Corrupt(f"pack object {name} is shorter than {offset + length} bytes")
+        return data
+
+    def size(self, name: str) -> int | None:
+        try:
+            return self._path(name).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def list(self) -> Iterator[str]:
+        for entry in os.scandir(self.directory):
+            if entry.is_file() and not entry.name.endswith(".tmp"):
+                yield entry.name
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+        self._path(name).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

@@ -1,0 +1,226 @@
+"""Pack files: where chunk bytes live, the chunk index that finds them, and a read cache.
+
+New chunks are appended to one open pack in a local staging directory; when it passes
+``PACK_TARGET`` it is fsync'd and handed to the ``ObjectStore`` as an immutable object.
+A chunk's location enters the ``chunks`` sub-database only in the caller's write transaction,
+after ``sync()`` made its bytes durable, so the index never points at bytes a crash lost.
+Bytes appended by an operation that then failed are unreferenced garbage, never visible.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import NamedTuple
+
+import lmdb
+
+from pfsmount.errors import Corrupt
+from pfsmount.store import chunking
+from pfsmount.store.meta import Meta
+from pfsmount.store.objects import ObjectStore
+
+PACK_TARGET = 64 * 1024 * 1024
+CACHE_BYTES = 256 * 1024 * 1024
+_LOC = struct.Struct(">QQIIB")
+
+
+class Location(NamedTuple):
+    """Where one chunk's stored bytes are: pack, offset, stored and raw sizes, codec."""
+
+    pack: int
+    offset: int
+    stored: int
+    raw: int
+    codec: int
+
+    def encode(self) -> bytes:
+        return _LOC.pack(*self)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Location:
+        return cls(*_LOC.unpack(raw))
+
+
+def pack_name(pack: int) -> str:
+    return f"{pack:016x}.pack"
+
+
+class ChunkBatch:
+    """The chunks one write operation added: their index rows wait for its transaction."""
+
+    def __init__(self) -> None:
+        self.pending: dict[bytes, Location] = {}
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+
+class _ChunkCache:
+    """A byte-bounded LRU of decompressed chunks; chunks are immutable, so never stale."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.items: OrderedDict[bytes, bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: bytes) -> bytes | None:
+        with self.lock:
+            data = self.items.get(key)
+            if data is not None:
+                self.items.move_to_end(key)
+            return data
+
+    def put(self, key: bytes, data: bytes) -> None:
+        if len(data) > self.limit // 8:
+            return
+        with self.lock:
+            if key in self.items:
+                return
+            self.items[key] = data
+            self.used += len(data)
+            while self.used > self.limit:
+                _, old = self.items.popitem(last=False)
+                self.used -= len(old)
+
+
+class PackStore:
+    """Appends chunks to packs, seals full packs into the object store, reads chunks back."""
+
+    def __init__(self, meta: Meta, objects: ObjectStore, staging: Path) -> None:
+        self.meta = meta
+        self.objects = objects
+        self.staging = staging
+        staging.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._open: dict[int, int] = {}  # staged pack id -> fd (the current one and sealing)
+        self._current: int | None = None
+        self._size = 0
+        self._dirty = False
+        self._cache = _ChunkCache(CACHE_BYTES)
+        for leftover in sorted(staging.glob("*.pack")):
+            # A pack left open by a crash: keep the prefix the index may point into.
+            self._seal_path(int(leftover.stem, 16), leftover)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _seal_path(self, pack: int, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.objects.put_file(pack_name(pack), path)
+
+    def _seal_current_locked(self) -> None:
+        pack = self._current
+        if pack is None:
+            return
+        fd = self._open.pop(pack)
+        os.fsync(fd)
+        os.close(fd)
+        self._current = None
+        path = self.staging / pack_name(pack)
+        if self._size:
+            self.objects.put_file(pack_name(pack), path)
+        else:
+            path.unlink()
+
+    def _rotate_locked(self) -> None:
+        self._seal_current_locked()
+        self._current = secrets.randbits(63)
+        path = self.staging / pack_name(self._current)
+        self._open[self._current] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self._size = 0
+
+    def has(self, txn: lmdb.Transaction, digest: bytes) -> bool:
+        return txn.get(digest, db=self.meta.db["chunks"]) is not None
+
+    def add(self, batch: ChunkBatch, digest: bytes, raw: bytes | memoryview) -> bool:
+        """Store ``raw`` under ``digest`` unless it is stored already; True when written."""
+        if digest in batch.pending:
+            return False
+        with self.meta.read() as txn:
+            if self.has(txn, digest):
+                return False
+        codec, stored = chunking.compress(raw)
+        with self._lock:
+            if self._current is None or self._size >= PACK_TARGET:
+                self._rotate_locked()
+            assert self._current is not None
+            offset = self._size
+            written = os.pwrite(self._open[self._current], stored, offset)
+            if written != len(stored):
+                raise OSError(f"short write to pack {pack_name(self._current)}")
+            self._size += len(stored)
+            self._dirty = True
+            pack = self._current
+        batch.pending[digest] = Location(pack, offset, len(stored), len(raw), codec)
+        return True
+
+    def sync(self) -> None:
+        """Make every appended byte durable before an index row may point at it."""
+        with self._lock:
+            if self._dirty and self._current is not None:
+                os.fdatasync(self._open[self._current])
+                self._dirty = False
+
+    def commit(self, batch: ChunkBatch, txn: lmdb.Transaction) -> None:
+        """Record the batch's chunk locations in the caller's write transaction."""
+        if not batch.pending:
+            return
+        self.sync()
+        db = self.meta.db["chunks"]
+        for digest, loc in batch.pending.items():
+            txn.put(digest, loc.encode(), db=db)
+        batch.pending.clear()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def location(self, txn: lmdb.Transaction, digest: bytes) -> Location:
+        raw = txn.get(digest, db=self.meta.db["chunks"])
+        if raw is None:
+            raise Corrupt(f"chunk {digest.hex()} is not in the chunk index")
+        return Location.decode(raw)
+
+    def _read_stored(self, loc: Location) -> bytes:
+        with self._lock:
+            fd = self._open.get(loc.pack)
+            if fd is not None:
+                return os.pread(fd, loc.stored, loc.offset)
+        return self.objects.get_range(pack_name(loc.pack), loc.offset, loc.stored)
+
+    def read(self, txn: lmdb.Transaction, digest: bytes) -> bytes:
+        """The raw bytes of one chunk, from the cache or its pack."""
+        data = self._cache.get(digest)
+        if data is not None:
+            return data
+        loc = self.location(txn, digest)
+        stored = self._read_stored(loc)
+        if len(stored) != loc.stored:
+            raise Corrupt(f"chunk {digest.hex()} is truncated in {pack_name(loc.pack)}")
+        data = chunking.decompress(loc.codec, stored, loc.raw)
+        self._cache.put(digest, data)
+        return data
+
+    def verify(self, txn: lmdb.Transaction, digest: bytes) -> None:
+        """Read a chunk from its pack, bypassing the cache, and check its name."""
+        loc = self.location(txn, digest)
+        data = chunking.decompress(loc.codec, self._read_stored(loc), loc.raw)
+        if chunking.digest(data) != digest:
+            raise Corrupt(f"chunk {digest.hex()} does not match its content")
+
+    def pack_size(self, pack: int) -> int | None:
+        with self._lock:
+            if pack == self._current:
+                return self._size
+        return self.objects.size(pack_name(pack))
+
+    def close(self) -> None:
+        with self._lock:
+            self._seal_current_locked()

@@ -1,0 +1,665 @@
+"""The ``pfsmount`` command: click commands that each make one client call and print it.
+
+Noun-verb commands (``repo``, ``branch``, ``commit``, ``file``) plus ``up``, ``down``,
+``status`` and ``fsck``, and the Pachyderm 1.x spellings as aliases with 1.x meaning.
+Every listing takes ``--json``. Errors print one line to stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import msgspec
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from pfsmount import humanize
+from pfsmount.api.client import Client
+from pfsmount.config import layout
+from pfsmount.errors import InvalidArgument, PfsError
+from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
+
+# Piped output is never wrapped, so scripts can split lines on whitespace.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# -- plumbing --------------------------------------------------------------------------------
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"error: {message}", markup=False)
+    sys.exit(code)
+
+
+def client(ctx: click.Context) -> Client:
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "client" not in obj:
+        obj["client"] = ctx.with_resource(Client(obj.get("root")))
+    c: Client = obj["client"]
+    return c
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value)).decode() + "\n")
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for column in columns:
+        t.add_column(column, overflow="fold")
+    for row in rows:
+        t.add_row(*row)
+    out.print(t)
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def show_repos(repos: list[Repo], as_json: bool) -> None:
+    if as_json:
+        return print_json(repos)
+    table(["NAME", "CREATED", "SIZE", "DESCRIPTION"],
+          [(r.name, humanize.ago(r.created), humanize.size(r.size), r.description)
+           for r in repos])
+
+
+def show_commits(commits: list[Commit], as_json: bool) -> None:
+    if as_json:
+        return print_json(commits)
+    table(
+        ["REPO", "BRANCH", "COMMIT", "PARENT", "STARTED", "FINISHED", "SIZE"],
+        [(c.repo, c.branch, c.id, c.parent or "<none>", humanize.ago(c.started),
+          humanize.ago(c.finished) if c.finished else "open", humanize.size(c.size))
+         for c in commits],
+    )
+
+
+def show_commit(c: Commit, as_json: bool) -> None:
+    if as_json:
+        return print_json(c)
+    rows = [
+        ("Commit", f"{c.repo}@{c.id}"),
+        ("Branch", c.branch),
+        ("Parent", c.parent or "<none>"),
+        ("Started", humanize.ago(c.started)),
+        ("Finished", humanize.ago(c.finished) if c.finished else "open"),
+        ("Size", humanize.size(c.size)),
+        ("Provenance", ", ".join(c.provenance) or "<none>"),
+    ]
+    if c.description:
+        rows.append(("Description", c.description))
+    for key, value in rows:
+        out.print(f"{key + ':':<12} {value}", markup=False)
+
+
+def show_files(files: Iterable[FileInfo], as_json: bool) -> None:
+    if as_json:
+        return print_json(list(files))
+    table(["NAME", "TYPE", "SIZE"],
+          [(f.path + ("/" if f.type == "dir" else ""), f.type, humanize.size(f.size))
+           for f in files])
+
+
+def show_file(f: FileInfo, as_json: bool) -> None:
+    if as_json:
+        return print_json(f)
+    for key, value in (("Path", f.path), ("Type", f.type), ("Size", humanize.size(f.size)),
+                       ("Hash", f.hash or "-"), ("Mode", oct(f.mode)),
+                       ("Commit", f.commit)):
+        out.print(f"{key + ':':<8} {value}", markup=False)
+    if f.target is not None:
+        out.print(f"Target:  {f.target}", markup=False)
+
+
+def show_diff(changes: list[FileDiff], as_json: bool) -> None:
+    if as_json:
+        return print_json(changes)
+    mark = {"added": "+", "removed": "-", "modified": "~"}
+    for c in changes:
+        size = (c.new or c.old)
+        out.print(f"{mark[c.change]} {c.path}  ({humanize.size(size.size) if size else ''})",
+                  markup=False)
+
+
+def local_totals(path: Path) -> Counts:
+    if path.is_file():
+        return Counts(files=1, bytes=path.stat().st_size)
+    counts = Counts()
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            try:
+                counts.bytes += os.lstat(os.path.join(dirpath, name)).st_size
+                counts.files += 1
+            except OSError:
+                pass
+    return counts
+
+
+def do_put(ctx: click.Context, ref: str, source: str, append: bool,
+           path: str | None = None) -> Commit:
+    """One put from a local path, a URL or ``-`` (stdin), with a bar for big local puts."""
+    c = client(ctx)
+    if source == "-":
+        return c.put_file(ref, iter(lambda: sys.stdin.buffer.read(1 << 20), b""), path=path,
+                          append=append)
+    if source.startswith(("http://", "https://")):
+        return c.put_file(ref, source, path=path, append=append)
+    local = Path(source)
+    if not local.exists():
+        raise InvalidArgument(f"{source}: no such file or directory")
+    if not err.is_terminal:
+        return c.put_file(ref, local, path=path, append=append)
+    totals = local_totals(local)
+    if totals.files < 100 and totals.bytes < 64 << 20:
+        return c.put_file(ref, local, path=path, append=append)
+    with Progress(TextColumn("[bold]put"), BarColumn(), DownloadColumn(binary_units=True),
+                  TransferSpeedColumn(), TextColumn("{task.fields[files]} files"),
+                  TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("put", total=totals.bytes, files=0)
+
+        def progress(counts: Counts) -> None:
+            bar.update(task, completed=counts.bytes, files=counts.files)
+
+        return c.put_file(ref, local, path=path, append=append, progress=progress)
+
+
+def branch_ref(text: str) -> tuple[str, str]:
+    repo, sep, branch = text.replace("/", "@", 1).partition("@")
+    return repo, branch if sep else "master"
+
+
+class Main(click.Group):
+    """Turns every ``PfsError`` into one line and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PfsError as e:
+            fail(e.message, e.exit_code)
+        except BrokenPipeError:
+            sys.stderr.close()
+            sys.exit(141)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", type=click.Path(path_type=Path), envvar="PFSMOUNT_ROOT",
+              help="Data and socket directory [env PFSMOUNT_ROOT; default "
+                   "~/.local/share/pfsmount].")
+@click.version_option("0.1.0", prog_name="pfsmount")
+@click.pass_context
+def main(ctx: click.Context, root: Path | None) -> None:
+    """pfsmount: versioned data repos, commits, branches and pipelines on one machine."""
+    ctx.ensure_object(dict)["root"] = root
+
+
+# -- daemon ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--foreground", is_flag=True, help="Stay attached; log to stderr.")
+@click.pass_context
+def up(ctx: click.Context, foreground: bool) -> None:
+    """Start the daemon; returns once it serves."""
+    from pfsmount.daemon import launch
+
+    lay = layout(ctx.obj.get("root"))
+    if foreground:
+        from pfsmount.daemon.main import Daemon
+
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        Daemon(lay).run()
+        return
+    argv = [sys.executable, os.path.abspath(__file__), "--root", str(lay.root), "up",
+            "--foreground"]
+    status = launch.start(lay, argv)
+    out.print(f"pfsmount serving {status['root']} (pid {status['pid']})", markup=False)
+
+
+@main.command()
+@click.pass_context
+def down(ctx: click.Context) -> None:
+    """Stop the daemon cleanly."""
+    from pfsmount.daemon import launch
+
+    pid = launch.stop(layout(ctx.obj.get("root")))
+    out.print(f"pfsmount stopped (pid {pid})", markup=False)
+
+
+@main.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """What the daemon serves and where."""
+    s = client(ctx).status()
+    if as_json:
+        return print_json(s)
+    for key in ("root", "socket", "pid", "mount"):
+        if key in s:
+            out.print(f"{key + ':':<8} {s[key]}", markup=False)
+    out.print(f"{'up:':<8} {humanize.ago(s['started']).replace(' ago', '')}", markup=False)
+
+
+@main.command()
+@click.option("--verify", is_flag=True, help="Also read every chunk and check its hash.")
+@json_option
+@click.pass_context
+def fsck(ctx: click.Context, verify: bool, as_json: bool) -> None:
+    """Check every metadata invariant (and with --verify, all data)."""
+    result = client(ctx).fsck(verify)
+    if as_json:
+        print_json(result)
+    else:
+        for line in result.errors:
+            out.print(f"error: {line}", markup=False)
+        out.print(f"checked {result.repos} repos, {result.commits} commits, {result.pages} "
+                  f"tree pages, {result.files} files, {result.chunks} chunks: "
+                  f"{len(result.errors)} errors", markup=False)
+    if result.errors:
+        sys.exit(1)
+
+
+# -- repo ------------------------------------------------------------------------------------
+
+
+@main.group()
+def repo() -> None:
+    """Create, list, inspect and delete repos."""
+
+
+@repo.command("create")
+@click.argument("name")
+@click.option("-d", "--description", default="")
+@click.pass_context
+def repo_create(ctx: click.Context, name: str, description: str) -> None:
+    client(ctx).create_repo(name, description)
+
+
+@repo.command("list")
+@json_option
+@click.pass_context
+def repo_list(ctx: click.Context, as_json: bool) -> None:
+    show_repos(client(ctx).list_repos(), as_json)
+
+
+@repo.command("inspect")
+@click.argument("name")
+@json_option
+@click.pass_context
+def repo_inspect(ctx: click.Context, name: str, as_json: bool) -> None:
+    r = client(ctx).inspect_repo(name)
+    if as_json:
+        return print_json(r)
+    for key, value in (("Name", r.name), ("Created", humanize.ago(r.created)),
+                       ("Size", humanize.size(r.size)), ("Kind", r.kind),
+                       ("Description", r.description or "-")):
+        out.print(f"{key + ':':<13} {value}", markup=False)
+
+
+@repo.command("delete")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Delete even if a pipeline reads it.")
+@click.pass_context
+def repo_delete(ctx: click.Context, name: str, force: bool) -> None:
+    client(ctx).delete_repo(name, force)
+
+
+# -- branch ----------------------------------------------------------------------------------
+
+
+@main.group()
+def branch() -> None:
+    """Create, list and delete branches."""
+
+
+@branch.command("create")
+@click.argument("ref", metavar="REPO@BRANCH")
+@click.option("--head", help="Commit (id, branch or ref) the branch points at.")
+@click.pass_context
+def branch_create(ctx: click.Context, ref: str, head: str | None) -> None:
+    repo_name, name = branch_ref(ref)
+    client(ctx).create_branch(repo_name, name, head)
+
+
+@branch.command("list")
+@click.argument("repo_name", metavar="REPO")
+@json_option
+@click.pass_context
+def branch_list(ctx: click.Context, repo_name: str, as_json: bool) -> None:
+    branches: list[Branch] = client(ctx).list_branches(repo_name)
+    if as_json:
+        return print_json(branches)
+    table(["BRANCH", "HEAD", "OPEN"], [(b.name, b.head or "-", b.open or "-") for b in branches])
+
+
+@branch.command("delete")
+@click.argument("ref", metavar="REPO@BRANCH")
+@click.pass_context
+def branch_delete(ctx: click.Context, ref: str) -> None:
+    repo_name, name = branch_ref(ref)
+    client(ctx).delete_branch(repo_name, name)
+
+
+# -- commit ----------------------------------------------------------------------------------
+
+
+@main.group()
+def commit() -> None:
+    """Start, finish, list, inspect, delete, squash and wait for commits."""
+
+
+@commit.command("start")
+@click.argument("ref", metavar="REPO@BRANCH")
+@click.option("-p", "--parent", help="Parent commit (default: the branch head).")
+@click.option("-m", "--message", "description", default="", help="Commit description.")
+@click.pass_context
+def commit_start(ctx: click.Context, ref: str, parent: str | None, description: str) -> None:
+    repo_name, name = branch_ref(ref)
+    c = client(ctx).start_commit(repo_name, name, parent, description)
+    out.print(c.id, markup=False)
+
+
+@commit.command("finish")
+@click.argument("ref", metavar="REPO@BRANCH|REPO@ID")
+@click.option("-m", "--message", "description", default=None, help="Commit description.")
+@click.pass_context
+def commit_finish(ctx: click.Context, ref: str, description: str | None) -> None:
+    c = client(ctx).finish_commit(ref, description)
+    out.print(c.id, markup=False)
+
+
+@commit.command("list")
+@click.argument("ref", metavar="REPO[@BRANCH]")
+@click.option("-n", "--limit", type=int, help="At most this many commits.")
+@json_option
+@click.pass_context
+def commit_list(ctx: click.Context, ref: str, limit: int | None, as_json: bool) -> None:
+    repo_name, sep, name = ref.replace("/", "@", 1).partition("@")
+    show_commits(client(ctx).list_commits(repo_name, name if sep else None, limit), as_json)
+
+
+@commit.command("inspect")
+@click.argument("ref")
+@json_option
+@click.pass_context
+def commit_inspect(ctx: click.Context, ref: str, as_json: bool) -> None:
+    show_commit(client(ctx).inspect_commit(ref), as_json)
+
+
+@commit.command("delete")
+@click.argument("ref")
+@click.pass_context
+def commit_delete(ctx: click.Context, ref: str) -> None:
+    client(ctx).delete_commit(ref)
+
+
+@commit.command("squash")
+@click.argument("ref")
+@click.pass_context
+def commit_squash(ctx: click.Context, ref: str) -> None:
+    client(ctx).squash_commit(ref)
+
+
+@commit.command("wait")
+@click.argument("ref")
+@click.option("--timeout", type=float, help="Give up after this many seconds.")
+@json_option
+@click.pass_context
+def commit_wait(ctx: click.Context, ref: str, timeout: float | None, as_json: bool) -> None:
+    """Wait until a commit and everything downstream of it is finished."""
+    show_commits(client(ctx).wait_commit(ref, timeout), as_json)
+
+
+# -- file ------------------------------------------------------------------------------------
+
+
+@main.group()
+def file() -> None:
+    """Put, get, list, glob, inspect, diff, delete and copy files."""
+
+
+@file.command("put")
+@click.argument("ref", metavar="REPO@BRANCH:/PATH")
+@click.argument("source", required=False)
+@click.option("-f", "--file", "source_opt", help="Local file or directory, URL, or - (stdin).")
+@click.option("-r", "--recursive", is_flag=True, help="Put a directory and all below it.")
+@click.option("-a", "--append", is_flag=True, help="Append to the file instead of replacing.")
+@click.pass_context
+def file_put(ctx: click.Context, ref: str, source: str | None, source_opt: str | None,
+             recursive: bool, append: bool) -> None:
+    """Put SOURCE (a file, a directory with -r, a URL or - for stdin) at REF.
+
+    With no open commit on the branch, the put opens one and finishes it.
+    """
+    src = source or source_opt
+    if src is None:
+        raise InvalidArgument("put needs a source: a file, a directory (-r), a URL or -")
+    if Path(src).is_dir() and not recursive:
+        raise InvalidArgument(f"{src} is a directory (use -r)")
+    c = do_put(ctx, ref, src, append)
+    out.print(f"{c.repo}@{c.id}", markup=False)
+
+
+@file.command("get")
+@click.argument("ref", metavar="REF:/PATH")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this path.")
+@click.option("-r", "--recursive", is_flag=True, help="Get a directory into --output.")
+@click.pass_context
+def file_get(ctx: click.Context, ref: str, output: Path | None, recursive: bool) -> None:
+    c = client(ctx)
+    if recursive or output is not None:
+        info = c.inspect_file(ref)
+        if info.type == "dir" and not recursive:
+            raise InvalidArgument(f"{info.path} is a directory (use -r)")
+        if output is None:
+            raise InvalidArgument("-r needs -o DIR")
+        c.export(ref, output)
+        return
+    for piece in c.get_file(ref):
+        sys.stdout.buffer.write(piece)
+    sys.stdout.buffer.flush()
+
+
+@file.command("list")
+@click.argument("ref", metavar="REF[:/PATH]")
+@json_option
+@click.pass_context
+def file_list(ctx: click.Context, ref: str, as_json: bool) -> None:
+    show_files(client(ctx).list_files(ref), as_json)
+
+
+@file.command("glob")
+@click.argument("ref", metavar="REF")
+@click.argument("pattern")
+@json_option
+@click.pass_context
+def file_glob(ctx: click.Context, ref: str, pattern: str, as_json: bool) -> None:
+    show_files(client(ctx).glob_files(ref, pattern), as_json)
+
+
+@file.command("inspect")
+@click.argument("ref", metavar="REF:/PATH")
+@json_option
+@click.pass_context
+def file_inspect(ctx: click.Context, ref: str, as_json: bool) -> None:
+    show_file(client(ctx).inspect_file(ref), as_json)
+
+
+@file.command("diff")
+@click.argument("new", metavar="NEW_REF")
+@click.argument("old", metavar="[OLD_REF]", required=False)
+@json_option
+@click.pass_context
+def file_diff(ctx: click.Context, new: str, old: str | None, as_json: bool) -> None:
+    """What changed from OLD_REF (default: NEW_REF's parent) to NEW_REF."""
+    show_diff(client(ctx).diff_files(new, old), as_json)
+
+
+@file.command("delete")
+@click.argument("ref", metavar="REF:/PATH")
+@click.option("-r", "--recursive", is_flag=True)
+@click.pass_context
+def file_delete(ctx: click.Context, ref: str, recursive: bool) -> None:
+    client(ctx).delete_file(ref, recursive)
+
+
+@file.command("copy")
+@click.argument("src", metavar="SRC_REF:/PATH")
+@click.argument("dst", metavar="DST_REF:/PATH")
+@click.pass_context
+def file_copy(ctx: click.Context, src: str, dst: str) -> None:
+    client(ctx).copy_file(src, dst)
+
+
+# -- Pachyderm 1.x aliases -------------------------------------------------------------------
+
+
+def _ref(repo_name: str, at: str, path: str = "") -> str:
+    return f"{repo_name}@{at}" + (f":/{path.lstrip('/')}" if path else "")
+
+
+@main.command("create-repo")
+@click.argument("name")
+@click.option("-d", "--description", default="")
+@click.pass_context
+def create_repo(ctx: click.Context, name: str, description: str) -> None:
+    """1.x: create a repo."""
+    client(ctx).create_repo(name, description)
+
+
+@main.command("list-repo")
+@json_option
+@click.pass_context
+def list_repo(ctx: click.Context, as_json: bool) -> None:
+    """1.x: list repos."""
+    show_repos(client(ctx).list_repos(), as_json)
+
+
+@main.command("delete-repo")
+@click.argument("name")
+@click.option("--force", is_flag=True)
+@click.pass_context
+def delete_repo(ctx: click.Context, name: str, force: bool) -> None:
+    """1.x: delete a repo."""
+    client(ctx).delete_repo(name, force)
+
+
+@main.command("put-file")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("branch_name", metavar="BRANCH")
+@click.argument("path", required=False, default="")
+@click.option("-c", "--commit", "_commit", is_flag=True, help="Accepted for 1.x; puts commit.")
+@click.option("-f", "--file", "source", required=True, help="Local file or dir, URL, or -.")
+@click.option("-r", "--recursive", is_flag=True)
+@click.option("-o", "--overwrite", is_flag=True, help="Replace instead of appending.")
+@click.pass_context
+def put_file(ctx: click.Context, repo_name: str, branch_name: str, path: str, _commit: bool,
+             source: str, recursive: bool, overwrite: bool) -> None:
+    """1.x: append SOURCE to PATH (as 1.x did), in one commit unless one is open."""
+    if Path(source).is_dir() and not recursive:
+        raise InvalidArgument(f"{source} is a directory (use -r)")
+    if not path and not Path(source).is_dir():
+        path = Path(source).name if "://" not in source else source.rstrip("/").rsplit("/")[-1]
+    c = do_put(ctx, _ref(repo_name, branch_name, path), source,
+               append=not overwrite and not Path(source).is_dir())
+    out.print(f"{c.repo}@{c.id}", markup=False)
+
+
+@main.command("get-file")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("at", metavar="BRANCH-OR-COMMIT")
+@click.argument("path")
+@click.option("-o", "--output", type=click.Path(path_type=Path))
+@click.option("-r", "--recursive", is_flag=True)
+@click.pass_context
+def get_file(ctx: click.Context, repo_name: str, at: str, path: str, output: Path | None,
+             recursive: bool) -> None:
+    """1.x: print a file (or write it with -o)."""
+    ctx.invoke(file_get, ref=_ref(repo_name, at, path), output=output, recursive=recursive)
+
+
+@main.command("list-file")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("at", metavar="BRANCH-OR-COMMIT")
+@click.argument("path", required=False, default="")
+@json_option
+@click.pass_context
+def list_file(ctx: click.Context, repo_name: str, at: str, path: str, as_json: bool) -> None:
+    """1.x: list a directory."""
+    show_files(client(ctx).list_files(_ref(repo_name, at, path)), as_json)
+
+
+@main.command("list-commit")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("branch_name", metavar="[BRANCH]", required=False)
+@click.option("-n", "--number", "limit", type=int)
+@json_option
+@click.pass_context
+def list_commit(ctx: click.Context, repo_name: str, branch_name: str | None, limit: int | None,
+                as_json: bool) -> None:
+    """1.x: list commits, newest first."""
+    show_commits(client(ctx).list_commits(repo_name, branch_name, limit), as_json)
+
+
+@main.command("inspect-commit")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("at", metavar="COMMIT")
+@json_option
+@click.pass_context
+def inspect_commit(ctx: click.Context, repo_name: str, at: str, as_json: bool) -> None:
+    """1.x: show a commit."""
+    show_commit(client(ctx).inspect_commit(_ref(repo_name, at)), as_json)
+
+
+@main.command("start-commit")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("branch_name", metavar="BRANCH", default="master")
+@click.option("-p", "--parent")
+@click.option("-m", "--message", "description", default="")
+@click.pass_context
+def start_commit(ctx: click.Context, repo_name: str, branch_name: str, parent: str | None,
+                 description: str) -> None:
+    """1.x: open a commit on a branch."""
+    out.print(client(ctx).start_commit(repo_name, branch_name, parent, description).id,
+              markup=False)
+
+
+@main.command("finish-commit")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("at", metavar="BRANCH-OR-COMMIT", default="master")
+@click.option("-m", "--message", "description", default=None)
+@click.pass_context
+def finish_commit(ctx: click.Context, repo_name: str, at: str, description: str | None) -> None:
+    """1.x: finish the open commit of a branch."""
+    out.print(client(ctx).finish_commit(_ref(repo_name, at), description).id, markup=False)
+
+
+@main.command("flush-commit")
+@click.argument("ref", metavar="REPO/COMMIT")
+@click.option("--timeout", type=float)
+@json_option
+@click.pass_context
+def flush_commit(ctx: click.Context, ref: str, timeout: float | None, as_json: bool) -> None:
+    """1.x: wait for a commit and everything downstream of it."""
+    show_commits(client(ctx).wait_commit(ref, timeout), as_json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,389 @@
+"""The HTTP+JSON API over a Unix socket: one route per model operation, nothing more.
+
+Each handler parses its arguments, runs the model call in a worker thread (LMDB, hashing and
+file I/O must never block the trio loop that also serves the mount), and encodes the result.
+Every ``PfsError`` becomes ``{"error", "message"}`` with its status; anything else becomes a
+500 that is logged with its traceback. Layers above (the scheduler) add routes of their own
+through ``extra_routes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from pfsmount.errors import InvalidArgument, PfsError
+from pfsmount.pfs import Counts, Pfs
+from pfsmount.pfs.files import LocalPath, Source, Stream, Url
+from pfsmount.pfs.fsck import fsck
+from pfsmount.pfs.refs import parse_ref
+
+from .wire import API_PREFIX, encode, encode_line, error_body
+
+log = logging.getLogger("pfsmount.api")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(encode(value), status_code=status, media_type="application/json")
+
+
+def error_response(err: PfsError) -> Response:
+    return json_response(error_body(err), err.status)
+
+
+def guarded(handler: Handler) -> Handler:
+    """Map errors to responses so that no exception reaches the server."""
+
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except PfsError as e:
+            return error_response(e)
+        except Exception:
+            log.exception("internal error in %s %s", request.method, request.url.path)
+            return json_response({"error": "internal", "message": "internal error; see the "
+                                  "daemon log"}, 500)
+
+    return wrapper
+
+
+async def body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise InvalidArgument("request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("request body must be a JSON object")
+    return value
+
+
+def arg(params: dict[str, Any], name: str, kind: type = str, default: Any = ...) -> Any:
+    """One typed argument from a JSON body or query string."""
+    value = params.get(name, default)
+    if value is ...:
+        raise InvalidArgument(f"missing argument {name!r}")
+    if value is None or isinstance(value, kind):
+        return value
+    if kind is bool and isinstance(value, str):
+        return value.lower() in ("1", "true", "yes")
+    if kind is int and isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    if kind is float and isinstance(value, str | int):
+        return float(value)
+    raise InvalidArgument(f"argument {name!r} must be {kind.__name__}")
+
+
+def ndjson(items: Iterable[Any]) -> StreamingResponse:
+    """Stream items as NDJSON; the first lines go out at once, the rest in batches."""
+
+    def lines() -> Iterator[bytes]:
+        batch: list[bytes] = []
+        size = 16
+        try:
+            for item in items:
+                batch.append(encode_line(item))
+                if len(batch) >= size:
+                    yield b"".join(batch)
+                    batch.clear()
+                    size = 1024
+        except PfsError as e:
+            batch.append(encode_line(error_body(e)))
+        except Exception:
+            log.exception("internal error while streaming")
+            batch.append(encode_line({"error": "internal", "message": "internal error"}))
+        if batch:
+            yield b"".join(batch)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+class _BodyReader:
+    """A blocking ``readinto`` over the request body, for model code in a worker thread."""
+
+    def __init__(self, stream: AsyncIterator[bytes]) -> None:
+        self.stream = stream
+        self.buf = memoryview(b"")
+        self.done = False
+
+    async def _next(self) -> bytes | None:
+        try:
+            return await self.stream.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def readinto(self, out: memoryview) -> int:
+        while not self.buf and not self.done:
+            part = anyio.from_thread.run(self._next)
+            if part is None:
+                self.done = True
+            else:
+                self.buf = memoryview(part)
+        n = min(len(out), len(self.buf))
+        out[:n] = self.buf[:n]
+        self.buf = self.buf[n:]
+        return n
+
+
+def build_app(
+    pfs: Pfs,
+    status: Callable[[], dict[str, Any]],
+    shutdown: Callable[[], None],
+    extra_routes: list[BaseRoute] | None = None,
+) -> Starlette:
+    """The ASGI application serving ``pfs``; ``status`` and ``shutdown`` come from the daemon."""
+
+    def run(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        return anyio.to_thread.run_sync(fn, *args)
+
+    async def get_status(request: Request) -> Response:
+        return json_response(status())
+
+    async def post_shutdown(request: Request) -> Response:
+        shutdown()
+        return json_response({"stopping": True})
+
+    # -- repos and branches ------------------------------------------------------------------
+
+    async def repo_list(request: Request) -> Response:
+        return json_response(await run(pfs.repos.list))
+
+    async def repo_create(request: Request) -> Response:
+        p = await body(request)
+        repo = await run(lambda: pfs.repos.create(
+            arg(p, "name"), arg(p, "description", str, "")))
+        return json_response(repo, 201)
+
+    async def repo_inspect(request: Request) -> Response:
+        return json_response(await run(pfs.repos.inspect, request.path_params["name"]))
+
+    async def repo_delete(request: Request) -> Response:
+        force = arg(dict(request.query_params), "force", bool, False)
+        await run(lambda: pfs.repos.delete(request.path_params["name"], force=force))
+        return json_response({"deleted": request.path_params["name"]})
+
+    async def branch_list(request: Request) -> Response:
+        return json_response(await run(pfs.repos.list_branches, request.path_params["name"]))
+
+    async def branch_create(request: Request) -> Response:
+        p = await body(request)
+        branch = await run(lambda: pfs.repos.create_branch(
+            request.path_params["name"], arg(p, "branch"), arg(p, "head", str, None),
+            arg(p, "provenance", list, None)))
+        return json_response(branch, 201)
+
+    async def branch_delete(request: Request) -> Response:
+        await run(pfs.repos.delete_branch, request.path_params["name"],
+                  request.path_params["branch"])
+        return json_response({"deleted": request.path_params["branch"]})
+
+    # -- commits -----------------------------------------------------------------------------
+
+    async def commit_list(request: Request) -> Response:
+        q = dict(request.query_params)
+        return json_response(await run(lambda: pfs.commits.list(
+            request.path_params["name"], arg(q, "branch", str, None),
+            arg(q, "limit", int, None))))
+
+    async def commit_start(request: Request) -> Response:
+        p = await body(request)
+        return json_response(await run(lambda: pfs.commits.start(
+            arg(p, "repo"), arg(p, "branch", str, "master"), arg(p, "parent", str, None),
+            arg(p, "description", str, ""))), 201)
+
+    async def commit_finish(request: Request) -> Response:
+        p = await body(request)
+        return json_response(await run(lambda: pfs.commits.finish(
+            arg(p, "ref"), arg(p, "description", str, None))))
+
+    async def commit_inspect(request: Request) -> Response:
+        return json_response(await run(pfs.commits.inspect, arg(dict(request.query_params),
+                                                                 "ref")))
+
+    async def commit_delete(request: Request) -> Response:
+        p = await body(request)
+        return json_response(await run(pfs.commits.delete, arg(p, "ref")))
+
+    async def commit_squash(request: Request) -> Response:
+        p = await body(request)
+        return json_response(await run(pfs.commits.squash, arg(p, "ref")))
+
+    async def commit_wait(request: Request) -> Response:
+        p = await body(request)
+        commit = await run(lambda: pfs.commits.wait(arg(p, "ref"), arg(p, "timeout", float,
+                                                                         None)))
+        return json_response([commit])
+
+    # -- files -------------------------------------------------------------------------------
+
+    async def file_put(request: Request) -> Response:
+        q = dict(request.query_params)
+        ref, path = arg(q, "ref"), arg(q, "path", str, None)
+        append = arg(q, "append", bool, False)
+        source: Source
+        if "local" in q:
+            local = Path(q["local"])
+            if not local.is_absolute():
+                raise InvalidArgument("local source paths must be absolute")
+            source = LocalPath(local)
+        elif "url" in q:
+            source = Url(q["url"])
+        else:
+            source = Stream(_BodyReader(request.stream().__aiter__()))
+        send, receive = anyio.create_memory_object_stream[bytes](64)
+
+        def progress(counts: Counts) -> None:
+            anyio.from_thread.run(send.send, encode_line({"progress": counts}))
+
+        async def worker() -> None:
+            async with send:
+                try:
+                    commit = await run(lambda: pfs.files.put(
+                        ref, source, path=path, append=append, progress=progress))
+                    await send.send(encode_line({"commit": commit}))
+                except PfsError as e:
+                    await send.send(encode_line(error_body(e)))
+                except Exception:
+                    log.exception("internal error in put")
+                    await send.send(encode_line({"error": "internal",
+                                                 "message": "internal error"}))
+
+        async def lines() -> AsyncIterator[bytes]:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker)
+                async with receive:
+                    async for line in receive:
+                        yield line
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    async def file_get(request: Request) -> Response:
+        q = dict(request.query_params)
+        commit, entry = await run(pfs.files.open, arg(q, "ref"), arg(q, "path", str, None))
+        return StreamingResponse(
+            pfs.files.read(entry, arg(q, "offset", int, 0), arg(q, "size", int, None)),
+            media_type="application/octet-stream",
+            headers={"x-pfs-commit": commit.id, "content-length": str(entry.size)}
+            if "offset" not in q and "size" not in q else {"x-pfs-commit": commit.id},
+        )
+
+    async def file_export(request: Request) -> Response:
+        p = await body(request)
+        dest = Path(arg(p, "dest"))
+        if not dest.is_absolute():
+            raise InvalidArgument("export destinations must be absolute")
+        return json_response(await run(lambda: _export(pfs, arg(p, "ref"), dest)))
+
+    async def file_list(request: Request) -> Response:
+        q = dict(request.query_params)
+        items = pfs.files.list(arg(q, "ref"), arg(q, "path", str, None),
+                               arg(q, "after", str, None), arg(q, "limit", int, None))
+        await run(lambda: pfs.files.inspect(arg(q, "ref"), arg(q, "path", str, None)))
+        return ndjson(items)
+
+    async def file_walk(request: Request) -> Response:
+        q = dict(request.query_params)
+        await run(lambda: pfs.files.inspect(arg(q, "ref"), arg(q, "path", str, None)))
+        return ndjson(pfs.files.walk(arg(q, "ref"), arg(q, "path", str, None)))
+
+    async def file_glob(request: Request) -> Response:
+        q = dict(request.query_params)
+        await run(lambda: pfs.commits.inspect(arg(q, "ref")))
+        return ndjson(pfs.files.glob(arg(q, "ref"), arg(q, "pattern")))
+
+    async def file_inspect(request: Request) -> Response:
+        q = dict(request.query_params)
+        return json_response(await run(pfs.files.inspect, arg(q, "ref"),
+                                       arg(q, "path", str, None)))
+
+    async def file_diff(request: Request) -> Response:
+        q = dict(request.query_params)
+        return json_response(await run(pfs.files.diff, arg(q, "new"), arg(q, "old", str, None)))
+
+    async def file_delete(request: Request) -> Response:
+        p = await body(request)
+        return json_response(await run(lambda: pfs.files.delete(
+            arg(p, "ref"), arg(p, "path", str, None), arg(p, "recursive", bool, False))))
+
+    async def file_copy(request: Request) -> Response:
+        p = await body(request)
+        return json_response(await run(pfs.files.copy, arg(p, "src"), arg(p, "dst")))
+
+    async def get_fsck(request: Request) -> Response:
+        verify = arg(dict(request.query_params), "verify", bool, False)
+        return json_response(await run(lambda: fsck(pfs, verify_data=verify)))
+
+    def route(path: str, handler: Handler, method: str) -> Route:
+        return Route(API_PREFIX + path, guarded(handler), methods=[method])
+
+    routes: list[BaseRoute] = [
+        route("/status", get_status, "GET"),
+        route("/shutdown", post_shutdown, "POST"),
+        route("/fsck", get_fsck, "GET"),
+        route("/repos", repo_list, "GET"),
+        route("/repos", repo_create, "POST"),
+        route("/repos/{name}", repo_inspect, "GET"),
+        route("/repos/{name}", repo_delete, "DELETE"),
+        route("/repos/{name}/branches", branch_list, "GET"),
+        route("/repos/{name}/branches", branch_create, "POST"),
+        route("/repos/{name}/branches/{branch}", branch_delete, "DELETE"),
+        route("/repos/{name}/commits", commit_list, "GET"),
+        route("/commits/start", commit_start, "POST"),
+        route("/commits/finish", commit_finish, "POST"),
+        route("/commits/inspect", commit_inspect, "GET"),
+        route("/commits/delete", commit_delete, "POST"),
+        route("/commits/squash", commit_squash, "POST"),
+        route("/commits/wait", commit_wait, "POST"),
+        route("/files/put", file_put, "POST"),
+        route("/files/get", file_get, "GET"),
+        route("/files/export", file_export, "POST"),
+        route("/files/list", file_list, "GET"),
+        route("/files/walk", file_walk, "GET"),
+        route("/files/glob", file_glob, "GET"),
+        route("/files/inspect", file_inspect, "GET"),
+        route("/files/diff", file_diff, "GET"),
+        route("/files/delete", file_delete, "POST"),
+        route("/files/copy", file_copy, "POST"),
+        *(extra_routes or []),
+    ]
+    return Starlette(routes=routes)
+
+
+def _export(pfs: Pfs, ref: str, dest: Path) -> Counts:
+    """Write a file, or every file below a directory, to local ``dest`` (made as needed)."""
+    info = pfs.files.inspect(ref)
+    pinned = f"{parse_ref(ref).repo}@{info.commit}"  # one snapshot, even if the branch moves
+    counts = Counts()
+    base = info.path.rstrip("/")
+    for item in (pfs.files.walk(pinned, info.path) if info.type == "dir" else [info]):
+        rel = item.path[len(base):].lstrip("/") if info.type == "dir" else ""
+        target = dest / rel if rel else dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if item.type == "symlink":
+            target.unlink(missing_ok=True)
+            os.symlink(item.target or "", target)
+            continue
+        _, entry = pfs.files.open(pinned, item.path)
+        tmp = target.with_name(f".{target.name}.pfsmount-tmp")
+        with open(tmp, "wb") as f:
+            for piece in pfs.files.read(entry):
+                f.write(piece)
+        os.chmod(tmp, item.mode & 0o777)
+        os.replace(tmp, target)
+        counts.files += 1
+        counts.bytes += item.size
+    return counts

@@ -1,0 +1,135 @@
+"""The daemon process: one trio nursery running the API server and the hosted services.
+
+Owns the daemon's lifetime: the exclusive lock on the root (one daemon per root), the
+owner-only Unix socket, the pid file, signal handling, and an orderly shutdown in which
+every service is cancelled and the store is closed. Services (the mount, the scheduler) are
+handed in by the caller as async functions, so this layer does not import them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from starlette.routing import BaseRoute
+
+from pfsmount.api.server import build_app
+from pfsmount.config import Layout
+from pfsmount.errors import DaemonRunning
+from pfsmount.pfs import Pfs
+
+log = logging.getLogger("pfsmount.daemon")
+
+Service = Callable[[Pfs, trio.Nursery], Awaitable[None]]
+
+
+class Daemon:
+    """Everything one ``pfsmount up --foreground`` runs, from lock to shutdown."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        services: list[Service] | None = None,
+        routes: list[BaseRoute] | None = None,
+        info: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.layout = layout
+        self.services = services or []
+        self.routes = routes or []
+        self.info = info or dict
+        self.started = time.time()
+        self._stop = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    def _lock(self) -> int:
+        self.layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = self.layout.pidfile.read_text().strip() if self.layout.pidfile.exists() else "?"
+            raise DaemonRunning(
+                f"a pfsmount daemon (pid {pid}) already serves {self.layout.root}"
+            ) from None
+        return fd
+
+    def _socket(self) -> socket.socket:
+        path = self.layout.socket
+        path.unlink(missing_ok=True)  # left by a daemon that died; we hold the lock
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        sock.set_inheritable(True)
+        return sock
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "root": str(self.layout.root),
+            "socket": str(self.layout.socket),
+            "started": self.started,
+            **self.info(),
+        }
+
+    def stop(self) -> None:
+        """Ask the daemon to shut down; safe from any thread."""
+        token = self._token
+        if token is not None:
+            try:
+                token.run_sync_soon(self._stop.set)
+            except trio.RunFinishedError:
+                pass
+
+    def run(self) -> None:
+        lock_fd = self._lock()
+        try:
+            pfs = Pfs(self.layout.store)
+            try:
+                trio.run(self._main, pfs)
+            finally:
+                pfs.close()
+        finally:
+            self.layout.socket.unlink(missing_ok=True)
+            self.layout.pidfile.unlink(missing_ok=True)
+            os.close(lock_fd)
+
+    async def _main(self, pfs: Pfs) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        sock = self._socket()
+        config = Config()
+        config.bind = [f"fd://{sock.fileno()}"]
+        config.accesslog = None
+        config.graceful_timeout = 2.0
+        app = build_app(pfs, self.status, self.stop, self.routes)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._signals)
+            await nursery.start(serve, app, config)  # type: ignore[arg-type]
+            for service in self.services:
+                await service(pfs, nursery)
+            self.layout.pidfile.write_text(f"{os.getpid()}\n")
+            log.info("serving %s on %s", self.layout.root, self.layout.socket)
+            await self._stop.wait()
+            log.info("shutting down")
+            nursery.cancel_scope.cancel()
+        sock.close()
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for signum in sigs:
+                log.info("received %s", signal.Signals(signum).name)
+                self._stop.set()

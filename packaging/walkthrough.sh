@@ -31,10 +31,13 @@ run pfsmount list-repo
 run pfsmount put-file data master sales -c -f examples/fruit_stand/set1.txt
 run pfsmount list-repo
 run pfsmount list-commit data
-printf '\n$ %s\n' "pfsmount get-file data master sales | head"
-pfsmount get-file data master sales | head
+printf '\n$ %s\n' "pfsmount get-file data master sales | sed -n 1,5p"
+pfsmount get-file data master sales | sed -n 1,5p
 run pfsmount put-file data master sales -c -f examples/fruit_stand/set2.txt
 run pfsmount list-commit data   # two commits now
+pfsmount list-commit data --json | python3 -c 'import json, sys; n = len(json.load(sys.stdin)); assert n == 2, f"expected 2 commits, got {n}"'
+cat examples/fruit_stand/set1.txt examples/fruit_stand/set2.txt | cmp - <(pfsmount get-file data master sales)
+echo "(sales holds set1 followed by set2)"
 run pfsmount fsck
 run pfsmount down
 echo "==> walkthrough done"

@@ -8,6 +8,7 @@ and waits for its pid to go away.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -84,10 +85,8 @@ def stop(layout: Layout) -> int:
     """Shut the daemon down cleanly; returns its pid. SIGKILL only if it will not stop."""
     client = Client(layout.root)
     pid = int(client.status()["pid"])
-    try:
+    with contextlib.suppress(DaemonNotRunning):
         client.shutdown()
-    except DaemonNotRunning:
-        pass
     deadline = time.monotonic() + STOP_TIMEOUT
     while _alive(pid):
         if time.monotonic() > deadline:

@@ -8,6 +8,7 @@ handed in by the caller as async functions, so this layer does not import them.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -90,10 +91,8 @@ class Daemon:
         """Ask the daemon to shut down; safe from any thread."""
         token = self._token
         if token is not None:
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(self._stop.set)
-            except trio.RunFinishedError:
-                pass
 
     def run(self) -> None:
         lock_fd = self._lock()

@@ -7,6 +7,7 @@ DESIGN asks for: two writers can never both move a head from the same value.
 
 from __future__ import annotations
 
+import builtins
 import time
 import uuid
 
@@ -52,6 +53,7 @@ class Commits:
             raise Conflict(
                 f"{repo}@{branch_name} already has an open commit {branch.open}; finish it first"
             )
+        parent_commit: Commit | None
         if parent is not None:
             parent_commit = self.records.resolve(txn, parse_ref(f"{repo}@{parent}"))
             if parent_commit.is_open:
@@ -166,7 +168,7 @@ class Commits:
     def list(self, repo: str, branch: str | None = None, limit: int | None = None) -> list[Commit]:
         """Commits newest first: all of a repo, or the ancestry of one branch."""
         check_name("repo", repo)
-        out: list[Commit] = []
+        out: builtins.list[Commit] = []
         with self.meta.read() as txn:
             self.records.repo(txn, repo)
             if branch is None:
@@ -183,10 +185,10 @@ class Commits:
                 cursor = commit.parent
         return out
 
-    def _children(self, txn: lmdb.Transaction, commit: Commit) -> list[Commit]:
+    def _children(self, txn: lmdb.Transaction, commit: Commit) -> builtins.list[Commit]:
         return [c for c in self.records.log(txn, commit.repo) if c.parent == commit.id]
 
-    def _heads_at(self, txn: lmdb.Transaction, commit: Commit) -> list[str]:
+    def _heads_at(self, txn: lmdb.Transaction, commit: Commit) -> builtins.list[str]:
         return [
             b.name for b in self.records.branches(txn, commit.repo)
             if commit.id in (b.head, b.open)
@@ -226,7 +228,7 @@ class Commits:
             if commit.is_open:
                 raise Conflict(f"commit {commit.id} is open; finish it first")
             if self._heads_at(txn, commit):
-                raise Conflict(f"commit {commit.id} is a branch head and has no child to squash into")
+                raise Conflict(f"commit {commit.id} is a branch head: no child to squash into")
             children = self._children(txn, commit)
             if not children:
                 raise Conflict(f"commit {commit.id} has no child to squash into")

@@ -9,6 +9,7 @@ and a crash mid-write leaves no visible trace.
 
 from __future__ import annotations
 
+import builtins
 import fnmatch
 import io
 import os
@@ -187,32 +188,40 @@ class Files:
         if not ref.path:
             raise InvalidArgument("put needs a destination file path, e.g. repo@master:/file")
         for _attempt in range(10):
-            batch = WriteBatch()
-            base = self._current_entry(ref, system) if append else None
-            content = self._ingest(batch, source, base)
-            mode = 0o644
-            if isinstance(source, LocalPath) and os.stat(source.path).st_mode & 0o111:
-                mode = 0o755
-
-            def build(txn: lmdb.Transaction, commit: Commit) -> dict[str, Change]:
-                current = self.store.trees.lookup(txn, bytes.fromhex(commit.root), ref.path)
-                if current is not None and current.kind == KIND_DIR:
-                    raise IsADirectory(f"{ref.path} is a directory")
-                if append and _ref_of(current) != _ref_of(base):
-                    raise _Retry
-                return {ref.path: Entry(KIND_FILE, content.size, mode, time.time_ns(),
-                                        content.digest)}
-
-            try:
-                commit = self.write(ref, build, batch, system=system)
-            except _Retry:
-                continue
-            if progress:
-                progress(Counts(files=1, bytes=content.size))
-            return commit
+            done = self._put_file(ref, source, append, system)
+            if done is not None:
+                if progress:
+                    progress(Counts(files=1, bytes=done[1]))
+                return done[0]
         raise SourceError(f"{ref.path} kept changing while appending to it")
 
-    def _current_entry(self, ref: Ref, system: bool) -> Entry | None:
+    def _put_file(
+        self, ref: Ref, source: Source, append: bool, system: bool
+    ) -> tuple[Commit, int] | None:
+        """One attempt at a single-file put: the commit and the file's size, or None when an
+        append raced another writer."""
+        batch = WriteBatch()
+        base = self._current_entry(ref) if append else None
+        content = self._ingest(batch, source, base)
+        mode = 0o644
+        if isinstance(source, LocalPath) and os.stat(source.path).st_mode & 0o111:
+            mode = 0o755
+
+        def build(txn: lmdb.Transaction, commit: Commit) -> dict[str, Change]:
+            current = self.store.trees.lookup(txn, bytes.fromhex(commit.root), ref.path)
+            if current is not None and current.kind == KIND_DIR:
+                raise IsADirectory(f"{ref.path} is a directory")
+            if append and _ref_of(current) != _ref_of(base):
+                raise _Retry
+            return {ref.path: Entry(KIND_FILE, content.size, mode, time.time_ns(),
+                                    content.digest)}
+
+        try:
+            return self.write(ref, build, batch, system=system), content.size
+        except _Retry:
+            return None
+
+    def _current_entry(self, ref: Ref) -> Entry | None:
         with self.meta.read() as txn:
             branch = self.records.find_branch(txn, ref.repo, ref.branch_or_id)
             if branch is not None and branch.open is None and branch.head is None:
@@ -371,7 +380,7 @@ class Files:
                     yield info(p, e, commit.id)
 
     def _glob(
-        self, txn: lmdb.Transaction, directory: bytes, parts: list[str], prefix: str
+        self, txn: lmdb.Transaction, directory: bytes, parts: builtins.list[str], prefix: str
     ) -> Iterator[tuple[str, Entry]]:
         trees = self.store.trees
         head, rest = parts[0], parts[1:]
@@ -396,7 +405,7 @@ class Files:
             elif entry.kind == KIND_DIR:
                 yield from self._glob(txn, entry.ref, rest, f"{prefix}{name}/")
 
-    def diff(self, new_ref: str, old_ref: str | None = None) -> list[FileDiff]:
+    def diff(self, new_ref: str, old_ref: str | None = None) -> builtins.list[FileDiff]:
         """What changed from ``old_ref`` (default: the new commit's parent) to ``new_ref``."""
         new = parse_ref(new_ref)
         with self.meta.read() as txn:
@@ -431,9 +440,8 @@ class Files:
             entry = self.store.trees.lookup(txn, bytes.fromhex(commit.root), ref.path)
             if entry is None:
                 raise NotFound(f"file {ref.path} not found in {ref.repo}@{commit.id}")
-            if entry.kind == KIND_DIR and not recursive:
-                if self.store.trees.count(txn, entry.ref):
-                    raise DirectoryNotEmpty(f"{ref.path} is a non-empty directory (use -r)")
+            if entry.kind == KIND_DIR and not recursive and self.store.trees.count(txn, entry.ref):
+                raise DirectoryNotEmpty(f"{ref.path} is a non-empty directory (use -r)")
             return {ref.path: None}
 
         self.check_writable(ref, system)
@@ -482,7 +490,7 @@ def _readable(source: Source) -> Readable:
         return io.BytesIO(source.data)
     if isinstance(source, LocalPath):
         try:
-            return open(source.path, "rb", buffering=0)  # noqa: SIM115 - closed by GC at end
+            return open(source.path, "rb", buffering=0)
         except OSError as e:
             raise SourceError(f"cannot read {source.path}: {e.strerror}") from None
     return _fetch(source.url)

@@ -81,7 +81,7 @@ class Records:
         cur = txn.cursor(db=self.branches_db)
         if cur.set_range(prefix):
             for key, raw in cur:
-                if not key.startswith(prefix):
+                if not bytes(key).startswith(prefix):
                     break
                 yield _branch_dec.decode(raw)
 
@@ -116,8 +116,8 @@ class Records:
         prefix = repo.encode() + b"\0"
         cur = txn.cursor(db=self.log_db)
         ok = cur.prev() if cur.set_range(prefix + b"\xff" * 9) else cur.last()
-        while ok and cur.key().startswith(prefix):
-            yield self.commit(txn, cur.key()[len(prefix) + 8 :].decode())
+        while ok and (key := bytes(cur.key())).startswith(prefix):
+            yield self.commit(txn, key[len(prefix) + 8 :].decode())
             ok = cur.prev()
 
     def has_log_row(self, txn: lmdb.Transaction, commit: Commit) -> bool:
@@ -158,7 +158,7 @@ class Records:
             cur = txn.cursor(db=self.commits_db)
             if cur.set_range(text.encode()):
                 for key, raw in cur:
-                    if not key.startswith(text.encode()):
+                    if not bytes(key).startswith(text.encode()):
                         break
                     commit = _commit_dec.decode(raw)
                     if commit.repo == repo:

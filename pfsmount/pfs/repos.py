@@ -7,6 +7,7 @@ output branch is computed from; a repo that another branch derives from cannot b
 
 from __future__ import annotations
 
+import builtins
 import time
 
 import lmdb
@@ -59,7 +60,7 @@ class Repos:
         with self.meta.read() as txn:
             return self._with_size(txn, self.records.repo(txn, name))
 
-    def readers(self, txn: lmdb.Transaction, name: str) -> list[str]:
+    def readers(self, txn: lmdb.Transaction, name: str) -> builtins.list[str]:
         """Other repos with a branch whose provenance names a branch of ``name``."""
         found = []
         for repo in self.records.repos(txn):
@@ -96,7 +97,7 @@ class Repos:
         repo: str,
         name: str,
         head: str | None = None,
-        provenance: list[str] | None = None,
+        provenance: builtins.list[str] | None = None,
     ) -> Branch:
         """Create a branch, or point an existing one at ``head`` (a ref such as ``repo@id``)."""
         check_name("branch", name)
@@ -125,7 +126,7 @@ class Repos:
         self.events.emit(Event("branch_changed", repo, name, branch.head))
         return branch
 
-    def list_branches(self, repo: str) -> list[Branch]:
+    def list_branches(self, repo: str) -> builtins.list[Branch]:
         check_name("repo", repo)
         with self.meta.read() as txn:
             self.records.repo(txn, repo)

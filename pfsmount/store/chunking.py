@@ -63,7 +63,7 @@ def split_file(path: Path) -> Iterator[bytes]:
 
 def split_stream(stream: Readable) -> Iterator[bytes]:
     """Chunk a stream of unknown length; each yielded chunk is a private copy."""
-    for chunk in _cdc().cut_stream(stream):
+    for chunk in _cdc().cut_stream(stream):  # type: ignore[arg-type]
         yield bytes(chunk.data)
 
 

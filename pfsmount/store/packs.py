@@ -186,7 +186,7 @@ class PackStore:
         raw = txn.get(digest, db=self.meta.db["chunks"])
         if raw is None:
             raise Corrupt(f"chunk {digest.hex()} is not in the chunk index")
-        return Location.decode(raw)
+        return Location.decode(bytes(raw))
 
     def _read_stored(self, loc: Location) -> bytes:
         with self._lock:

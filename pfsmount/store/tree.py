@@ -113,7 +113,7 @@ class Trees:
         raw = txn.get(digest, db=self.db)
         if raw is None:
             raise Corrupt(f"tree page {digest.hex()} is missing")
-        node = _decoder.decode(raw)
+        node: Node = _decoder.decode(raw)
         with self._lock:
             self._cache[digest] = node
             if len(self._cache) > 8192:
@@ -134,7 +134,8 @@ class Trees:
         if chunking.digest(raw) != digest:
             raise Corrupt(f"tree page {digest.hex()} does not match its content")
         try:
-            return _decoder.decode(raw)
+            node: Node = _decoder.decode(raw)
+            return node
         except msgspec.DecodeError as e:
             raise Corrupt(f"tree page {digest.hex()} does not decode: {e}") from None
 

@@ -8,6 +8,7 @@ Nothing here touches disk or metadata.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,10 +56,28 @@ def split_buffer(data: bytes | memoryview) -> Iterator[memoryview]:
         yield chunk.data
 
 
-def split_file(path: Path) -> Iterator[bytes]:
-    """Chunk a local file; each chunk is a private copy (the file is read, not mapped)."""
+SMALL_FILE = 8 * 1024 * 1024
+
+
+def split_file(path: Path) -> Iterator[bytes | memoryview]:
+    """Chunk a local file: small files in one read, large ones through a memory map.
+
+    Each view is valid until the next one is taken (a stream chunker would allocate a
+    buffer of ``MAX_CHUNK`` per file, which dominates the cost of small files).
+    """
     with open(path, "rb", buffering=0) as f:
-        yield from split_stream(f)
+        size = os.fstat(f.fileno()).st_size
+        if size <= SMALL_FILE:
+            data = f.read()
+            while len(data) < size:  # a short read: keep going until EOF
+                more = f.read(size - len(data))
+                if not more:
+                    break
+                data += more
+            yield from split_buffer(data)
+            return
+    for chunk in _cdc().cut_file(path):
+        yield chunk.data
 
 
 def split_stream(stream: Readable) -> Iterator[bytes]:

@@ -64,21 +64,29 @@ class ContentStore:
 
     def write_chunks(self, batch: WriteBatch, chunks: Iterable[bytes | memoryview]) -> Content:
         """Store a file given as its chunks, in order."""
-        whole = blake3.blake3()
+        whole: blake3.blake3 | None = None  # started only once a second chunk shows up
         table = bytearray()
         end = 0
-        first: bytes | None = None
-        count = 0
+        first = b""
         for chunk in chunks:
             name = chunking.digest(chunk)
             self.packs.add(batch.chunks, name, chunk)
-            whole.update(chunk)
+            if end == 0 and not table:
+                first = name
+                first_bytes = bytes(chunk) if isinstance(chunk, memoryview) else chunk
+            else:
+                if whole is None:
+                    whole = blake3.blake3(first_bytes)
+                whole.update(chunk)
             end += len(chunk)
             table += _ROW.pack(name, end)
-            first = name if count == 0 else first
-            count += 1
         # One chunk: the file's name is the chunk's name, no need to hash twice.
-        name = first if count == 1 and first is not None else whole.digest()
+        if whole is not None:
+            name = whole.digest()
+        elif table:
+            name = first
+        else:
+            name = EMPTY_DIGEST
         batch.contents[name] = bytes(table)
         batch.bytes_in += end
         return Content(name, end)

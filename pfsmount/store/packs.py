@@ -177,7 +177,7 @@ class PackStore:
         self.sync()
         db = self.meta.db["chunks"]
         for digest, loc in batch.pending.items():
-            txn.put(digest, loc.encode(), db=db)
+            txn.put(digest, loc.encode(), db=db, overwrite=False)  # invariant 6: first wins
         batch.pending.clear()
 
     # -- reading -----------------------------------------------------------------------------

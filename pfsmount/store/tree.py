@@ -245,6 +245,8 @@ class Trees:
                 ops[name] = change
         for name, sub in nested.items():
             current = ops[name] if name in ops else self.find(txn, root, name)
+            if current is None and all(c is None for c in sub.values()):
+                continue  # deleting below a missing directory must not create it
             if current is not None and current.kind != KIND_DIR:
                 raise NotADirectory(f"{_prefix}{name} is not a directory")
             base = current.ref if current is not None else self.empty

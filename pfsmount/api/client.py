@@ -17,24 +17,12 @@ import msgspec
 
 from pfsmount.config import layout
 from pfsmount.errors import DaemonNotRunning, InvalidArgument, PfsError, from_code
+from pfsmount.pfs.fsck import FsckReport
 from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
 
 from .wire import API_PREFIX
 
 T = TypeVar("T")
-
-
-class FsckResult(msgspec.Struct, kw_only=True):
-    errors: list[str]
-    repos: int = 0
-    commits: int = 0
-    pages: int = 0
-    files: int = 0
-    chunks: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
 
 
 class Client:
@@ -104,8 +92,8 @@ class Client:
     def shutdown(self) -> None:
         self._call("POST", "/shutdown")
 
-    def fsck(self, verify: bool = False) -> FsckResult:
-        return self._call("GET", "/fsck", FsckResult, params={"verify": int(verify)})
+    def fsck(self, verify: bool = False) -> FsckReport:
+        return self._call("GET", "/fsck", FsckReport, params={"verify": int(verify)})
 
     # -- repos and branches ------------------------------------------------------------------
 

@@ -237,6 +237,12 @@ class Files:
         if base is not None and base.kind == KIND_FILE:
             with self.meta.read() as txn:
                 old = list(contents.iter_range(txn, base.ref))
+            if isinstance(source, LocalPath):
+                try:
+                    with open(source.path, "rb", buffering=0) as f:
+                        return contents.write_stream(batch, _Chain(old, f))
+                except OSError as e:
+                    raise SourceError(f"cannot read {source.path}: {e.strerror}") from None
             return contents.write_stream(batch, _Chain(old, _readable(source)))
         if isinstance(source, Data):
             return contents.write_bytes(batch, source.data)
@@ -489,10 +495,7 @@ def _readable(source: Source) -> Readable:
     if isinstance(source, Data):
         return io.BytesIO(source.data)
     if isinstance(source, LocalPath):
-        try:
-            return open(source.path, "rb", buffering=0)
-        except OSError as e:
-            raise SourceError(f"cannot read {source.path}: {e.strerror}") from None
+        raise AssertionError("local files are read by path, not as a stream")
     return _fetch(source.url)
 
 

@@ -243,7 +243,11 @@ def build_app(
         elif "url" in q:
             source = Url(q["url"])
         else:
+            # The body is read while the put runs, so the answer cannot stream alongside
+            # (a streaming response would compete for the body's messages): one final line.
             source = Stream(_BodyReader(request.stream().__aiter__()))
+            commit = await run(lambda: pfs.files.put(ref, source, path=path, append=append))
+            return Response(encode_line({"commit": commit}), media_type="application/x-ndjson")
         send, receive = anyio.create_memory_object_stream[bytes](64)
 
         def progress(counts: Counts) -> None:

@@ -125,7 +125,9 @@ class Daemon:
             await self._stop.wait()
             log.info("shutting down")
             nursery.cancel_scope.cancel()
-        sock.close()
+        # hypercorn wrapped this fd in a socket of its own and closed it when the listener
+        # stopped; closing it again would fail (EBADF) or close an fd reused meanwhile.
+        sock.detach()
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:

@@ -8,6 +8,7 @@ Nothing here touches disk or metadata.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from collections.abc import Iterator
@@ -60,23 +61,31 @@ SMALL_FILE = 8 * 1024 * 1024
 
 
 def split_file(path: Path) -> Iterator[bytes | memoryview]:
-    """Chunk a local file: small files in one read, large ones through a memory map.
-
-    Each view is valid until the next one is taken (a stream chunker would allocate a
-    buffer of ``MAX_CHUNK`` per file, which dominates the cost of small files).
-    """
+    """Chunk a local file (see ``split_fd``)."""
     with open(path, "rb", buffering=0) as f:
-        size = os.fstat(f.fileno()).st_size
-        if size <= SMALL_FILE:
-            data = f.read()
-            while len(data) < size:  # a short read: keep going until EOF
-                more = f.read(size - len(data))
-                if not more:
-                    break
-                data += more
-            yield from split_buffer(data)
-            return
-    for chunk in _cdc().cut_file(path):
+        yield from split_fd(f.fileno())
+
+
+def split_fd(fd: int) -> Iterator[bytes | memoryview]:
+    """Chunk an open file from offset 0: small files in one read, large ones mapped.
+
+    Each view is valid until the next one is taken. (A stream chunker would allocate a
+    ``MAX_CHUNK`` buffer per file, which dominates the cost of small files.)
+    """
+    size = os.fstat(fd).st_size
+    if size <= SMALL_FILE:
+        data = os.pread(fd, size, 0)
+        while len(data) < size:  # short reads: keep going until EOF
+            more = os.pread(fd, size - len(data), len(data))
+            if not more:
+                break
+            data += more
+        yield from split_buffer(data)
+        return
+    # The map is unmapped when the last chunk view of it is gone (closing it explicitly
+    # while the chunker still exports views would fail).
+    mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    for chunk in _cdc().cut_buf(memoryview(mapped)):
         yield chunk.data
 
 

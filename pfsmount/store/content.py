@@ -97,6 +97,9 @@ class ContentStore:
     def write_file(self, batch: WriteBatch, path: Path) -> Content:
         return self.write_chunks(batch, chunking.split_file(path))
 
+    def write_fd(self, batch: WriteBatch, fd: int) -> Content:
+        return self.write_chunks(batch, chunking.split_fd(fd))
+
     def write_stream(self, batch: WriteBatch, stream: chunking.Readable) -> Content:
         return self.write_chunks(batch, chunking.split_stream(stream))
 

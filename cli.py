@@ -29,7 +29,7 @@ from rich.table import Table
 
 from pfsmount import humanize
 from pfsmount.api.client import Client
-from pfsmount.config import layout
+from pfsmount.config import default_mount, layout
 from pfsmount.errors import InvalidArgument, PfsError
 from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
 
@@ -214,23 +214,34 @@ def main(ctx: click.Context, root: Path | None) -> None:
 
 @main.command()
 @click.option("--foreground", is_flag=True, help="Stay attached; log to stderr.")
+@click.option("--mount", "mountpoint", type=click.Path(path_type=Path),
+              help="Where to mount the repos [default: /pfs for root, else ~/pfs].")
+@click.option("--no-mount", is_flag=True, help="Serve the API only, without a mount.")
 @click.pass_context
-def up(ctx: click.Context, foreground: bool) -> None:
-    """Start the daemon; returns once it serves."""
+def up(ctx: click.Context, foreground: bool, mountpoint: Path | None, no_mount: bool) -> None:
+    """Start the daemon (store, mount and API); returns once it serves."""
     from pfsmount.daemon import launch
 
     lay = layout(ctx.obj.get("root"))
+    mountpoint = (mountpoint or default_mount()).absolute()
     if foreground:
-        from pfsmount.daemon.main import Daemon
+        from pfsmount.daemon.main import Daemon, Service
+        from pfsmount.fuse.mount import mount_service
 
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        Daemon(lay).run()
+        services: list[Service] = []
+        info = {}
+        if not no_mount:
+            services.append(mount_service(mountpoint, lay.root / "mount-staging"))
+            info["mount"] = str(mountpoint)
+        Daemon(lay, services, info=lambda: info).run()
         return
     argv = [sys.executable, os.path.abspath(__file__), "--root", str(lay.root), "up",
-            "--foreground"]
+            "--foreground", *(["--no-mount"] if no_mount else ["--mount", str(mountpoint)])]
     status = launch.start(lay, argv)
-    out.print(f"pfsmount serving {status['root']} (pid {status['pid']})", markup=False)
+    where = f", mounted at {status['mount']}" if "mount" in status else ""
+    out.print(f"pfsmount serving {status['root']} (pid {status['pid']}){where}", markup=False)
 
 
 @main.command()

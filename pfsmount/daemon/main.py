@@ -117,9 +117,9 @@ class Daemon:
         app = build_app(pfs, self.status, self.stop, self.routes)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals)
-            await nursery.start(serve, app, config)  # type: ignore[arg-type]
-            for service in self.services:
+            for service in self.services:  # the API answers only once every service is up
                 await service(pfs, nursery)
+            await nursery.start(serve, app, config)  # type: ignore[arg-type]
             self.layout.pidfile.write_text(f"{os.getpid()}\n")
             log.info("serving %s on %s", self.layout.root, self.layout.socket)
             await self._stop.wait()

@@ -48,6 +48,8 @@ class Repos:
                 raise AlreadyExists(f"repo {name} already exists")
             repo = Repo(name=name, created=time.time(), description=description, kind=kind)
             self.records.put_repo(txn, repo)
+            # Every repo starts with an empty master, so /pfs/<repo>/master exists at once.
+            self.records.put_branch(txn, Branch(repo=name, name="master", created=repo.created))
         self.events.emit(Event("repo_created", name))
         return repo
 

@@ -553,7 +553,9 @@ def test_pipeline_repo_is_read_only_unless_system(pfs: Pfs) -> None:
     with pytest.raises(ReadOnly):
         pfs.commits.start("out")
     assert pfs.commits.list("out") == []
-    assert pfs.repos.list_branches("out") == []
+    assert [(b.name, b.head, b.open) for b in pfs.repos.list_branches("out")] == [
+        ("master", None, None)
+    ]
 
     made = _put(pfs, "out@master", "a", b"1", system=True)
     assert _cat(pfs, "out@master:/a") == b"1"

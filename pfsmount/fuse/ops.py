@@ -1,0 +1,618 @@
+"""The pyfuse3 adapter: kernel requests on inodes and handles, answered from the model.
+
+``/pfs/<repo>/<branch>/`` shows a branch's open commit, else its head, and is writable for
+input repos: the first change opens a commit. ``/pfs/<repo>/<commit-id>/`` shows any commit,
+read-only. Every handler runs under ``_guard``: model errors become their errno, anything
+unexpected is logged and becomes EIO, so no exception ever ends ``pyfuse3.main()``.
+Metadata reads are small LMDB lookups done inline; file data, hashing and writes to the store
+run in worker threads so that requests overlap.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import inspect
+import itertools
+import logging
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from pfsmount.errors import NotFound, PfsError
+from pfsmount.fuse.dirty import Dirty
+from pfsmount.fuse.nodes import Node, Nodes
+from pfsmount.pfs import Commit, Pfs
+from pfsmount.pfs.refs import is_commit_id
+from pfsmount.store import KIND_DIR, KIND_FILE, KIND_LINK, MKDIR, Entry, WriteBatch
+from pfsmount.store.tree import Change
+
+log = logging.getLogger("pfsmount.fuse")
+
+IMMUTABLE_TIMEOUT = 3600.0  # finished commits never change
+MUTABLE_TIMEOUT = 1.0  # branches: changes from elsewhere are also invalidated at once
+_F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
+
+
+def fail(code: int) -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(code)
+
+
+@dataclass(frozen=True)
+class View:
+    """What a ``/pfs/<repo>/<view>`` directory shows right now."""
+
+    commit: Commit | None  # None: a branch with no commits yet
+    writable: bool
+
+    @property
+    def root(self) -> bytes | None:
+        return bytes.fromhex(self.commit.root) if self.commit else None
+
+
+@dataclass
+class Handle:
+    node: Node
+    entry: Entry | None = None  # the content a read-only handle reads
+    dirty: Dirty | None = None
+
+
+@dataclass
+class DirHandle:
+    node: Node
+    names: list[str] | None = None  # root and repo directories: a snapshot of names
+    tree: bytes | None = None  # tree directories: the page to list (immutable)
+    extra: list[str] = field(default_factory=list)  # created files not yet in the tree
+    resume: tuple[int, str] | None = None  # (next offset, last name) for cheap paging
+
+
+class Operations(pyfuse3.Operations):
+    enable_writeback_cache = True
+
+    def __init__(self, pfs: Pfs, staging: Path) -> None:
+        super().__init__()
+        self.pfs = pfs
+        self.staging = staging
+        staging.mkdir(parents=True, exist_ok=True)
+        self.nodes = Nodes()
+        self.handles: dict[int, Handle] = {}
+        self.dirs: dict[int, DirHandle] = {}
+        self.dirty: dict[int, Dirty] = {}  # inode -> file being written
+        self.pending: dict[tuple[str, str | None, str], Node] = {}  # created, not yet stored
+        self.known_roots: dict[tuple[str, str], bytes | None] = {}
+        self._ids = itertools.count(1)
+        self.uid, self.gid = os.getuid(), os.getgid()
+
+    # -- the model ---------------------------------------------------------------------------
+
+    def view(self, repo: str, name: str) -> View:
+        records = self.pfs.records
+        with self.pfs.store.meta.read() as txn:
+            repo_row = records.repo(txn, repo)
+            branch = records.find_branch(txn, repo, name)
+            if branch is not None:
+                cid = branch.open or branch.head
+                commit = records.commit(txn, cid) if cid else None
+                view = View(commit, repo_row.kind == "input")
+                self.known_roots.setdefault((repo, name), view.root)
+                return view
+            if not is_commit_id(name):
+                raise NotFound(f"no branch or commit {name} in {repo}")
+            commit = records.commit(txn, name)
+            if commit.repo != repo:
+                raise NotFound(f"commit {name} is not in {repo}")
+            return View(commit, False)
+
+    def entry(self, node: Node, view: View | None = None) -> Entry | None:
+        """The entry a tree node names now (a file being written reports its local size)."""
+        dirty = self.dirty.get(node.ino)
+        if dirty is not None:
+            return Entry(KIND_FILE, dirty.size(), dirty.mode, dirty.mtime_ns, b"")
+        assert node.view is not None
+        view = view or self.view(node.repo, node.view)
+        if view.root is None:
+            return Entry(KIND_DIR, 0, 0o755, 0, self.pfs.store.trees.empty) if not node.path \
+                else None
+        with self.pfs.store.meta.read() as txn:
+            return self.pfs.store.trees.lookup(txn, view.root, node.path)
+
+    def attrs(self, node: Node, entry: Entry | None = None, view: View | None = None
+              ) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.ino
+        a.st_uid, a.st_gid = self.uid, self.gid
+        a.st_blksize = 128 * 1024
+        a.entry_timeout = a.attr_timeout = MUTABLE_TIMEOUT
+        if node.view is None:  # the root or a repo directory
+            a.st_mode = stat.S_IFDIR | 0o755
+            a.st_nlink = 2
+            return a
+        view = view or self.view(node.repo, node.view)
+        entry = entry or self.entry(node, view)
+        if entry is None:
+            raise fail(errno.ENOENT)
+        if view.commit is not None and not view.commit.is_open and not view.writable:
+            a.entry_timeout = a.attr_timeout = IMMUTABLE_TIMEOUT
+        perm = entry.mode & 0o7777 if view.writable else entry.mode & 0o7555
+        if entry.kind == KIND_DIR:
+            a.st_mode, a.st_nlink = stat.S_IFDIR | perm, 2
+        elif entry.kind == KIND_LINK:
+            a.st_mode, a.st_nlink = stat.S_IFLNK | 0o777, 1
+        else:
+            a.st_mode, a.st_nlink = stat.S_IFREG | perm, 1
+        a.st_size = entry.size if entry.kind != KIND_DIR else 0
+        a.st_blocks = (a.st_size + 511) // 512
+        a.st_mtime_ns = a.st_ctime_ns = a.st_atime_ns = entry.mtime
+        return a
+
+    def node(self, ino: int) -> Node:
+        node = self.nodes.get(ino)
+        if node is None:
+            raise fail(errno.ENOENT)
+        return node
+
+    def tree_node(self, ino: int) -> tuple[Node, View]:
+        node = self.node(ino)
+        if node.view is None:
+            raise fail(errno.EROFS if node.repo else errno.EPERM)
+        return node, self.view(node.repo, node.view)
+
+    def writable(self, ino: int) -> tuple[Node, View]:
+        node, view = self.tree_node(ino)
+        if not view.writable:
+            raise fail(errno.EROFS)
+        return node, view
+
+    async def apply(self, node: Node, changes: dict[str, Change],
+                    batch: WriteBatch | None = None) -> None:
+        """Apply changes to the open commit of ``node``'s branch (opened if need be)."""
+        assert node.view is not None
+        ref = f"{node.repo}@{node.view}"
+        commit = await trio.to_thread.run_sync(
+            functools.partial(self.pfs.files.apply, ref, changes, batch=batch, finish=False))
+        self.known_roots[(node.repo, node.view)] = bytes.fromhex(commit.root)
+
+    @staticmethod
+    def child_path(parent: Node, name: str) -> str:
+        return f"{parent.path}/{name}" if parent.path else name
+
+    # -- lookups and attributes --------------------------------------------------------------
+
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+                     ) -> pyfuse3.EntryAttributes:
+        parent = self.node(parent_inode)
+        text = os.fsdecode(name)
+        if text in (".", ".."):
+            raise fail(errno.ENOENT)
+        key = parent.child_key(text)
+        if key in self.pending:
+            node = self.pending[key]
+            node.lookups += 1
+            return self.attrs(node)
+        if not parent.repo:
+            self.pfs.repos.inspect(text)
+        elif parent.view is None:
+            self.view(parent.repo, text)
+        else:
+            view = self.view(parent.repo, parent.view)
+            with self.pfs.store.meta.read() as txn:
+                if view.root is None or self.pfs.store.trees.lookup(
+                        txn, view.root, key[2]) is None:
+                    raise fail(errno.ENOENT)
+        node = self.nodes.child(parent, text)
+        attrs = self.attrs(node)
+        node.lookups += 1
+        return attrs
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for ino, count in inode_list:
+            self.nodes.forget(ino, count)
+
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext
+                      ) -> pyfuse3.EntryAttributes:
+        return self.attrs(self.node(inode))
+
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if not (fields.update_size or fields.update_mode or fields.update_mtime):
+            return self.attrs(self.node(inode))  # chown, atime: accepted, not stored
+        node, view = self.writable(inode)
+        dirty = self.dirty.get(inode)
+        if fields.update_size:
+            if dirty is None:
+                dirty = await self.open_dirty(node, view, truncate=attr.st_size == 0)
+                dirty.handles -= 1  # no handle holds it: it is stored below
+            dirty.truncate(attr.st_size)
+        if dirty is not None:
+            if fields.update_mode:
+                dirty.mode, dirty.changed = attr.st_mode & 0o7777, True
+            if fields.update_mtime:
+                dirty.mtime_ns = attr.st_mtime_ns
+            if dirty.handles <= 0:
+                await self.store_dirty(node, dirty)
+                self.drop_dirty(node)
+            return self.attrs(node)
+        entry = self.entry(node, view)
+        if entry is None:
+            raise fail(errno.ENOENT)
+        if not node.path:
+            return self.attrs(node, entry, view)  # the view root's mode and times are fixed
+        mode = attr.st_mode & 0o7777 if fields.update_mode else entry.mode
+        mtime = attr.st_mtime_ns if fields.update_mtime else entry.mtime
+        await self.apply(node, {node.path: Entry(entry.kind, entry.size, mode, mtime,
+                                                 entry.ref)})
+        return self.attrs(node)
+
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node, view = self.tree_node(inode)
+        entry = self.entry(node, view)
+        if entry is None or entry.kind != KIND_LINK:
+            raise fail(errno.EINVAL)
+        return entry.ref
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        st = os.statvfs(self.pfs.store.root)
+        s = pyfuse3.StatvfsData()
+        s.f_bsize, s.f_frsize = st.f_bsize, st.f_frsize
+        s.f_blocks, s.f_bfree, s.f_bavail = st.f_blocks, st.f_bfree, st.f_bavail
+        s.f_files, s.f_ffree, s.f_favail = st.f_files, st.f_ffree, st.f_favail
+        s.f_namemax = 255
+        return s
+
+    # -- directories -------------------------------------------------------------------------
+
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self.node(inode)
+        handle = DirHandle(node)
+        if not node.repo:
+            handle.names = sorted(r.name for r in self.pfs.repos.list())
+        elif node.view is None:
+            handle.names = [b.name for b in self.pfs.repos.list_branches(node.repo)]
+        else:
+            view = self.view(node.repo, node.view)
+            entry = self.entry(node, view)
+            if entry is None or entry.kind != KIND_DIR:
+                raise fail(errno.ENOTDIR)
+            handle.tree = entry.ref
+            prefix = node.path + "/" if node.path else ""
+            handle.extra = sorted(
+                k[2][len(prefix):] for k in self.pending
+                if k[0] == node.repo and k[1] == node.view and k[2].startswith(prefix)
+                and "/" not in k[2][len(prefix):]
+            )
+        fh = next(self._ids)
+        self.dirs[fh] = handle
+        return fh
+
+    def _listing(self, handle: DirHandle, start: int) -> Iterator[tuple[int, str]]:
+        """(offset, name) pairs from ``start``; offsets are stable for the snapshot."""
+        if handle.names is not None:
+            yield from ((i, n) for i, n in enumerate(handle.names) if i >= start)
+            return
+        assert handle.tree is not None
+        trees = self.pfs.store.trees
+        after: str | None = None
+        index = 0
+        if handle.resume is not None and handle.resume[0] == start:
+            index, after = handle.resume
+        with self.pfs.store.meta.read() as txn:
+            for name, _ in trees.listdir(txn, handle.tree, after):
+                if index >= start:
+                    yield index, name
+                index += 1
+        for name in handle.extra:
+            if index >= start:
+                yield index, name
+            index += 1
+
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        handle = self.dirs[fh]
+        parent = handle.node
+        view = self.view(parent.repo, parent.view) if parent.view is not None else None
+        for offset, name in self._listing(handle, start_id):
+            node = self.nodes.child(parent, name)
+            try:
+                attrs = self.attrs(node, view=view)
+            except pyfuse3.FUSEError:
+                continue  # gone since the snapshot (a branch or repo deleted)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, offset + 1):
+                self.nodes.maybe_drop(node)
+                break
+            node.lookups += 1
+            handle.resume = (offset + 1, name)
+
+    async def releasedir(self, fh: int) -> None:
+        self.dirs.pop(fh, None)
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent, view = self.writable(parent_inode)
+        path = self.child_path(parent, os.fsdecode(name))
+        with self.pfs.store.meta.read() as txn:
+            if view.root is not None and self.pfs.store.trees.lookup(txn, view.root, path):
+                raise fail(errno.EEXIST)
+        await self.apply(parent, {path: MKDIR})
+        node = self.nodes.child(parent, os.fsdecode(name))
+        if mode & 0o7777 != 0o755:
+            entry = self.entry(node)
+            assert entry is not None
+            await self.apply(node, {path: Entry(KIND_DIR, entry.size, mode & 0o7777,
+                                                entry.mtime, entry.ref)})
+        attrs = self.attrs(node)
+        node.lookups += 1
+        return attrs
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+                    ) -> None:
+        parent, view = self.writable(parent_inode)
+        path = self.child_path(parent, os.fsdecode(name))
+        entry = self.entry(self.nodes.child(parent, os.fsdecode(name)), view)
+        if entry is None:
+            raise fail(errno.ENOENT)
+        if entry.kind != KIND_DIR:
+            raise fail(errno.ENOTDIR)
+        with self.pfs.store.meta.read() as txn:
+            if self.pfs.store.trees.count(txn, entry.ref) or self._pending_below(parent, path):
+                raise fail(errno.ENOTEMPTY)
+        await self.apply(parent, {path: None})
+        self.nodes.detach(parent.child_key(os.fsdecode(name)))
+
+    def _pending_below(self, parent: Node, path: str) -> bool:
+        prefix = path + "/"
+        return any(k[0] == parent.repo and k[1] == parent.view and k[2].startswith(prefix)
+                   for k in self.pending)
+
+    # -- names -------------------------------------------------------------------------------
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+                     ) -> None:
+        parent, view = self.writable(parent_inode)
+        text = os.fsdecode(name)
+        key = parent.child_key(text)
+        if self.pending.pop(key, None) is None:
+            with self.pfs.store.meta.read() as txn:
+                entry = (self.pfs.store.trees.lookup(txn, view.root, key[2])
+                         if view.root else None)
+            if entry is None:
+                raise fail(errno.ENOENT)
+            if entry.kind == KIND_DIR:
+                raise fail(errno.EISDIR)
+            await self.apply(parent, {key[2]: None})
+        self.nodes.detach(key)
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        old_parent, view = self.writable(parent_inode_old)
+        new_parent, _ = self.writable(parent_inode_new)
+        if (old_parent.repo, old_parent.view) != (new_parent.repo, new_parent.view):
+            raise fail(errno.EXDEV)
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise fail(errno.EINVAL)
+        old_key = old_parent.child_key(os.fsdecode(name_old))
+        new_key = new_parent.child_key(os.fsdecode(name_new))
+        old_path, new_path = old_key[2], new_key[2]
+        if new_path.startswith(old_path + "/"):
+            raise fail(errno.EINVAL)
+        trees = self.pfs.store.trees
+        with self.pfs.store.meta.read() as txn:
+            def find(path: str) -> Entry | None:
+                return trees.lookup(txn, view.root, path) if view.root else None
+
+            src = find(old_path)
+            dst = find(new_path)
+            if src is None and old_key not in self.pending:
+                raise fail(errno.ENOENT)
+            if dst is not None or new_key in self.pending:
+                if flags & pyfuse3.RENAME_NOREPLACE:
+                    raise fail(errno.EEXIST)
+                src_dir = src is not None and src.kind == KIND_DIR
+                if dst is not None and dst.kind == KIND_DIR:
+                    if not src_dir:
+                        raise fail(errno.EISDIR)
+                    if trees.count(txn, dst.ref):
+                        raise fail(errno.ENOTEMPTY)
+                elif src_dir:
+                    raise fail(errno.ENOTDIR)
+        if old_path == new_path:
+            return
+        changes: dict[str, Change] = {old_path: None}
+        if src is not None:
+            changes[new_path] = src
+        elif dst is not None:
+            changes = {new_path: None}  # a created file moves over a stored one
+        else:
+            changes = {}
+        if changes:
+            await self.apply(old_parent, changes)
+        replaced = self.pending.pop(new_key, None)
+        if replaced is not None:
+            replaced.unlinked = True
+        moving = self.pending.pop(old_key, None)
+        self.nodes.rename(old_key, new_key)
+        if moving is not None:
+            self.pending[new_key] = moving
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent, view = self.writable(parent_inode)
+        text = os.fsdecode(name)
+        path = self.child_path(parent, text)
+        if self.entry(self.nodes.child(parent, text), view) is not None:
+            raise fail(errno.EEXIST)
+        await self.apply(parent, {path: Entry(KIND_LINK, len(target), 0o777, time.time_ns(),
+                                              bytes(target))})
+        node = self.nodes.child(parent, text)
+        attrs = self.attrs(node)
+        node.lookups += 1
+        return attrs
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise fail(errno.EPERM)  # no hard links: a path names one file
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if stat.S_ISREG(mode):
+            raise fail(errno.ENOSYS)  # the kernel then uses create()
+        raise fail(errno.EPERM)  # devices, fifos and sockets are not data
+
+    # -- files -------------------------------------------------------------------------------
+
+    async def open_dirty(self, node: Node, view: View, truncate: bool) -> Dirty:
+        """The file's write buffer, shared by every handle writing it."""
+        dirty = self.dirty.get(node.ino)
+        if dirty is None:
+            entry = self.entry(node, view)
+            if entry is None:
+                raise fail(errno.ENOENT)
+            if entry.kind == KIND_DIR:
+                raise fail(errno.EISDIR)
+            dirty = Dirty(self.staging, entry.mode)
+            if not truncate and entry.size:
+                await trio.to_thread.run_sync(dirty.fill, self.pfs.files.read(entry))
+            self.dirty[node.ino] = dirty
+            node.handles += 1
+        elif truncate:
+            dirty.truncate(0)
+        dirty.handles += 1
+        return dirty
+
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext
+                   ) -> pyfuse3.FileInfo:
+        node, view = self.tree_node(inode)
+        writing = (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC
+        handle = Handle(node)
+        if writing:
+            if not view.writable:
+                raise fail(errno.EROFS)
+            handle.dirty = await self.open_dirty(node, view, bool(flags & os.O_TRUNC))
+        elif node.ino in self.dirty:
+            handle.dirty = self.dirty[node.ino]
+            handle.dirty.handles += 1
+        else:
+            handle.entry = self.entry(node, view)
+            if handle.entry is None:
+                raise fail(errno.ENOENT)
+            if handle.entry.kind == KIND_DIR:
+                raise fail(errno.EISDIR)
+            node.handles += 1
+        fh = next(self._ids)
+        self.handles[fh] = handle
+        immutable = not view.writable and view.commit is not None and not view.commit.is_open
+        return pyfuse3.FileInfo(fh=fh, keep_cache=immutable)
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext
+                     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        parent, view = self.writable(parent_inode)
+        text = os.fsdecode(name)
+        node = self.nodes.child(parent, text)
+        if self.entry(node, view) is not None:
+            if flags & os.O_EXCL:
+                raise fail(errno.EEXIST)
+            return await self.open(node.ino, flags | os.O_TRUNC, ctx), self.attrs(node)
+        dirty = Dirty(self.staging, mode & 0o7777)
+        dirty.changed = True  # an empty new file is still a file
+        dirty.handles = 1
+        self.dirty[node.ino] = dirty
+        self.pending[node.key] = node
+        node.handles += 1
+        fh = next(self._ids)
+        self.handles[fh] = Handle(node, dirty=dirty)
+        attrs = self.attrs(node, view=view)
+        node.lookups += 1
+        return pyfuse3.FileInfo(fh=fh), attrs
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self.handles[fh]
+        if handle.dirty is not None:
+            return handle.dirty.read(off, size)
+        assert handle.entry is not None
+        entry = handle.entry
+        if entry.kind == KIND_LINK:
+            return entry.ref[off:off + size]
+        return await trio.to_thread.run_sync(
+            lambda: b"".join(self.pfs.files.read(entry, off, size)))
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self.handles[fh]
+        if handle.dirty is None:
+            raise fail(errno.EBADF)
+        return handle.dirty.write(off, buf)
+
+    async def store_dirty(self, node: Node, dirty: Dirty) -> None:
+        """Ingest a written file into the branch's open commit (closed = stored)."""
+        if node.unlinked or not dirty.changed:
+            return
+        batch = WriteBatch()
+        content = await trio.to_thread.run_sync(self.pfs.store.contents.write_fd, batch,
+                                                dirty.fd)
+        entry = Entry(KIND_FILE, content.size, dirty.mode, dirty.mtime_ns, content.digest)
+        await self.apply(node, {node.path: entry}, batch)
+        dirty.changed = False
+        self.pending.pop(node.key, None)
+
+    def drop_dirty(self, node: Node) -> None:
+        dirty = self.dirty.pop(node.ino, None)
+        if dirty is not None:
+            dirty.close()
+            node.handles -= 1
+            self.pending.pop(node.key, None)
+            self.nodes.maybe_drop(node)
+
+    async def flush(self, fh: int) -> None:
+        handle = self.handles[fh]
+        if handle.dirty is not None:
+            await self.store_dirty(handle.node, handle.dirty)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        handle = self.handles[fh]
+        if handle.dirty is not None:
+            await self.store_dirty(handle.node, handle.dirty)
+            await trio.to_thread.run_sync(self.pfs.store.packs.sync)
+
+    async def release(self, fh: int) -> None:
+        handle = self.handles.pop(fh)
+        node = handle.node
+        if handle.dirty is not None:
+            handle.dirty.handles -= 1
+            if handle.dirty.handles <= 0:
+                try:
+                    await self.store_dirty(node, handle.dirty)
+                finally:
+                    self.drop_dirty(node)
+        else:
+            node.handles -= 1
+            self.nodes.maybe_drop(node)
+
+
+def _guard(fn: _F) -> _F:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any) -> Any:
+        try:
+            return await fn(*args)
+        except pyfuse3.FUSEError:
+            raise
+        except PfsError as e:
+            raise pyfuse3.FUSEError(e.errno) from None
+        except OSError as e:
+            log.warning("%s: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+for _name, _fn in list(vars(Operations).items()):
+    if inspect.iscoroutinefunction(_fn) and _name in vars(pyfuse3.Operations):
+        setattr(Operations, _name, _guard(_fn))

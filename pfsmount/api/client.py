@@ -23,6 +23,9 @@ from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
 from .wire import API_PREFIX
 
 T = TypeVar("T")
+# No daemon to connect to, or it went away mid-request (killed, crashed): both read as
+# "not running" rather than a transport traceback.
+_GONE = (httpx.NetworkError, httpx.RemoteProtocolError, FileNotFoundError)
 
 
 class Client:
@@ -64,7 +67,7 @@ class Client:
     def _call(self, method: str, path: str, type_: type[T] | Any = Any, **kw: Any) -> T:
         try:
             response = self.http.request(method, path, **kw)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError):
+        except _GONE:
             raise self._not_running() from None
         self._raise_for(response)
         return msgspec.json.decode(response.content, type=type_)  # type: ignore[no-any-return]
@@ -81,7 +84,7 @@ class Client:
                     if isinstance(raw, dict) and "error" in raw and "message" in raw:
                         raise from_code(raw["error"], raw["message"])
                     yield msgspec.convert(raw, type_)
-        except (httpx.ConnectError, FileNotFoundError):
+        except _GONE:
             raise self._not_running() from None
 
     # -- daemon ------------------------------------------------------------------------------
@@ -199,7 +202,7 @@ class Client:
             with self.http.stream("GET", "/files/get", params=params) as response:
                 self._raise_for(response)
                 yield from response.iter_bytes(1 << 20)
-        except (httpx.ConnectError, FileNotFoundError):
+        except _GONE:
             raise self._not_running() from None
 
     def read_file(self, ref: str) -> bytes:

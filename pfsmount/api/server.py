@@ -373,9 +373,15 @@ def _export(pfs: Pfs, ref: str, dest: Path) -> Counts:
     pinned = f"{parse_ref(ref).repo}@{info.commit}"  # one snapshot, even if the branch moves
     counts = Counts()
     base = info.path.rstrip("/")
-    for item in (pfs.files.walk(pinned, info.path) if info.type == "dir" else [info]):
+    if info.type == "dir":
+        dest.mkdir(parents=True, exist_ok=True)
+    for item in (pfs.files.walk(pinned, info.path, dirs=True) if info.type == "dir"
+                 else [info]):
         rel = item.path[len(base):].lstrip("/") if info.type == "dir" else ""
         target = dest / rel if rel else dest
+        if item.type == "dir":  # made here too, so that empty directories come back
+            target.mkdir(parents=True, exist_ok=True)
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
         if item.type == "symlink":
             target.unlink(missing_ok=True)

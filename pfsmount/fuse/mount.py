@@ -96,6 +96,8 @@ class Invalidator:
         key = (event.repo, event.branch)
         if key not in self.ops.known_roots:
             return inodes, entries
+        if event.root is not None and event.root in self.ops.own_roots:
+            return inodes, entries  # this mount made the change: the kernel saw it happen
         try:
             view = self.ops.view(event.repo, event.branch)
         except PfsError:

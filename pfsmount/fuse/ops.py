@@ -87,6 +87,7 @@ class Operations(pyfuse3.Operations):
         self.dirty: dict[int, Dirty] = {}  # inode -> file being written
         self.pending: dict[tuple[str, str | None, str], Node] = {}  # created, not yet stored
         self.known_roots: dict[tuple[str, str], bytes | None] = {}
+        self.own_roots: set[str] = set()  # trees this mount's own writes produced
         self._ids = itertools.count(1)
         self.uid, self.gid = os.getuid(), os.getgid()
 
@@ -178,6 +179,9 @@ class Operations(pyfuse3.Operations):
         commit = await trio.to_thread.run_sync(
             functools.partial(self.pfs.files.apply, ref, changes, batch=batch, finish=False))
         self.known_roots[(node.repo, node.view)] = bytes.fromhex(commit.root)
+        if len(self.own_roots) > 4096:
+            self.own_roots.clear()
+        self.own_roots.add(commit.root)
 
     @staticmethod
     def child_path(parent: Node, name: str) -> str:
@@ -506,8 +510,9 @@ class Operations(pyfuse3.Operations):
             node.handles += 1
         fh = next(self._ids)
         self.handles[fh] = handle
-        immutable = not view.writable and view.commit is not None and not view.commit.is_open
-        return pyfuse3.FileInfo(fh=fh, keep_cache=immutable)
+        # Cached pages stay valid: finished commits never change, and a branch's files are
+        # invalidated by the mount's invalidator whenever they change elsewhere.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=handle.dirty is None)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext

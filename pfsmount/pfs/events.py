@@ -28,6 +28,7 @@ class Event(NamedTuple):
     repo: str
     branch: str | None = None
     commit: str | None = None
+    root: str | None = None  # the tree a file change produced, so its writer can know it
 
 
 Listener = Callable[[Event], None]

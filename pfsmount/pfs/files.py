@@ -14,11 +14,13 @@ import fnmatch
 import io
 import os
 import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import lmdb
@@ -31,7 +33,7 @@ from pfsmount.errors import (
     SourceError,
 )
 from pfsmount.pfs.commits import Commits
-from pfsmount.pfs.events import Event, Events
+from pfsmount.pfs.events import Event, EventKind, Events
 from pfsmount.pfs.model import Commit, Counts, FileDiff, FileInfo
 from pfsmount.pfs.records import Records
 from pfsmount.pfs.refs import Ref, normalize_path, parse_ref
@@ -152,14 +154,15 @@ class Files:
             finished = opened if finish is None else finish
             if finished:
                 self.commits.finish_locked(txn, commit)
-        events = [Event("files_changed", commit.repo, commit.branch, commit.id)]
+        kinds: list[EventKind] = ["files_changed"]
         if opened:
-            events.append(Event("commit_started", commit.repo, commit.branch, commit.id))
+            kinds.append("commit_started")
         if finished:
-            events.append(Event("commit_finished", commit.repo, commit.branch, commit.id))
+            kinds.append("commit_finished")
         if opened or finished:
-            events.append(Event("branch_changed", commit.repo, commit.branch, commit.id))
-        self.events.emit(*events)
+            kinds.append("branch_changed")
+        self.events.emit(*(Event(k, commit.repo, commit.branch, commit.id, commit.root)
+                           for k in kinds))
         return commit
 
     def check_writable(self, ref: Ref, system: bool = False) -> None:
@@ -187,12 +190,25 @@ class Files:
             return self._put_tree(ref, source.path, progress, system)
         if not ref.path:
             raise InvalidArgument("put needs a destination file path, e.g. repo@master:/file")
-        for _attempt in range(10):
-            done = self._put_file(ref, source, append, system)
-            if done is not None:
-                if progress:
-                    progress(Counts(files=1, bytes=done[1]))
-                return done[0]
+        spool = None
+        if append and isinstance(source, Stream | Url):
+            # A raced append starts again and reads its source again, but a stream can be
+            # read only once: keep its bytes in a temporary file that each attempt rereads.
+            spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
+            _copy(_readable(source), spool)
+            source = Stream(spool)
+        try:
+            for _attempt in range(10):
+                if spool is not None:
+                    spool.seek(0)
+                done = self._put_file(ref, source, append, system)
+                if done is not None:
+                    if progress:
+                        progress(Counts(files=1, bytes=done[1]))
+                    return done[0]
+        finally:
+            if spool is not None:
+                spool.close()
         raise SourceError(f"{ref.path} kept changing while appending to it")
 
     def _put_file(
@@ -355,8 +371,11 @@ class Files:
                     break
                 yield info(base + name, child, commit.id)
 
-    def walk(self, ref_text: str, path: str | None = None) -> Iterator[FileInfo]:
-        """Every file and link below a path (or the file itself), depth first."""
+    def walk(
+        self, ref_text: str, path: str | None = None, dirs: bool = False
+    ) -> Iterator[FileInfo]:
+        """Every file and link (and with ``dirs``, directory) below a path (or the file
+        itself), depth first."""
         ref = parse_ref(ref_text, path)
         with self.meta.read() as txn:
             commit, entry = self._entry(txn, ref)
@@ -364,7 +383,7 @@ class Files:
                 yield info(ref.path, entry, commit.id)
                 return
             base = f"{ref.path}/" if ref.path else ""
-            for p, e in self.store.trees.walk(txn, entry.ref, base):
+            for p, e in self.store.trees.walk(txn, entry.ref, base, dirs):
                 yield info(p, e, commit.id)
 
     def glob(self, ref_text: str, pattern: str) -> Iterator[FileInfo]:
@@ -487,6 +506,12 @@ def _ref_of(entry: Entry | None) -> bytes | None:
 
 def _raise_source(err: OSError) -> None:
     raise SourceError(f"cannot read {err.filename}: {err.strerror}")
+
+
+def _copy(src: Readable, dst: BinaryIO) -> None:
+    buf = memoryview(bytearray(1 << 20))
+    while n := src.readinto(buf) or 0:
+        dst.write(buf[:n])
 
 
 def _readable(source: Source) -> Readable:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -32,6 +33,8 @@ from pfsmount.api.client import Client
 from pfsmount.config import default_mount, layout
 from pfsmount.errors import InvalidArgument, PfsError
 from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
+from scheduler.api import PipelineClient
+from scheduler.records import Job, Pipeline
 
 # Piped output is never wrapped, so scripts can split lines on whitespace.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
@@ -227,15 +230,23 @@ def up(ctx: click.Context, foreground: bool, mountpoint: Path | None, no_mount: 
     if foreground:
         from pfsmount.daemon.main import Daemon, Service
         from pfsmount.fuse.mount import mount_service
+        from pfsmount.pfs import Pfs
+        from scheduler.api import routes
+        from scheduler.engine import Scheduler
 
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        services: list[Service] = []
-        info = {}
-        if not no_mount:
-            services.append(mount_service(mountpoint, lay.root / "mount-staging"))
-            info["mount"] = str(mountpoint)
-        Daemon(lay, services, info=lambda: info).run()
+        mount = None if no_mount else mountpoint
+
+        def setup(pfs: Pfs) -> tuple[list[Service], list[Any]]:
+            scheduler = Scheduler(pfs, lay.root, mount)
+            services: list[Service] = []
+            if mount is not None:
+                services.append(mount_service(pfs, mount, lay.root / "mount-staging"))
+            services.append(scheduler.service)
+            return services, routes(scheduler)
+
+        Daemon(lay, setup, info=lambda: {"mount": str(mount)} if mount else {}).run()
         return
     argv = [sys.executable, os.path.abspath(__file__), "--root", str(lay.root), "up",
             "--foreground", *(["--no-mount"] if no_mount else ["--mount", str(mountpoint)])]
@@ -670,6 +681,221 @@ def finish_commit(ctx: click.Context, repo_name: str, at: str, description: str 
 def flush_commit(ctx: click.Context, ref: str, timeout: float | None, as_json: bool) -> None:
     """1.x: wait for a commit and everything downstream of it."""
     show_commits(client(ctx).wait_commit(ref, timeout), as_json)
+
+# -- pipelines, jobs and logs ----------------------------------------------------------------
+
+
+def pipelines(ctx: click.Context) -> PipelineClient:
+    return PipelineClient(client(ctx))
+
+
+def read_spec(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise InvalidArgument(f"cannot read spec {path}: {e.strerror}") from None
+
+
+def show_pipelines(items: list[Pipeline], as_json: bool) -> None:
+    if as_json:
+        return print_json(items)
+    table(["NAME", "INPUT", "CREATED", "STATE", "DESCRIPTION"],
+          [(p.name, ", ".join(f"{x.repo}@{x.branch}:{x.glob}" for x in p.spec.input.leaves()),
+            humanize.ago(p.created), "stopped" if p.stopped else "running",
+            p.spec.description) for p in items])
+
+
+def show_jobs(items: list[Job], as_json: bool) -> None:
+    if as_json:
+        return print_json(items)
+    table(["ID", "PIPELINE", "STARTED", "DURATION", "DATUMS", "STATE", "OUTPUT"],
+          [(j.id, j.pipeline, humanize.ago(j.started or j.created),
+            humanize.duration((j.finished or time.time()) - (j.started or j.created)),
+            f"{j.processed} run, {j.skipped} skipped, {j.failed} failed / {j.datums}",
+            j.state, j.output or "-") for j in items])
+
+
+def show_job(j: Job, as_json: bool) -> None:
+    if as_json:
+        return print_json(j)
+    show_jobs([j], False)
+    out.print("inputs: " + ", ".join(f"{k.split('@')[0]}@{v}" for k, v in j.inputs.items()),
+              markup=False)
+    if j.error:
+        out.print(f"error: {j.error}", markup=False)
+
+
+@main.group()
+def pipeline() -> None:
+    """Create, update, list, inspect, delete, start and stop pipelines."""
+
+
+@pipeline.command("create")
+@click.option("-f", "--file", "spec", required=True, help="Spec file (JSON or YAML), or -.")
+@click.pass_context
+def pipeline_create(ctx: click.Context, spec: str) -> None:
+    for p in pipelines(ctx).create(read_spec(spec)):
+        out.print(p.name, markup=False)
+
+
+@pipeline.command("update")
+@click.option("-f", "--file", "spec", required=True, help="Spec file (JSON or YAML), or -.")
+@click.option("--reprocess", is_flag=True, help="Rerun every datum, not only new ones.")
+@click.pass_context
+def pipeline_update(ctx: click.Context, spec: str, reprocess: bool) -> None:
+    for p in pipelines(ctx).create(read_spec(spec), update=True, reprocess=reprocess):
+        out.print(p.name, markup=False)
+
+
+@pipeline.command("list")
+@json_option
+@click.pass_context
+def pipeline_list(ctx: click.Context, as_json: bool) -> None:
+    show_pipelines(pipelines(ctx).list(), as_json)
+
+
+@pipeline.command("inspect")
+@click.argument("name")
+@json_option
+@click.pass_context
+def pipeline_inspect(ctx: click.Context, name: str, as_json: bool) -> None:
+    p = pipelines(ctx).inspect(name)
+    if as_json:
+        return print_json(p)
+    show_pipelines([p], False)
+    out.print(f"cmd: {' '.join(p.spec.transform.cmd)}", markup=False)
+    if p.spec.transform.image:
+        out.print(f"image: {p.spec.transform.image}", markup=False)
+
+
+@pipeline.command("delete")
+@click.argument("name")
+@click.pass_context
+def pipeline_delete(ctx: click.Context, name: str) -> None:
+    """Delete a pipeline and its output repo."""
+    pipelines(ctx).delete(name)
+
+
+@pipeline.command("stop")
+@click.argument("name")
+@click.pass_context
+def pipeline_stop(ctx: click.Context, name: str) -> None:
+    pipelines(ctx).stop(name)
+
+
+@pipeline.command("start")
+@click.argument("name")
+@click.pass_context
+def pipeline_start(ctx: click.Context, name: str) -> None:
+    pipelines(ctx).start(name)
+
+
+@main.group()
+def job() -> None:
+    """List, inspect, wait for and stop jobs."""
+
+
+@job.command("list")
+@click.option("-p", "--pipeline", "name", help="Only this pipeline's jobs.")
+@json_option
+@click.pass_context
+def job_list(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    show_jobs(pipelines(ctx).jobs(name), as_json)
+
+
+@job.command("inspect")
+@click.argument("job_id", metavar="JOB")
+@json_option
+@click.pass_context
+def job_inspect(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    show_job(pipelines(ctx).job(job_id), as_json)
+
+
+@job.command("wait")
+@click.argument("job_id", metavar="JOB")
+@click.option("--timeout", type=float)
+@json_option
+@click.pass_context
+def job_wait(ctx: click.Context, job_id: str, timeout: float | None, as_json: bool) -> None:
+    j = pipelines(ctx).wait_job(job_id, timeout)
+    show_job(j, as_json)
+    if j.state != "success":
+        sys.exit(1)
+
+
+@job.command("stop")
+@click.argument("job_id", metavar="JOB")
+@click.pass_context
+def job_stop(ctx: click.Context, job_id: str) -> None:
+    show_job(pipelines(ctx).stop_job(job_id), False)
+
+
+@main.command()
+@click.option("-p", "--pipeline", "name", required=True)
+@click.option("--job", "job_id", help="Only this job (default: all, oldest first).")
+@click.option("--datum", help="Only this datum.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
+@click.pass_context
+def logs(ctx: click.Context, name: str, job_id: str | None, datum: str | None,
+         follow: bool) -> None:
+    """Print the stdout and stderr that datums wrote."""
+    for piece in pipelines(ctx).logs(name, job_id, datum, follow):
+        sys.stdout.buffer.write(piece)
+        sys.stdout.buffer.flush()
+
+
+@main.command("create-pipeline")
+@click.option("-f", "--file", "spec", required=True)
+@click.pass_context
+def create_pipeline(ctx: click.Context, spec: str) -> None:
+    """1.x: create pipelines from a spec file."""
+    ctx.invoke(pipeline_create, spec=spec)
+
+
+@main.command("update-pipeline")
+@click.option("-f", "--file", "spec", required=True)
+@click.option("--reprocess", is_flag=True)
+@click.pass_context
+def update_pipeline(ctx: click.Context, spec: str, reprocess: bool) -> None:
+    """1.x: update pipelines from a spec file."""
+    ctx.invoke(pipeline_update, spec=spec, reprocess=reprocess)
+
+
+@main.command("list-pipeline")
+@json_option
+@click.pass_context
+def list_pipeline(ctx: click.Context, as_json: bool) -> None:
+    """1.x: list pipelines."""
+    show_pipelines(pipelines(ctx).list(), as_json)
+
+
+@main.command("list-job")
+@click.option("-p", "--pipeline", "name")
+@json_option
+@click.pass_context
+def list_job(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """1.x: list jobs."""
+    show_jobs(pipelines(ctx).jobs(name), as_json)
+
+
+@main.command("inspect-job")
+@click.argument("job_id", metavar="JOB")
+@json_option
+@click.pass_context
+def inspect_job(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """1.x: show a job."""
+    show_job(pipelines(ctx).job(job_id), as_json)
+
+
+@main.command("get-logs")
+@click.option("-p", "--pipeline", "name", required=True)
+@click.option("--job", "job_id")
+@click.pass_context
+def get_logs(ctx: click.Context, name: str, job_id: str | None) -> None:
+    """1.x: print datum logs."""
+    ctx.invoke(logs, name=name, job_id=job_id, datum=None, follow=False)
 
 
 if __name__ == "__main__":

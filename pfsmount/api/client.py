@@ -54,7 +54,7 @@ class Client:
         )
 
     @staticmethod
-    def _raise_for(response: httpx.Response) -> None:
+    def raise_for(response: httpx.Response) -> None:
         if response.status_code < 400:
             return
         response.read()
@@ -64,19 +64,19 @@ class Client:
         except (msgspec.DecodeError, KeyError, TypeError):
             raise PfsError(f"daemon answered HTTP {response.status_code}") from None
 
-    def _call(self, method: str, path: str, type_: type[T] | Any = Any, **kw: Any) -> T:
+    def call(self, method: str, path: str, type_: type[T] | Any = Any, **kw: Any) -> T:
         try:
             response = self.http.request(method, path, **kw)
         except _GONE:
             raise self._not_running() from None
-        self._raise_for(response)
+        self.raise_for(response)
         return msgspec.json.decode(response.content, type=type_)  # type: ignore[no-any-return]
 
-    def _lines(self, method: str, path: str, type_: type[T], **kw: Any) -> Iterator[T]:
+    def lines(self, method: str, path: str, type_: type[T], **kw: Any) -> Iterator[T]:
         """Decode an NDJSON stream; an error line raises."""
         try:
             with self.http.stream(method, path, **kw) as response:
-                self._raise_for(response)
+                self.raise_for(response)
                 for line in response.iter_lines():
                     if not line:
                         continue
@@ -90,53 +90,53 @@ class Client:
     # -- daemon ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return self._call("GET", "/status", dict[str, Any])
+        return self.call("GET", "/status", dict[str, Any])
 
     def shutdown(self) -> None:
-        self._call("POST", "/shutdown")
+        self.call("POST", "/shutdown")
 
     def fsck(self, verify: bool = False) -> FsckReport:
-        return self._call("GET", "/fsck", FsckReport, params={"verify": int(verify)})
+        return self.call("GET", "/fsck", FsckReport, params={"verify": int(verify)})
 
     # -- repos and branches ------------------------------------------------------------------
 
     def create_repo(self, name: str, description: str = "") -> Repo:
-        return self._call("POST", "/repos", Repo, json={"name": name,
+        return self.call("POST", "/repos", Repo, json={"name": name,
                                                         "description": description})
 
     def list_repos(self) -> list[Repo]:
-        return self._call("GET", "/repos", list[Repo])
+        return self.call("GET", "/repos", list[Repo])
 
     def inspect_repo(self, name: str) -> Repo:
-        return self._call("GET", f"/repos/{_seg(name)}", Repo)
+        return self.call("GET", f"/repos/{_seg(name)}", Repo)
 
     def delete_repo(self, name: str, force: bool = False) -> None:
-        self._call("DELETE", f"/repos/{_seg(name)}", params={"force": int(force)})
+        self.call("DELETE", f"/repos/{_seg(name)}", params={"force": int(force)})
 
     def create_branch(self, repo: str, branch: str, head: str | None = None,
                       provenance: list[str] | None = None) -> Branch:
-        return self._call("POST", f"/repos/{_seg(repo)}/branches", Branch,
+        return self.call("POST", f"/repos/{_seg(repo)}/branches", Branch,
                           json={"branch": branch, "head": head, "provenance": provenance})
 
     def list_branches(self, repo: str) -> list[Branch]:
-        return self._call("GET", f"/repos/{_seg(repo)}/branches", list[Branch])
+        return self.call("GET", f"/repos/{_seg(repo)}/branches", list[Branch])
 
     def delete_branch(self, repo: str, branch: str) -> None:
-        self._call("DELETE", f"/repos/{_seg(repo)}/branches/{_seg(branch)}")
+        self.call("DELETE", f"/repos/{_seg(repo)}/branches/{_seg(branch)}")
 
     # -- commits -----------------------------------------------------------------------------
 
     def start_commit(self, repo: str, branch: str = "master", parent: str | None = None,
                      description: str = "") -> Commit:
-        return self._call("POST", "/commits/start", Commit, json={
+        return self.call("POST", "/commits/start", Commit, json={
             "repo": repo, "branch": branch, "parent": parent, "description": description})
 
     def finish_commit(self, ref: str, description: str | None = None) -> Commit:
-        return self._call("POST", "/commits/finish", Commit,
+        return self.call("POST", "/commits/finish", Commit,
                           json={"ref": ref, "description": description})
 
     def inspect_commit(self, ref: str) -> Commit:
-        return self._call("GET", "/commits/inspect", Commit, params={"ref": ref})
+        return self.call("GET", "/commits/inspect", Commit, params={"ref": ref})
 
     def list_commits(self, repo: str, branch: str | None = None,
                      limit: int | None = None) -> list[Commit]:
@@ -145,16 +145,16 @@ class Client:
             params["branch"] = branch
         if limit is not None:
             params["limit"] = limit
-        return self._call("GET", f"/repos/{_seg(repo)}/commits", list[Commit], params=params)
+        return self.call("GET", f"/repos/{_seg(repo)}/commits", list[Commit], params=params)
 
     def delete_commit(self, ref: str) -> Commit:
-        return self._call("POST", "/commits/delete", Commit, json={"ref": ref})
+        return self.call("POST", "/commits/delete", Commit, json={"ref": ref})
 
     def squash_commit(self, ref: str) -> Commit:
-        return self._call("POST", "/commits/squash", Commit, json={"ref": ref})
+        return self.call("POST", "/commits/squash", Commit, json={"ref": ref})
 
     def wait_commit(self, ref: str, timeout: float | None = None) -> list[Commit]:
-        return self._call("POST", "/commits/wait", list[Commit],
+        return self.call("POST", "/commits/wait", list[Commit],
                           json={"ref": ref, "timeout": timeout})
 
     # -- files -------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ class Client:
         else:
             content = source
         commit: Commit | None = None
-        for line in self._lines("POST", "/files/put", _PutLine, params=params, content=content):
+        for line in self.lines("POST", "/files/put", _PutLine, params=params, content=content):
             if line.progress is not None and progress is not None:
                 progress(line.progress)
             if line.commit is not None:
@@ -200,7 +200,7 @@ class Client:
             params["size"] = size
         try:
             with self.http.stream("GET", "/files/get", params=params) as response:
-                self._raise_for(response)
+                self.raise_for(response)
                 yield from response.iter_bytes(1 << 20)
         except _GONE:
             raise self._not_running() from None
@@ -210,7 +210,7 @@ class Client:
 
     def export(self, ref: str, dest: Path) -> Counts:
         """Have the daemon write a file or a directory tree to local ``dest``."""
-        return self._call("POST", "/files/export", Counts,
+        return self.call("POST", "/files/export", Counts,
                           json={"ref": ref, "dest": str(dest.absolute())})
 
     def list_files(self, ref: str, after: str | None = None,
@@ -220,28 +220,28 @@ class Client:
             params["after"] = after
         if limit is not None:
             params["limit"] = limit
-        return self._lines("GET", "/files/list", FileInfo, params=params)
+        return self.lines("GET", "/files/list", FileInfo, params=params)
 
     def walk_files(self, ref: str) -> Iterator[FileInfo]:
-        return self._lines("GET", "/files/walk", FileInfo, params={"ref": ref})
+        return self.lines("GET", "/files/walk", FileInfo, params={"ref": ref})
 
     def glob_files(self, ref: str, pattern: str) -> Iterator[FileInfo]:
-        return self._lines("GET", "/files/glob", FileInfo,
+        return self.lines("GET", "/files/glob", FileInfo,
                            params={"ref": ref, "pattern": pattern})
 
     def inspect_file(self, ref: str) -> FileInfo:
-        return self._call("GET", "/files/inspect", FileInfo, params={"ref": ref})
+        return self.call("GET", "/files/inspect", FileInfo, params={"ref": ref})
 
     def diff_files(self, new: str, old: str | None = None) -> list[FileDiff]:
         params = {"new": new} | ({"old": old} if old else {})
-        return self._call("GET", "/files/diff", list[FileDiff], params=params)
+        return self.call("GET", "/files/diff", list[FileDiff], params=params)
 
     def delete_file(self, ref: str, recursive: bool = False) -> Commit:
-        return self._call("POST", "/files/delete", Commit,
+        return self.call("POST", "/files/delete", Commit,
                           json={"ref": ref, "recursive": recursive})
 
     def copy_file(self, src: str, dst: str) -> Commit:
-        return self._call("POST", "/files/copy", Commit, json={"src": src, "dst": dst})
+        return self.call("POST", "/files/copy", Commit, json={"src": src, "dst": dst})
 
 
 class _PutLine(msgspec.Struct):

@@ -139,6 +139,10 @@ class _BodyReader:
         return n
 
 
+def route(path: str, handler: Handler, method: str) -> Route:
+    return Route(API_PREFIX + path, guarded(handler), methods=[method])
+
+
 def build_app(
     pfs: Pfs,
     status: Callable[[], dict[str, Any]],
@@ -331,10 +335,11 @@ def build_app(
         verify = arg(dict(request.query_params), "verify", bool, False)
         return json_response(await run(lambda: fsck(pfs, verify_data=verify)))
 
-    def route(path: str, handler: Handler, method: str) -> Route:
-        return Route(API_PREFIX + path, guarded(handler), methods=[method])
 
+    # Routes from layers above come first, so they may also replace one of these (the
+    # scheduler's /commits/wait waits for downstream jobs too).
     routes: list[BaseRoute] = [
+        *(extra_routes or []),
         route("/status", get_status, "GET"),
         route("/shutdown", post_shutdown, "POST"),
         route("/fsck", get_fsck, "GET"),
@@ -362,7 +367,6 @@ def build_app(
         route("/files/diff", file_diff, "GET"),
         route("/files/delete", file_delete, "POST"),
         route("/files/copy", file_copy, "POST"),
-        *(extra_routes or []),
     ]
     return Starlette(routes=routes)
 

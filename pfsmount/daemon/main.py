@@ -2,8 +2,8 @@
 
 Owns the daemon's lifetime: the exclusive lock on the root (one daemon per root), the
 owner-only Unix socket, the pid file, signal handling, and an orderly shutdown in which
-every service is cancelled and the store is closed. Services (the mount, the scheduler) are
-handed in by the caller as async functions, so this layer does not import them.
+every service is cancelled and the store is closed. Services (the mount, the scheduler) and
+their API routes come from a ``Setup`` the caller hands in, so this layer imports neither.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from pfsmount.pfs import Pfs
 
 log = logging.getLogger("pfsmount.daemon")
 
-Service = Callable[[Pfs, trio.Nursery], Awaitable[None]]
+Service = Callable[[trio.Nursery], Awaitable[None]]  # starts its tasks, returns when ready
+Setup = Callable[[Pfs], tuple[list[Service], list[BaseRoute]]]
 
 
 class Daemon:
@@ -39,13 +40,11 @@ class Daemon:
     def __init__(
         self,
         layout: Layout,
-        services: list[Service] | None = None,
-        routes: list[BaseRoute] | None = None,
+        setup: Setup | None = None,
         info: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.layout = layout
-        self.services = services or []
-        self.routes = routes or []
+        self.setup = setup or (lambda pfs: ([], []))
         self.info = info or dict
         self.started = time.time()
         self._stop = trio.Event()
@@ -114,11 +113,12 @@ class Daemon:
         config.bind = [f"fd://{sock.fileno()}"]
         config.accesslog = None
         config.graceful_timeout = 2.0
-        app = build_app(pfs, self.status, self.stop, self.routes)
+        services, routes = self.setup(pfs)
+        app = build_app(pfs, self.status, self.stop, routes)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals)
-            for service in self.services:  # the API answers only once every service is up
-                await service(pfs, nursery)
+            for service in services:  # the API answers only once every service is up
+                await service(nursery)
             await nursery.start(serve, app, config)  # type: ignore[arg-type]
             self.layout.pidfile.write_text(f"{os.getpid()}\n")
             log.info("serving %s on %s", self.layout.root, self.layout.socket)

@@ -148,10 +148,10 @@ def _invalidate(inodes: list[int], entries: list[tuple[int, str]]) -> None:
             pyfuse3.invalidate_inode(ino)
 
 
-def mount_service(mountpoint: Path, staging: Path) -> Service:
+def mount_service(pfs: Pfs, mountpoint: Path, staging: Path) -> Service:
     """The daemon service that mounts ``pfs`` at ``mountpoint`` until cancelled."""
 
-    async def service(pfs: Pfs, nursery: trio.Nursery) -> None:
+    async def service(nursery: trio.Nursery) -> None:
         clear_stale(mountpoint)
         ops = Operations(pfs, staging)
         options = set(pyfuse3.default_options) | {"fsname=pfsmount", "subtype=pfsmount"}

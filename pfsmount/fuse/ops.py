@@ -464,8 +464,11 @@ class Operations(pyfuse3.Operations):
 
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        if stat.S_ISREG(mode):
-            raise fail(errno.ENOSYS)  # the kernel then uses create()
+        if stat.S_ISREG(mode):  # mknod(2) of a plain file: an empty file, as create makes
+            info, attrs = await self.create(parent_inode, name, mode,
+                                            os.O_WRONLY | os.O_CREAT | os.O_EXCL, ctx)
+            await self.release(info.fh)
+            return attrs
         raise fail(errno.EPERM)  # devices, fifos and sockets are not data
 
     # -- files -------------------------------------------------------------------------------

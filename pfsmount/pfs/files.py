@@ -165,6 +165,35 @@ class Files:
                            for k in kinds))
         return commit
 
+    def write_snapshot(
+        self,
+        repo: str,
+        branch: str,
+        changes: dict[str, Change],
+        batch: WriteBatch | None = None,
+        provenance: builtins.list[str] | None = None,
+        description: str = "",
+    ) -> Commit:
+        """A new finished commit whose tree is exactly ``changes`` over an empty tree.
+
+        Used for pipeline outputs: the output of a job is the union of its datums' outputs,
+        not an edit of the previous output.
+        """
+        with self.meta.write() as txn:
+            if batch is not None:
+                self.store.contents.commit(batch, txn)
+            commit = self.commits.open_locked(txn, repo, branch, provenance=provenance,
+                                              description=description, system=True)
+            trees = self.store.trees
+            root, size = trees.apply(txn, trees.empty, changes, time.time_ns())
+            commit.root, commit.size = root.hex(), size
+            self.records.put_commit(txn, commit)
+            self.commits.finish_locked(txn, commit)
+        self.events.emit(*(Event(k, repo, branch, commit.id, commit.root) for k in
+                           ("commit_started", "files_changed", "commit_finished",
+                            "branch_changed")))
+        return commit
+
     def check_writable(self, ref: Ref, system: bool = False) -> None:
         """Fail before any data is read if a write to ``ref`` could not land."""
         with self.meta.write() as txn:
@@ -273,9 +302,18 @@ class Files:
         self, ref: Ref, top: Path, progress: Progress | None, system: bool
     ) -> Commit:
         batch = WriteBatch()
+        changes = self.ingest_tree(batch, top, f"{ref.path}/" if ref.path else "", progress)
+        return self.write(ref, lambda txn, commit: changes, batch, system=system)
+
+    def ingest_tree(
+        self, batch: WriteBatch, top: Path, prefix: str = "", progress: Progress | None = None
+    ) -> dict[str, Change]:
+        """Store every file below local ``top``; returns the path changes that place them.
+
+        Files are read and hashed by a few threads; empty directories and symlinks are kept.
+        """
         changes: dict[str, Change] = {}
         files: list[tuple[str, Path, int]] = []
-        prefix = f"{ref.path}/" if ref.path else ""
         for dirpath, dirnames, filenames in os.walk(top, onerror=_raise_source):
             dirnames.sort()
             rel = os.path.relpath(dirpath, top)
@@ -312,7 +350,7 @@ class Files:
                     progress(Counts(files=counts.files, bytes=counts.bytes))
         if progress and not files:
             progress(counts)
-        return self.write(ref, lambda txn, commit: changes, batch, system=system)
+        return changes
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ sub-database   key                                          value
 ``branches``   repo ``\\0`` branch (utf-8)                  ``pfs.model.Branch``
 ``commits``    commit id (32 hex chars, ascii)              ``pfs.model.Commit``
 ``commit_log`` repo ``\\0`` u64 BE start ns + commit id     empty (ordered listing index)
-``jobs``       job id (ascii)                               scheduler job record
-``datums``     pipeline ``\\0`` datum hash                  scheduler datum record
+``pipelines``  pipeline name (utf-8)                        ``scheduler.records.Pipeline``
+``jobs``       job id (32 hex chars, ascii)                 ``scheduler.records.Job``
+``datums``     pipeline ``\\0`` spec digest ``\\0`` datum id  ``scheduler.records.DatumResult``
 =============  ===========================================  ================================
 
 Invariants (``pfsmount fsck`` checks each one):
@@ -56,6 +57,7 @@ SUBDBS = (
     "branches",
     "commits",
     "commit_log",
+    "pipelines",
     "jobs",
     "datums",
 )

@@ -1,0 +1,180 @@
+"""The scheduler's HTTP routes (added to the daemon's API) and their client calls.
+
+Routes map one to one onto ``Scheduler`` methods; ``PipelineClient`` wraps the daemon's
+``Client`` with the same calls, returning the scheduler's structs.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute
+
+from pfsmount.api.client import Client
+from pfsmount.api.server import arg, body, json_response, route
+from pfsmount.pfs.model import Commit
+from scheduler.engine import Scheduler
+from scheduler.records import TERMINAL, Job, Pipeline
+from scheduler.spec import parse_specs
+
+
+def routes(scheduler: Scheduler) -> list[BaseRoute]:
+    s = scheduler
+
+    def run(fn: Any, *args: Any) -> Any:
+        return anyio.to_thread.run_sync(fn, *args)
+
+    async def create(request: Request) -> Response:
+        p = await body(request)
+        update, reprocess = arg(p, "update", bool, False), arg(p, "reprocess", bool, False)
+
+        def go() -> list[Pipeline]:
+            specs = parse_specs(arg(p, "spec"))
+            return [s.create_pipeline(spec, update, reprocess) for spec in specs]
+
+        return json_response(await run(go), 201)
+
+    async def listing(request: Request) -> Response:
+        return json_response(await run(s.list_pipelines))
+
+    async def inspect(request: Request) -> Response:
+        return json_response(await run(s.inspect_pipeline, request.path_params["name"]))
+
+    async def delete(request: Request) -> Response:
+        await run(s.delete_pipeline, request.path_params["name"])
+        return json_response({"deleted": request.path_params["name"]})
+
+    async def stop(request: Request) -> Response:
+        return json_response(await run(s.set_stopped, request.path_params["name"], True))
+
+    async def start(request: Request) -> Response:
+        return json_response(await run(s.set_stopped, request.path_params["name"], False))
+
+    async def jobs(request: Request) -> Response:
+        return json_response(await run(s.list_jobs, request.query_params.get("pipeline")))
+
+    async def job(request: Request) -> Response:
+        return json_response(await run(s.inspect_job, request.path_params["id"]))
+
+    async def job_stop(request: Request) -> Response:
+        return json_response(await run(s.stop_job, request.path_params["id"]))
+
+    async def job_wait(request: Request) -> Response:
+        p = await body(request)
+        return json_response(await run(lambda: s.wait_job(request.path_params["id"],
+                                                          arg(p, "timeout", float, None))))
+
+    async def commit_wait(request: Request) -> Response:
+        p = await body(request)
+        return json_response(await run(lambda: s.wait_commit(arg(p, "ref"),
+                                                             arg(p, "timeout", float, None))))
+
+    async def logs(request: Request) -> Response:
+        q = dict(request.query_params)
+        pipeline = arg(q, "pipeline")
+        job_id, datum = arg(q, "job", str, None), arg(q, "datum", str, None)
+        follow = arg(q, "follow", bool, False)
+        files = await run(s.logs_for, pipeline, job_id, datum)
+        return StreamingResponse(_tail(s, pipeline, job_id, datum, files, follow),
+                                 media_type="text/plain")
+
+    return [
+        route("/pipelines", create, "POST"),
+        route("/pipelines", listing, "GET"),
+        route("/pipelines/{name}", inspect, "GET"),
+        route("/pipelines/{name}", delete, "DELETE"),
+        route("/pipelines/{name}/stop", stop, "POST"),
+        route("/pipelines/{name}/start", start, "POST"),
+        route("/jobs", jobs, "GET"),
+        route("/jobs/{id}", job, "GET"),
+        route("/jobs/{id}/stop", job_stop, "POST"),
+        route("/jobs/{id}/wait", job_wait, "POST"),
+        route("/commits/wait", commit_wait, "POST"),
+        route("/logs", logs, "GET"),
+    ]
+
+
+def _tail(s: Scheduler, pipeline: str, job: str | None, datum: str | None,
+          files: list[Path], follow: bool) -> Iterator[bytes]:
+    """The logs' bytes; with ``follow``, keep going until the job(s) end."""
+    offsets: dict[Path, int] = {}
+    while True:
+        for path in files:
+            with open(path, "rb") as f:
+                f.seek(offsets.get(path, 0))
+                data = f.read()
+            offsets[path] = offsets.get(path, 0) + len(data)
+            if data:
+                yield data
+        if not follow:
+            return
+        running = [j for j in s.list_jobs(pipeline)
+                   if (job is None or j.id == job) and j.state not in TERMINAL]
+        if not running:
+            follow = False  # one last pass picks up what was written meanwhile
+        time.sleep(0.2)
+        files = s.logs_for(pipeline, job, datum)
+
+
+class PipelineClient:
+    """Pipeline, job and log calls over a daemon ``Client``."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def create(self, spec_text: str, update: bool = False,
+               reprocess: bool = False) -> list[Pipeline]:
+        return self.client.call("POST", "/pipelines", list[Pipeline], json={
+            "spec": spec_text, "update": update, "reprocess": reprocess})
+
+    def list(self) -> builtins.list[Pipeline]:
+        return self.client.call("GET", "/pipelines", builtins.list[Pipeline])
+
+    def inspect(self, name: str) -> Pipeline:
+        return self.client.call("GET", f"/pipelines/{name}", Pipeline)
+
+    def delete(self, name: str) -> None:
+        self.client.call("DELETE", f"/pipelines/{name}")
+
+    def stop(self, name: str) -> Pipeline:
+        return self.client.call("POST", f"/pipelines/{name}/stop", Pipeline)
+
+    def start(self, name: str) -> Pipeline:
+        return self.client.call("POST", f"/pipelines/{name}/start", Pipeline)
+
+    def jobs(self, pipeline: str | None = None) -> builtins.list[Job]:
+        params = {"pipeline": pipeline} if pipeline else {}
+        return self.client.call("GET", "/jobs", builtins.list[Job], params=params)
+
+    def job(self, job_id: str) -> Job:
+        return self.client.call("GET", f"/jobs/{job_id}", Job)
+
+    def stop_job(self, job_id: str) -> Job:
+        return self.client.call("POST", f"/jobs/{job_id}/stop", Job)
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> Job:
+        return self.client.call("POST", f"/jobs/{job_id}/wait", Job, json={"timeout": timeout})
+
+    def wait_commit(self, ref: str, timeout: float | None = None) -> builtins.list[Commit]:
+        return self.client.wait_commit(ref, timeout)
+
+    def logs(self, pipeline: str, job: str | None = None, datum: str | None = None,
+             follow: bool = False) -> Iterator[bytes]:
+        params: dict[str, Any] = {"pipeline": pipeline, "follow": int(follow)}
+        if job:
+            params["job"] = job
+        if datum:
+            params["datum"] = datum
+        with self.client.http.stream("GET", "/logs", params=params) as response:
+            self.client.raise_for(response)
+            yield from response.iter_bytes()
+
+
+__all__ = ["PipelineClient", "routes"]

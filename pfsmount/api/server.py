@@ -152,7 +152,11 @@ def build_app(
     """The ASGI application serving ``pfs``; ``status`` and ``shutdown`` come from the daemon."""
 
     def run(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
-        return anyio.to_thread.run_sync(fn, *args)
+        def call() -> Any:
+            pfs.journal.flush()  # files the mount staged are visible to every request
+            return fn(*args)
+
+        return anyio.to_thread.run_sync(call)
 
     async def get_status(request: Request) -> Response:
         return json_response(status())

@@ -12,6 +12,7 @@ from pathlib import Path
 from pfsmount.pfs.commits import Commits
 from pfsmount.pfs.events import Event, Events
 from pfsmount.pfs.files import Files
+from pfsmount.pfs.journal import Journal
 from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
 from pfsmount.pfs.records import Records
 from pfsmount.pfs.repos import Repos
@@ -38,6 +39,8 @@ class Pfs:
         self.repos = Repos(self.store, self.records, self.events)
         self.commits = Commits(self.store, self.records, self.events)
         self.files = Files(self.store, self.records, self.commits, self.events)
+        self.journal = Journal(root / "journal", self.files)
 
     def close(self) -> None:
+        self.journal.close()
         self.store.close()

@@ -141,6 +141,7 @@ class Commits:
     def finish(self, ref: str, description: str | None = None, system: bool = False) -> Commit:
         """Finish the open commit of a branch (``repo@branch``) or an open commit by id."""
         parsed = parse_ref(ref)
+        self.store.packs.sync()  # the open commit's data reaches the disk before it is sealed
         with self.meta.write() as txn:
             repo = self.records.repo(txn, parsed.repo)
             if repo.kind == "pipeline" and not system:

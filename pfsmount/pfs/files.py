@@ -142,16 +142,16 @@ class Files:
         command); True/False force it.
         """
         with self.meta.write() as txn:
-            if batch is not None:
-                self.store.contents.commit(batch, txn)
             commit, opened = self.commits.writable_locked(txn, ref, system)
+            finished = opened if finish is None else finish
+            if batch is not None:  # data of an open commit needs to survive the daemon only
+                self.store.contents.commit(batch, txn, durable=finished)
             changes = build(txn, commit)
             root, size = self.store.trees.apply(
                 txn, bytes.fromhex(commit.root), changes, time.time_ns()
             )
             commit.root, commit.size = root.hex(), size
             self.records.put_commit(txn, commit)
-            finished = opened if finish is None else finish
             if finished:
                 self.commits.finish_locked(txn, commit)
         kinds: list[EventKind] = ["files_changed"]

@@ -103,9 +103,9 @@ class ContentStore:
     def write_stream(self, batch: WriteBatch, stream: chunking.Readable) -> Content:
         return self.write_chunks(batch, chunking.split_stream(stream))
 
-    def commit(self, batch: WriteBatch, txn: lmdb.Transaction) -> None:
-        """Index the batch inside the caller's write transaction (packs are synced first)."""
-        self.packs.commit(batch.chunks, txn)
+    def commit(self, batch: WriteBatch, txn: lmdb.Transaction, durable: bool = True) -> None:
+        """Index the batch inside the caller's write transaction (see ``PackStore.commit``)."""
+        self.packs.commit(batch.chunks, txn, durable)
         db = self.meta.db["contents"]
         for name, table in batch.contents.items():
             txn.put(name, table, db=db, overwrite=False)

@@ -170,11 +170,17 @@ class PackStore:
                 os.fdatasync(self._open[self._current])
                 self._dirty = False
 
-    def commit(self, batch: ChunkBatch, txn: lmdb.Transaction) -> None:
-        """Record the batch's chunk locations in the caller's write transaction."""
+    def commit(self, batch: ChunkBatch, txn: lmdb.Transaction, durable: bool = True) -> None:
+        """Record the batch's chunk locations in the caller's write transaction.
+
+        ``durable`` first makes every byte appended so far reach the disk. Without it, the
+        bytes are in the page cache: they survive a crash of the daemon, and the next
+        durable commit (a commit finish) syncs them before anything finished points at them.
+        """
         if not batch.pending:
             return
-        self.sync()
+        if durable:
+            self.sync()
         db = self.meta.db["chunks"]
         for digest, loc in batch.pending.items():
             txn.put(digest, loc.encode(), db=db, overwrite=False)  # invariant 6: first wins

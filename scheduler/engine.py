@@ -359,6 +359,8 @@ class Scheduler:
                     todo.append(d)
         self._save(job)
         failure: str | None = None
+        unsaved: list[tuple[str, list[tuple[str, Entry]], WriteBatch]] = []
+        last_save = time.monotonic()
         with ThreadPoolExecutor(spec.parallelism) as pool:
             for d, outcome in zip(todo, pool.map(lambda d: self._run_datum(job, spec, d,
                                                                             cancel), todo),
@@ -368,9 +370,13 @@ class Scheduler:
                     failure = failure or f"datum {d.id} failed after {spec.datum_tries} " \
                                          f"tries; log tail:\n{outcome}"
                 else:
-                    results[d.id] = outcome
+                    results[d.id] = outcome[0]
+                    unsaved.append((d.id, *outcome))
                     job.processed += 1
-                self._save(job)
+                if time.monotonic() - last_save > 0.5:  # progress and results, in batches
+                    self._save_results(job, spec, unsaved)
+                    last_save = time.monotonic()
+        self._save_results(job, spec, unsaved)
         if cancel.is_set():
             job.state = "killed"
             return
@@ -439,9 +445,24 @@ class Scheduler:
             target.mkdir(parents=True, exist_ok=True)
         return target
 
+    def _save_results(self, job: Job, spec: Spec,
+                      unsaved: list[tuple[str, list[tuple[str, Entry]], WriteBatch]]) -> None:
+        """Record finished datums (so a rerun skips them) and the job's progress, in one
+        transaction: a transaction per datum would cost more than running it."""
+        with self.meta.write() as txn:
+            for datum_id, outputs, batch in unsaved:
+                self.pfs.store.contents.commit(batch, txn, durable=False)
+                self.records.put_datum(txn, spec.name, spec.digest, datum_id,
+                                       DatumResult(job=job.id, outputs=outputs))
+            self.records.put_job(txn, job)
+        unsaved.clear()
+        with self._changed:
+            self._changed.notify_all()
+
     def _run_datum(self, job: Job, spec: Spec, d: Datum, cancel: threading.Event
-                   ) -> list[tuple[str, Entry]] | str:
-        """Run one datum with retries: its outputs, or its log tail when every try failed."""
+                   ) -> tuple[list[tuple[str, Entry]], WriteBatch] | str:
+        """Run one datum with retries: its outputs (stored, not yet indexed), or its log
+        tail when every try failed."""
         scratch = self.work / job.id / d.id
         logfile = self.logs / spec.name / job.id / f"{d.id}.log"
         logfile.parent.mkdir(parents=True, exist_ok=True)
@@ -467,22 +488,13 @@ class Scheduler:
             if cancel.is_set():
                 return "job stopped"
             if code == 0 or code in spec.transform.accept_return_code:
-                return self._keep_outputs(job, spec, d, out)
+                batch = WriteBatch()
+                changes = self.pfs.files.ingest_tree(batch, out)
+                return sorted((p, e) for p, e in changes.items()
+                              if isinstance(e, Entry) and e.kind != KIND_DIR), batch
             with open(logfile, "a") as log_out:
                 log_out.write(f"[pfsmount] exit code {code}\n")
         return logfile.read_bytes()[-LOG_TAIL:].decode(errors="replace")
-
-    def _keep_outputs(self, job: Job, spec: Spec, d: Datum, out: Path
-                      ) -> list[tuple[str, Entry]]:
-        batch = WriteBatch()
-        changes = self.pfs.files.ingest_tree(batch, out)
-        outputs = sorted((p, e) for p, e in changes.items()
-                         if isinstance(e, Entry) and e.kind != KIND_DIR)
-        with self.meta.write() as txn:
-            self.pfs.store.contents.commit(batch, txn)
-            self.records.put_datum(txn, spec.name, spec.digest, d.id,
-                                   DatumResult(job=job.id, outputs=outputs))
-        return outputs
 
     def logs_for(self, pipeline: str, job: str | None = None, datum: str | None = None
                  ) -> list[Path]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import httpx
 import lmdb
@@ -51,6 +51,8 @@ from pfsmount.store.chunking import Readable
 from pfsmount.store.tree import Change
 
 Progress = Callable[[Counts], None]
+_A = TypeVar("_A")
+_B = TypeVar("_B")
 Build = Callable[[lmdb.Transaction, Commit], dict[str, Change]]
 
 _TYPES = {KIND_FILE: "file", KIND_DIR: "dir", KIND_LINK: "symlink"}
@@ -179,6 +181,7 @@ class Files:
         Used for pipeline outputs: the output of a job is the union of its datums' outputs,
         not an edit of the previous output.
         """
+        self.store.packs.sync()  # everything the commit points at reaches the disk first
         with self.meta.write() as txn:
             if batch is not None:
                 self.store.contents.commit(batch, txn)
@@ -341,7 +344,7 @@ class Files:
                 raise SourceError(f"cannot read {full}: {e.strerror}") from None
             return dest, Entry(KIND_FILE, content.size, mode, now, content.digest)
 
-        with ThreadPoolExecutor(_READERS) as pool:
+        with ThreadPoolExecutor(_READERS) if len(files) > 16 else _Inline() as pool:
             for dest, entry in pool.map(ingest, files):
                 changes[dest] = entry
                 counts.files += 1
@@ -529,6 +532,19 @@ class Files:
             raise InvalidArgument("cannot replace the repo root")
         return self.write(ref, lambda txn, commit: normalized, batch, system=system,
                           finish=finish)
+
+
+class _Inline:
+    """``map`` in the calling thread: a pool costs more than a handful of small files."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def map(self, fn: Callable[[_A], _B], items: Iterable[_A]) -> Iterator[_B]:
+        return map(fn, items)
 
 
 class _Retry(Exception):

@@ -93,7 +93,15 @@ class Client:
         return self.call("GET", "/status", dict[str, Any])
 
     def shutdown(self) -> None:
-        self.call("POST", "/shutdown")
+        """Ask the daemon to stop. It may close the connection before its answer is out;
+        that is the shutdown happening, not an error."""
+        try:
+            response = self.http.request("POST", "/shutdown")
+        except (httpx.ConnectError, FileNotFoundError):
+            raise self._not_running() from None
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            return
+        self.raise_for(response)
 
     def fsck(self, verify: bool = False) -> FsckReport:
         return self.call("GET", "/fsck", FsckReport, params={"verify": int(verify)})

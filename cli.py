@@ -187,7 +187,22 @@ def branch_ref(text: str) -> tuple[str, str]:
 
 
 class Main(click.Group):
-    """Turns every ``PfsError`` into one line and its exit code."""
+    """Turns every ``PfsError`` and every usage mistake into one line and an exit code."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        kwargs.setdefault("prog_name", "pfsmount")
+        try:
+            return super().main(*args, **kwargs)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+            fail(e.format_message() + hint, 2)
+        except click.ClickException as e:
+            fail(e.format_message(), e.exit_code)
+        except click.exceptions.Abort:
+            fail("aborted", 1)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

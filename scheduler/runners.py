@@ -78,6 +78,7 @@ class SandboxRunner:
                 "--tmpfs", "/tmp", "--tmpfs", "/pfs", "--bind", str(task.out), "/pfs/out"]
         for host, inside in task.binds:
             argv += ["--ro-bind", str(host), inside]
+        argv += ["--remount-ro", "/pfs"]  # nothing lands beside the inputs but in /pfs/out
         for key, value in task.env.items():
             argv += ["--setenv", key, value]
         argv += ["--chdir", task.working_dir or "/", "--", *task.cmd]
@@ -133,6 +134,7 @@ class DockerRunner:
             cmd = ["sh", "-c", 'exec "$@" < /.pfsmount-stdin', "sh", *cmd]
         container = client.containers.create(
             task.image, cmd, volumes=volumes, environment=task.env, network_mode="none",
+            tmpfs={"/pfs": "ro"},  # as in the sandbox: only /pfs/out is writable under /pfs
             working_dir=task.working_dir or None, detach=True,
         )
         try:

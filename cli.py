@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import msgspec
@@ -33,10 +33,12 @@ from pfsmount.api.client import Client
 from pfsmount.config import default_mount, layout
 from pfsmount.errors import InvalidArgument, PfsError
 from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
-from scheduler.api import PipelineClient
-from scheduler.records import Job, Pipeline
 
 # Piped output is never wrapped, so scripts can split lines on whitespace.
+if TYPE_CHECKING:
+    from scheduler.client import PipelineClient
+    from scheduler.records import Job, Pipeline
+
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -701,6 +703,8 @@ def flush_commit(ctx: click.Context, ref: str, timeout: float | None, as_json: b
 
 
 def pipelines(ctx: click.Context) -> PipelineClient:
+    from scheduler.client import PipelineClient  # only pipeline commands pay for the import
+
     return PipelineClient(client(ctx))
 
 

@@ -1,12 +1,10 @@
-"""The scheduler's HTTP routes (added to the daemon's API) and their client calls.
+"""The scheduler's HTTP routes, added to the daemon's API: one per ``Scheduler`` method.
 
-Routes map one to one onto ``Scheduler`` methods; ``PipelineClient`` wraps the daemon's
-``Client`` with the same calls, returning the scheduler's structs.
+``scheduler.client.PipelineClient`` is their client side.
 """
 
 from __future__ import annotations
 
-import builtins
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
-from pfsmount.api.client import Client
 from pfsmount.api.server import arg, body, json_response, route
-from pfsmount.pfs.model import Commit
 from scheduler.engine import Scheduler
-from scheduler.records import TERMINAL, Job, Pipeline
+from scheduler.records import TERMINAL, Pipeline
 from scheduler.spec import parse_specs
 
 
@@ -121,60 +117,3 @@ def _tail(s: Scheduler, pipeline: str, job: str | None, datum: str | None,
             follow = False  # one last pass picks up what was written meanwhile
         time.sleep(0.2)
         files = s.logs_for(pipeline, job, datum)
-
-
-class PipelineClient:
-    """Pipeline, job and log calls over a daemon ``Client``."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    def create(self, spec_text: str, update: bool = False,
-               reprocess: bool = False) -> list[Pipeline]:
-        return self.client.call("POST", "/pipelines", list[Pipeline], json={
-            "spec": spec_text, "update": update, "reprocess": reprocess})
-
-    def list(self) -> builtins.list[Pipeline]:
-        return self.client.call("GET", "/pipelines", builtins.list[Pipeline])
-
-    def inspect(self, name: str) -> Pipeline:
-        return self.client.call("GET", f"/pipelines/{name}", Pipeline)
-
-    def delete(self, name: str) -> None:
-        self.client.call("DELETE", f"/pipelines/{name}")
-
-    def stop(self, name: str) -> Pipeline:
-        return self.client.call("POST", f"/pipelines/{name}/stop", Pipeline)
-
-    def start(self, name: str) -> Pipeline:
-        return self.client.call("POST", f"/pipelines/{name}/start", Pipeline)
-
-    def jobs(self, pipeline: str | None = None) -> builtins.list[Job]:
-        params = {"pipeline": pipeline} if pipeline else {}
-        return self.client.call("GET", "/jobs", builtins.list[Job], params=params)
-
-    def job(self, job_id: str) -> Job:
-        return self.client.call("GET", f"/jobs/{job_id}", Job)
-
-    def stop_job(self, job_id: str) -> Job:
-        return self.client.call("POST", f"/jobs/{job_id}/stop", Job)
-
-    def wait_job(self, job_id: str, timeout: float | None = None) -> Job:
-        return self.client.call("POST", f"/jobs/{job_id}/wait", Job, json={"timeout": timeout})
-
-    def wait_commit(self, ref: str, timeout: float | None = None) -> builtins.list[Commit]:
-        return self.client.wait_commit(ref, timeout)
-
-    def logs(self, pipeline: str, job: str | None = None, datum: str | None = None,
-             follow: bool = False) -> Iterator[bytes]:
-        params: dict[str, Any] = {"pipeline": pipeline, "follow": int(follow)}
-        if job:
-            params["job"] = job
-        if datum:
-            params["datum"] = datum
-        with self.client.http.stream("GET", "/logs", params=params) as response:
-            self.client.raise_for(response)
-            yield from response.iter_bytes()
-
-
-__all__ = ["PipelineClient", "routes"]

@@ -17,8 +17,7 @@ import msgspec
 
 from pfsmount.config import layout
 from pfsmount.errors import DaemonNotRunning, InvalidArgument, PfsError, from_code
-from pfsmount.pfs.fsck import FsckReport
-from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
+from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, FsckReport, Repo
 
 from .wire import API_PREFIX
 

@@ -25,7 +25,7 @@ import zstandard
 
 from pfsmount.errors import Corrupt
 from pfsmount.pfs import Pfs
-from pfsmount.pfs.model import Branch, Commit, Repo
+from pfsmount.pfs.model import Branch, Commit, FsckReport, Repo
 from pfsmount.pfs.refs import is_commit_id
 from pfsmount.store import KIND_DIR, KIND_FILE, KIND_LINK
 from pfsmount.store.chunking import CODEC_RAW, CODEC_ZSTD
@@ -40,25 +40,6 @@ _NS = struct.Struct(">Q")
 _repo_dec = msgspec.msgpack.Decoder(Repo)
 _branch_dec = msgspec.msgpack.Decoder(Branch)
 _commit_dec = msgspec.msgpack.Decoder(Commit)
-
-
-class FsckReport(msgspec.Struct, kw_only=True):
-    """What ``fsck`` found: one human line per problem, and how much it looked at.
-
-    ``pages`` counts distinct tree pages, ``files`` the file and symlink entries in them
-    (an entry on a page shared by many commits counts once), ``chunks`` the chunk index rows.
-    """
-
-    errors: list[str] = msgspec.field(default_factory=list)
-    repos: int = 0
-    commits: int = 0
-    pages: int = 0
-    files: int = 0
-    chunks: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
 
 
 def fsck(pfs: Pfs, verify_data: bool = False) -> FsckReport:

@@ -71,3 +71,22 @@ class Counts(msgspec.Struct, kw_only=True):
 
     files: int = 0
     bytes: int = 0
+
+
+class FsckReport(msgspec.Struct, kw_only=True):
+    """What ``fsck`` found: one human line per problem, and how much it looked at.
+
+    ``pages`` counts distinct tree pages, ``files`` the file and symlink entries in them
+    (an entry on a page shared by many commits counts once), ``chunks`` the chunk index rows.
+    """
+
+    errors: list[str] = msgspec.field(default_factory=list)
+    repos: int = 0
+    commits: int = 0
+    pages: int = 0
+    files: int = 0
+    chunks: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors

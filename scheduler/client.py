@@ -1,0 +1,69 @@
+"""``PipelineClient``: pipeline, job and log calls over a daemon ``Client``.
+
+Kept apart from the routes so that the CLI can talk to the scheduler without importing it.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterator
+from typing import Any
+
+from pfsmount.api.client import Client
+from pfsmount.pfs.model import Commit
+from scheduler.records import Job, Pipeline
+
+
+class PipelineClient:
+    """Pipeline, job and log calls over a daemon ``Client``."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def create(self, spec_text: str, update: bool = False,
+               reprocess: bool = False) -> list[Pipeline]:
+        return self.client.call("POST", "/pipelines", list[Pipeline], json={
+            "spec": spec_text, "update": update, "reprocess": reprocess})
+
+    def list(self) -> builtins.list[Pipeline]:
+        return self.client.call("GET", "/pipelines", builtins.list[Pipeline])
+
+    def inspect(self, name: str) -> Pipeline:
+        return self.client.call("GET", f"/pipelines/{name}", Pipeline)
+
+    def delete(self, name: str) -> None:
+        self.client.call("DELETE", f"/pipelines/{name}")
+
+    def stop(self, name: str) -> Pipeline:
+        return self.client.call("POST", f"/pipelines/{name}/stop", Pipeline)
+
+    def start(self, name: str) -> Pipeline:
+        return self.client.call("POST", f"/pipelines/{name}/start", Pipeline)
+
+    def jobs(self, pipeline: str | None = None) -> builtins.list[Job]:
+        params = {"pipeline": pipeline} if pipeline else {}
+        return self.client.call("GET", "/jobs", builtins.list[Job], params=params)
+
+    def job(self, job_id: str) -> Job:
+        return self.client.call("GET", f"/jobs/{job_id}", Job)
+
+    def stop_job(self, job_id: str) -> Job:
+        return self.client.call("POST", f"/jobs/{job_id}/stop", Job)
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> Job:
+        return self.client.call("POST", f"/jobs/{job_id}/wait", Job, json={"timeout": timeout})
+
+    def wait_commit(self, ref: str, timeout: float | None = None) -> builtins.list[Commit]:
+        return self.client.wait_commit(ref, timeout)
+
+    def logs(self, pipeline: str, job: str | None = None, datum: str | None = None,
+             follow: bool = False) -> Iterator[bytes]:
+        params: dict[str, Any] = {"pipeline": pipeline, "follow": int(follow)}
+        if job:
+            params["job"] = job
+        if datum:
+            params["datum"] = datum
+        with self.client.http.stream("GET", "/logs", params=params) as response:
+            self.client.raise_for(response)
+            yield from response.iter_bytes()
+

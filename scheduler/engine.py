@@ -500,6 +500,8 @@ class Scheduler:
                  ) -> list[Path]:
         """Datum log files, oldest job first."""
         self.inspect_pipeline(pipeline)
+        if job is not None and self.inspect_job(job).pipeline != pipeline:
+            raise NotFound(f"job {job} is not a job of pipeline {pipeline}")
         base = self.logs / pipeline
         jobs = [job] if job else [j.id for j in reversed(self.list_jobs(pipeline))]
         found = []
@@ -508,4 +510,6 @@ class Scheduler:
             if folder.is_dir():
                 found += sorted(p for p in folder.glob("*.log")
                                 if datum is None or p.stem == datum)
+        if datum is not None and not found:
+            raise NotFound(f"no logs of datum {datum} in pipeline {pipeline}")
         return found

@@ -98,6 +98,7 @@ class DockerRunner:
     def __init__(self) -> None:
         self._client: object | None = None
         self._lock = threading.Lock()
+        self._images: set[str] = set()  # images known to be present
 
     def _docker(self) -> Any:
         with self._lock:
@@ -115,15 +116,21 @@ class DockerRunner:
                 self._client = client
             return self._client
 
-    def run(self, task: Task) -> int:
+    def _check_image(self, client: Any, image: str) -> None:
         import docker.errors
 
-        client = self._docker()
+        if image in self._images:
+            return
         try:
-            client.images.get(task.image)
+            client.images.get(image)
         except docker.errors.ImageNotFound:
-            raise RunnerError(f"Docker image {task.image} is not present on this machine "
+            raise RunnerError(f"Docker image {image} is not present on this machine "
                               "(docker pull or docker import it)") from None
+        self._images.add(image)
+
+    def run(self, task: Task) -> int:
+        client = self._docker()
+        self._check_image(client, task.image)
         volumes = {str(host): {"bind": inside, "mode": "ro"} for host, inside in task.binds}
         volumes[str(task.out)] = {"bind": "/pfs/out", "mode": "rw"}
         cmd = list(task.cmd)
@@ -137,20 +144,28 @@ class DockerRunner:
             tmpfs={"/pfs": "ro"},  # as in the sandbox: only /pfs/out is writable under /pfs
             working_dir=task.working_dir or None, detach=True,
         )
+        exited = threading.Event()
+        killed = threading.Event()
+
+        def watch() -> None:  # stop the container on a timeout or a stopped job
+            deadline = None if task.timeout is None else time.monotonic() + task.timeout
+            while not exited.wait(0.1):
+                if task.cancelled.is_set() or (deadline and time.monotonic() > deadline):
+                    killed.set()
+                    with contextlib.suppress(Exception):
+                        container.kill()
+                    return
+
         try:
             container.start()
-            deadline = None if task.timeout is None else time.monotonic() + task.timeout
-            code: int | None = None
-            while code is None:
-                try:
-                    code = int(container.wait(timeout=0.2)["StatusCode"])
-                except Exception:  # the SDK signals its own timeout as a requests error
-                    timed_out = deadline is not None and time.monotonic() > deadline
-                    if task.cancelled.is_set() or timed_out:
-                        container.kill()
-                        code = -9
+            threading.Thread(target=watch, daemon=True).start()
+            code = int(container.wait()["StatusCode"])
+            exited.set()
             with open(task.log, "ab") as log:
                 log.write(container.logs(stdout=True, stderr=True))
-            return code
+            return -9 if killed.is_set() else code
         finally:
-            container.remove(force=True)
+            exited.set()
+            # Removing takes a while and nothing waits for it.
+            threading.Thread(target=container.remove, kwargs={"force": True},
+                             daemon=True).start()

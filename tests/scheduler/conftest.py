@@ -33,7 +33,7 @@ import msgspec
 import pytest
 
 from pfsmount import Client
-from scheduler.api import PipelineClient
+from scheduler.client import PipelineClient
 
 PFSMOUNT = Path(sys.executable).with_name("pfsmount")
 PROJECT = Path(__file__).resolve().parents[2]

@@ -21,6 +21,7 @@ class Dirty:
         self.mtime_ns = time.time_ns()
         self.changed = False  # bytes or mode differ from what the store holds
         self.handles = 0
+        self.staged = 0  # versions in the staging journal, not yet in LMDB: keep the bytes
 
     def fill(self, pieces: Iterable[bytes]) -> None:
         """Start from existing content (an open without O_TRUNC)."""

@@ -15,8 +15,10 @@ import logging
 import math
 import os
 import subprocess
+import threading
 from pathlib import Path
 
+import lmdb
 import pyfuse3
 import trio
 
@@ -25,8 +27,11 @@ from pfsmount.errors import PfsError
 from pfsmount.fuse.nodes import ROOT_INODE
 from pfsmount.fuse.ops import Operations
 from pfsmount.pfs import Event, Pfs
+from pfsmount.store import KIND_DIR
+from pfsmount.store.tree import Trees
 
 log = logging.getLogger("pfsmount.fuse")
+FLUSH_INTERVAL = 0.02  # seconds a closed file may wait in the staging journal
 
 
 def clear_stale(mountpoint: Path) -> None:
@@ -64,18 +69,41 @@ def _raise_readahead(mountpoint: Path) -> None:
 
 
 class Invalidator:
-    """Turns model events into kernel cache invalidations, off the request path."""
+    """Turns model events into kernel cache invalidations, off the request path.
+
+    A change made elsewhere (an API put, a pipeline) must be visible to the next read that
+    follows it: the thread that made it waits, after its transaction, until the kernel has
+    been told (bounded by ``SETTLE_TIMEOUT``), so e.g. the API answers a put only once no
+    reader can get the old bytes from the page cache. The trio thread never waits here.
+    """
+
+    SETTLE_TIMEOUT = 5.0
 
     def __init__(self, pfs: Pfs, ops: Operations) -> None:
         self.pfs = pfs
         self.ops = ops
-        self.send, self.receive = trio.open_memory_channel[Event](math.inf)
+        self.send, self.receive = trio.open_memory_channel[
+            tuple[Event, threading.Event | None]](math.inf)
         self.token = trio.lowlevel.current_trio_token()
+        self.trio_thread = threading.get_ident()
+        self.limiter = trio.CapacityLimiter(1)  # not the pool that waiting writers hold
 
     def listener(self, event: Event) -> None:
         """Called in whatever thread changed the model."""
-        with contextlib.suppress(trio.RunFinishedError):
-            self.token.run_sync_soon(self.send.send_nowait, event)
+        own = event.root is not None and self.ops.writing_here()
+        done = None if own or threading.get_ident() == self.trio_thread else threading.Event()
+        try:
+            if own and event.root is not None:
+                # The mount's own write: record its tree before the event is looked at. The
+                # writing task may resume only after the invalidator ran, and invalidating
+                # our own change would drop live dentries (a shell's cwd, tar's inodes).
+                self.token.run_sync_soon(self.ops.own_roots.add, event.root)
+            self.token.run_sync_soon(self.send.send_nowait, (event, done))
+        except trio.RunFinishedError:
+            return
+        if done is not None and not done.wait(self.SETTLE_TIMEOUT):
+            log.warning("the kernel was not told of %s within %.0f s", event,
+                        self.SETTLE_TIMEOUT)
 
     def stale(self, event: Event) -> tuple[list[int], list[tuple[int, str]]]:
         """Inodes and (parent inode, name) entries the kernel must forget for ``event``."""
@@ -124,19 +152,34 @@ class Invalidator:
                         inodes.append(node.ino)
                     parent = nodes.find((event.repo, event.branch, "/".join(parts[:depth - 1])))
                     if parent is not None:
-                        entries.append((parent.ino, parts[depth - 1]))
                         inodes.append(parent.ino)
+                        # A directory that stays a directory keeps its dentry: dropping it
+                        # would break the cwd of every process inside it (getcwd: ENOENT).
+                        if depth == len(parts) or not _dir_in_both(trees, txn, old, new, sub):
+                            entries.append((parent.ino, parts[depth - 1]))
         return inodes, entries
 
     async def run(self) -> None:
-        async for event in self.receive:
+        async for event, done in self.receive:
             try:
                 inodes, entries = self.stale(event)
+                if inodes or entries:
+                    await trio.to_thread.run_sync(_invalidate, inodes, entries,
+                                                  limiter=self.limiter)
             except Exception:
                 log.exception("cannot work out what %s invalidates", event)
-                continue
-            if inodes or entries:
-                await trio.to_thread.run_sync(_invalidate, inodes, entries)
+            finally:
+                if done is not None:
+                    done.set()
+
+
+def _dir_in_both(trees: Trees, txn: lmdb.Transaction, old: bytes | None, new: bytes | None,
+                 path: str) -> bool:
+    if old is None or new is None:
+        return False
+    before, after = trees.lookup(txn, old, path), trees.lookup(txn, new, path)
+    return (before is not None and after is not None and before.kind == KIND_DIR
+            and after.kind == KIND_DIR)
 
 
 def _invalidate(inodes: list[int], entries: list[tuple[int, str]]) -> None:
@@ -173,8 +216,16 @@ def mount_service(pfs: Pfs, mountpoint: Path, staging: Path) -> Service:
             await trio.sleep(0.5)  # INIT is the first request pyfuse3.main answers
             await trio.to_thread.run_sync(_raise_readahead, mountpoint)
 
+        async def flusher() -> None:
+            """Staged files reach LMDB every few milliseconds, many per transaction."""
+            while True:
+                await trio.sleep(FLUSH_INTERVAL)
+                if pfs.journal.pending():
+                    await trio.to_thread.run_sync(ops.flush_journal)
+
         nursery.start_soon(serve)
         nursery.start_soon(invalidator.run)
+        nursery.start_soon(flusher)
         nursery.start_soon(tune)
         log.info("mounted at %s", mountpoint)
 

@@ -10,6 +10,7 @@ run in worker threads so that requests overlap.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import inspect
@@ -17,6 +18,7 @@ import itertools
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from pfsmount.fuse.nodes import Node, Nodes
 from pfsmount.pfs import Commit, Pfs
 from pfsmount.pfs.refs import is_commit_id
 from pfsmount.store import KIND_DIR, KIND_FILE, KIND_LINK, MKDIR, Entry, WriteBatch
-from pfsmount.store.tree import Change
+from pfsmount.store.tree import Change, Retouch
 
 log = logging.getLogger("pfsmount.fuse")
 
@@ -90,6 +92,12 @@ class Operations(pyfuse3.Operations):
         self.own_roots: set[str] = set()  # trees this mount's own writes produced
         self._ids = itertools.count(1)
         self.uid, self.gid = os.getuid(), os.getgid()
+        self._writer = threading.local()  # marks the worker thread applying our own change
+
+    def writing_here(self) -> bool:
+        """Whether the calling thread is applying one of this mount's own changes (so the
+        events it emits describe something the kernel already saw happen)."""
+        return bool(getattr(self._writer, "active", False))
 
     # -- the model ---------------------------------------------------------------------------
 
@@ -176,12 +184,35 @@ class Operations(pyfuse3.Operations):
         """Apply changes to the open commit of ``node``'s branch (opened if need be)."""
         assert node.view is not None
         ref = f"{node.repo}@{node.view}"
-        commit = await trio.to_thread.run_sync(
-            functools.partial(self.pfs.files.apply, ref, changes, batch=batch, finish=False))
+
+        def write() -> Commit:
+            self._writer.active = True
+            try:
+                self.pfs.journal.flush()  # staged files first: changes land in their order
+                return self.pfs.files.apply(ref, changes, batch=batch, finish=False)
+            finally:
+                self._writer.active = False
+
+        commit = await trio.to_thread.run_sync(write)
         self.known_roots[(node.repo, node.view)] = bytes.fromhex(commit.root)
         if len(self.own_roots) > 4096:
             self.own_roots.clear()
         self.own_roots.add(commit.root)
+
+    async def changing(self, ino: int) -> tuple[Node, View]:
+        """``writable``, after staged files reached the tree: a change computed from the tree
+        (a directory's new mode, a rename's source) must see every file closed before it."""
+        if self.pfs.journal.pending():
+            await trio.to_thread.run_sync(self.flush_journal)
+        return self.writable(ino)
+
+    def flush_journal(self) -> None:
+        """Apply staged files to LMDB (in a worker thread), as this mount's own change."""
+        self._writer.active = True
+        try:
+            self.pfs.journal.flush()
+        finally:
+            self._writer.active = False
 
     @staticmethod
     def child_path(parent: Node, name: str) -> str:
@@ -228,31 +259,36 @@ class Operations(pyfuse3.Operations):
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if not (fields.update_size or fields.update_mode or fields.update_mtime):
             return self.attrs(self.node(inode))  # chown, atime: accepted, not stored
-        node, view = self.writable(inode)
+        node, view = await self.changing(inode)
         dirty = self.dirty.get(inode)
-        if fields.update_size:
-            if dirty is None:
-                dirty = await self.open_dirty(node, view, truncate=attr.st_size == 0)
-                dirty.handles -= 1  # no handle holds it: it is stored below
-            dirty.truncate(attr.st_size)
+        if dirty is None and fields.update_size:
+            dirty = await self.open_dirty(node, view, truncate=attr.st_size == 0)
+        elif dirty is not None:
+            dirty.handles += 1  # held while we work: a journal flush must not close it
         if dirty is not None:
-            if fields.update_mode:
-                dirty.mode, dirty.changed = attr.st_mode & 0o7777, True
-            if fields.update_mtime:
-                dirty.mtime_ns = attr.st_mtime_ns
-            if dirty.handles <= 0:
-                await self.store_dirty(node, dirty)
-                self.drop_dirty(node)
+            try:
+                if fields.update_size:
+                    dirty.truncate(attr.st_size)
+                if fields.update_mode:
+                    dirty.mode, dirty.changed = attr.st_mode & 0o7777, True
+                if fields.update_mtime:
+                    dirty.mtime_ns = attr.st_mtime_ns
+                if dirty.handles <= 1:  # no open file will store it: store it now
+                    await self.store_dirty(node, dirty)
+            finally:
+                dirty.handles -= 1
+                if dirty.handles <= 0:
+                    self.drop_dirty(node)
             return self.attrs(node)
         entry = self.entry(node, view)
         if entry is None:
             raise fail(errno.ENOENT)
         if not node.path:
             return self.attrs(node, entry, view)  # the view root's mode and times are fixed
-        mode = attr.st_mode & 0o7777 if fields.update_mode else entry.mode
-        mtime = attr.st_mtime_ns if fields.update_mtime else entry.mtime
-        await self.apply(node, {node.path: Entry(entry.kind, entry.size, mode, mtime,
-                                                 entry.ref)})
+        # A retouch, not the entry read above: a directory may gain files meanwhile.
+        await self.apply(node, {node.path: Retouch(
+            attr.st_mode & 0o7777 if fields.update_mode else None,
+            attr.st_mtime_ns if fields.update_mtime else None)})
         return self.attrs(node)
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -287,11 +323,16 @@ class Operations(pyfuse3.Operations):
                 raise fail(errno.ENOTDIR)
             handle.tree = entry.ref
             prefix = node.path + "/" if node.path else ""
-            handle.extra = sorted(
+            created = [
                 k[2][len(prefix):] for k in self.pending
                 if k[0] == node.repo and k[1] == node.view and k[2].startswith(prefix)
                 and "/" not in k[2][len(prefix):]
-            )
+            ]
+            if created:  # a file still open may already be in the tree (stored at a flush)
+                with self.pfs.store.meta.read() as txn:
+                    created = [n for n in created
+                               if self.pfs.store.trees.find(txn, entry.ref, n) is None]
+            handle.extra = sorted(created)
         fh = next(self._ids)
         self.dirs[fh] = handle
         return fh
@@ -312,10 +353,12 @@ class Operations(pyfuse3.Operations):
                 if index >= start:
                     yield index, name
                 index += 1
-        for name in handle.extra:
-            if index >= start:
-                yield index, name
-            index += 1
+            for name in handle.extra:
+                if trees.find(txn, handle.tree, name) is not None:
+                    continue  # stored since the listing began: listed above already
+                if index >= start:
+                    yield index, name
+                index += 1
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self.dirs[fh]
@@ -331,14 +374,15 @@ class Operations(pyfuse3.Operations):
                 self.nodes.maybe_drop(node)
                 break
             node.lookups += 1
-            handle.resume = (offset + 1, name)
+            if name not in handle.extra:  # resume by name only after a name of the tree
+                handle.resume = (offset + 1, name)
 
     async def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh, None)
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        parent, view = self.writable(parent_inode)
+        parent, view = await self.changing(parent_inode)
         path = self.child_path(parent, os.fsdecode(name))
         with self.pfs.store.meta.read() as txn:
             if view.root is not None and self.pfs.store.trees.lookup(txn, view.root, path):
@@ -346,17 +390,14 @@ class Operations(pyfuse3.Operations):
         await self.apply(parent, {path: MKDIR})
         node = self.nodes.child(parent, os.fsdecode(name))
         if mode & 0o7777 != 0o755:
-            entry = self.entry(node)
-            assert entry is not None
-            await self.apply(node, {path: Entry(KIND_DIR, entry.size, mode & 0o7777,
-                                                entry.mtime, entry.ref)})
+            await self.apply(node, {path: Retouch(mode=mode & 0o7777)})
         attrs = self.attrs(node)
         node.lookups += 1
         return attrs
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
                     ) -> None:
-        parent, view = self.writable(parent_inode)
+        parent, view = await self.changing(parent_inode)
         path = self.child_path(parent, os.fsdecode(name))
         entry = self.entry(self.nodes.child(parent, os.fsdecode(name)), view)
         if entry is None:
@@ -378,15 +419,16 @@ class Operations(pyfuse3.Operations):
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
                      ) -> None:
-        parent, view = self.writable(parent_inode)
+        parent, _ = await self.changing(parent_inode)
         text = os.fsdecode(name)
         key = parent.child_key(text)
-        if self.pending.pop(key, None) is None:
-            with self.pfs.store.meta.read() as txn:
-                entry = (self.pfs.store.trees.lookup(txn, view.root, key[2])
-                         if view.root else None)
-            if entry is None:
-                raise fail(errno.ENOENT)
+        view = self.view(parent.repo, parent.view or "")
+        created = self.pending.pop(key, None)  # created here, maybe never stored
+        with self.pfs.store.meta.read() as txn:
+            entry = self.pfs.store.trees.lookup(txn, view.root, key[2]) if view.root else None
+        if entry is None and created is None:
+            raise fail(errno.ENOENT)
+        if entry is not None:
             if entry.kind == KIND_DIR:
                 raise fail(errno.EISDIR)
             await self.apply(parent, {key[2]: None})
@@ -394,10 +436,11 @@ class Operations(pyfuse3.Operations):
 
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
-        old_parent, view = self.writable(parent_inode_old)
+        old_parent, _ = await self.changing(parent_inode_old)
         new_parent, _ = self.writable(parent_inode_new)
         if (old_parent.repo, old_parent.view) != (new_parent.repo, new_parent.view):
             raise fail(errno.EXDEV)
+        view = self.view(old_parent.repo, old_parent.view or "")
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise fail(errno.EINVAL)
         old_key = old_parent.child_key(os.fsdecode(name_old))
@@ -421,7 +464,7 @@ class Operations(pyfuse3.Operations):
                 if dst is not None and dst.kind == KIND_DIR:
                     if not src_dir:
                         raise fail(errno.EISDIR)
-                    if trees.count(txn, dst.ref):
+                    if trees.count(txn, dst.ref) or self._pending_below(new_parent, new_path):
                         raise fail(errno.ENOTEMPTY)
                 elif src_dir:
                     raise fail(errno.ENOTDIR)
@@ -443,10 +486,15 @@ class Operations(pyfuse3.Operations):
         self.nodes.rename(old_key, new_key)
         if moving is not None:
             self.pending[new_key] = moving
+        prefix = old_path + "/"  # files created below a moved directory move with it
+        for key in [k for k in self.pending
+                    if k[:2] == old_key[:2] and k[2].startswith(prefix)]:
+            self.pending[(key[0], key[1], new_path + key[2][len(old_path):])] = \
+                self.pending.pop(key)
 
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        parent, view = self.writable(parent_inode)
+        parent, view = await self.changing(parent_inode)
         text = os.fsdecode(name)
         path = self.child_path(parent, text)
         if self.entry(self.nodes.child(parent, text), view) is not None:
@@ -541,8 +589,11 @@ class Operations(pyfuse3.Operations):
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.handles[fh]
-        if handle.dirty is not None:
-            return handle.dirty.read(off, size)
+        # A reader opened before a writer reads the writer's bytes, as on any filesystem
+        # (the kernel asks when pages were never cached or have been evicted).
+        dirty = handle.dirty or self.dirty.get(handle.node.ino)
+        if dirty is not None:
+            return dirty.read(off, size)
         assert handle.entry is not None
         entry = handle.entry
         if entry.kind == KIND_LINK:
@@ -557,23 +608,53 @@ class Operations(pyfuse3.Operations):
         return handle.dirty.write(off, buf)
 
     async def store_dirty(self, node: Node, dirty: Dirty) -> None:
-        """Ingest a written file into the branch's open commit (closed = stored)."""
+        """Store a written file in the branch's open commit (closed = stored).
+
+        The bytes go to a pack and the change to the staging journal: one ``write()``, safe
+        from a crash of the daemon. The journal reaches LMDB in batches; until then the file
+        keeps being served from its local copy.
+        """
         if node.unlinked or not dirty.changed:
             return
+        assert node.view is not None
         batch = WriteBatch()
-        content = await trio.to_thread.run_sync(self.pfs.store.contents.write_fd, batch,
-                                                dirty.fd)
+        dirty.handles += 1  # a journal flush meanwhile must not close what is being read
+        try:
+            content = await trio.to_thread.run_sync(self.pfs.store.contents.write_fd, batch,
+                                                    dirty.fd)
+        finally:
+            dirty.handles -= 1
         entry = Entry(KIND_FILE, content.size, dirty.mode, dirty.mtime_ns, content.digest)
-        await self.apply(node, {node.path: entry}, batch)
+        token = trio.lowlevel.current_trio_token()
+
+        def flushed() -> None:  # from the thread that flushed the journal
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._flushed, node, dirty)
+
+        dirty.staged += 1
+        self.pfs.journal.stage(f"{node.repo}@{node.view}", node.path, entry, batch, flushed)
+        for other in self.handles.values():  # readers of this file now read what was written
+            if other.node is node and other.entry is not None:
+                other.entry, other.dirty = None, dirty
+                dirty.handles += 1
+                node.handles -= 1
         dirty.changed = False
-        self.pending.pop(node.key, None)
+
+    def _flushed(self, node: Node, dirty: Dirty) -> None:
+        dirty.staged -= 1
+        if dirty.staged <= 0 and dirty.handles <= 0 and self.dirty.get(node.ino) is dirty:
+            self.drop_dirty(node)
 
     def drop_dirty(self, node: Node) -> None:
+        dirty = self.dirty.get(node.ino)
+        if dirty is not None and dirty.staged > 0:
+            return  # still the only copy the mount can serve: dropped once flushed
         dirty = self.dirty.pop(node.ino, None)
         if dirty is not None:
             dirty.close()
             node.handles -= 1
-            self.pending.pop(node.key, None)
+            if self.pending.get(node.key) is node:  # not a file created since at its name
+                del self.pending[node.key]
             self.nodes.maybe_drop(node)
 
     async def flush(self, fh: int) -> None:

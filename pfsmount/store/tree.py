@@ -20,7 +20,7 @@ from typing import Final, NamedTuple, TypeVar
 import lmdb
 import msgspec
 
-from pfsmount.errors import AlreadyExists, Corrupt, NotADirectory
+from pfsmount.errors import AlreadyExists, Corrupt, NotADirectory, NotFound
 from pfsmount.store import chunking
 from pfsmount.store.meta import Meta
 
@@ -85,7 +85,16 @@ class _MkDir:
 
 
 MKDIR: Final = _MkDir()
-Change = Entry | None | _MkDir  # None removes the name (and all below it)
+
+
+class Retouch(NamedTuple):
+    """Change marker: new mode and/or mtime for whatever the path holds when applied."""
+
+    mode: int | None = None
+    mtime: int | None = None
+
+
+Change = Entry | None | _MkDir | Retouch  # None removes the name (and all below it)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Node)
@@ -241,6 +250,14 @@ class Trees:
                         ops[name] = Entry(KIND_DIR, 0, 0o755, mtime, self.empty)
                 elif current.kind != KIND_DIR:
                     raise AlreadyExists(f"{_prefix}{name} exists and is not a directory")
+            elif isinstance(change, Retouch):
+                current = self.find(txn, root, name)
+                if current is None:
+                    raise NotFound(f"{_prefix}{name} not found")
+                ops[name] = Entry(current.kind, current.size,
+                                  current.mode if change.mode is None else change.mode,
+                                  current.mtime if change.mtime is None else change.mtime,
+                                  current.ref)
             else:
                 ops[name] = change
         for name, sub in nested.items():

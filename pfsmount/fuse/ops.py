@@ -40,6 +40,7 @@ log = logging.getLogger("pfsmount.fuse")
 
 IMMUTABLE_TIMEOUT = 3600.0  # finished commits never change
 MUTABLE_TIMEOUT = 1.0  # branches: changes from elsewhere are also invalidated at once
+INLINE_INGEST = 256 * 1024  # files up to this size are hashed and packed on the trio thread
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
@@ -76,7 +77,9 @@ class DirHandle:
 
 
 class Operations(pyfuse3.Operations):
-    enable_writeback_cache = True
+    # The kernel's writeback cache makes tiny writes cheap but adds milliseconds to every
+    # close of a written file (it writes back and waits); many small files matter more.
+    enable_writeback_cache = False
 
     def __init__(self, pfs: Pfs, staging: Path) -> None:
         super().__init__()
@@ -272,7 +275,7 @@ class Operations(pyfuse3.Operations):
                 if fields.update_mode:
                     dirty.mode, dirty.changed = attr.st_mode & 0o7777, True
                 if fields.update_mtime:
-                    dirty.mtime_ns = attr.st_mtime_ns
+                    dirty.mtime_ns, dirty.changed = attr.st_mtime_ns, True
                 if dirty.handles <= 1:  # no open file will store it: store it now
                     await self.store_dirty(node, dirty)
             finally:
@@ -533,6 +536,7 @@ class Operations(pyfuse3.Operations):
             dirty = Dirty(self.staging, entry.mode)
             if not truncate and entry.size:
                 await trio.to_thread.run_sync(dirty.fill, self.pfs.files.read(entry))
+            dirty.changed = truncate and entry.size > 0  # O_TRUNC alone changes the file
             self.dirty[node.ino] = dirty
             node.handles += 1
         elif truncate:
@@ -620,8 +624,11 @@ class Operations(pyfuse3.Operations):
         batch = WriteBatch()
         dirty.handles += 1  # a journal flush meanwhile must not close what is being read
         try:
-            content = await trio.to_thread.run_sync(self.pfs.store.contents.write_fd, batch,
-                                                    dirty.fd)
+            if dirty.size() <= INLINE_INGEST:  # cheaper than a trip to a worker thread
+                content = self.pfs.store.contents.write_fd(batch, dirty.fd)
+            else:
+                content = await trio.to_thread.run_sync(self.pfs.store.contents.write_fd,
+                                                        batch, dirty.fd)
         finally:
             dirty.handles -= 1
         entry = Entry(KIND_FILE, content.size, dirty.mode, dirty.mtime_ns, content.digest)

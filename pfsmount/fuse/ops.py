@@ -127,6 +127,9 @@ class Operations(pyfuse3.Operations):
         dirty = self.dirty.get(node.ino)
         if dirty is not None:
             return Entry(KIND_FILE, dirty.size(), dirty.mode, dirty.mtime_ns, b"")
+        if node.unlinked:  # its name is gone (or names another file): open handles remain
+            return next((h.entry for h in self.handles.values()
+                         if h.node is node and h.entry is not None), None)
         assert node.view is not None
         view = view or self.view(node.repo, node.view)
         if view.root is None:
@@ -286,8 +289,10 @@ class Operations(pyfuse3.Operations):
         entry = self.entry(node, view)
         if entry is None:
             raise fail(errno.ENOENT)
-        if not node.path:
-            return self.attrs(node, entry, view)  # the view root's mode and times are fixed
+        if not node.path or node.unlinked:
+            # The view root's mode and times are fixed; an unlinked file has no path to
+            # store a change at (its name may belong to another file by now).
+            return self.attrs(node, entry, view)
         # A retouch, not the entry read above: a directory may gain files meanwhile.
         await self.apply(node, {node.path: Retouch(
             attr.st_mode & 0o7777 if fields.update_mode else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import math
 import os
@@ -34,21 +35,44 @@ log = logging.getLogger("pfsmount.fuse")
 FLUSH_INTERVAL = 0.02  # seconds a closed file may wait in the staging journal
 
 
-def clear_stale(mountpoint: Path) -> None:
-    """Make ``mountpoint`` a usable empty directory, unmounting a dead FUSE mount there."""
+def fsname(store: Path) -> str:
+    """The mount's source name: says which store it serves, so that a mount left by a dead
+    daemon of this store can be told from a live mount of another one."""
+    return "pfsmount-" + hashlib.blake2b(str(store).encode(), digest_size=6).hexdigest()
+
+
+def _mounted_source(mountpoint: Path) -> str | None:
+    """The source of the mount at ``mountpoint`` (from mountinfo, without touching it)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == str(mountpoint):
+            return fields[fields.index("-") + 2]
+    return None
+
+
+def clear_stale(mountpoint: Path, source: str) -> None:
+    """Make ``mountpoint`` a usable directory, unmounting what a dead daemon left there.
+
+    The caller holds the store's lock, so a mount of this store is a dead daemon's even when
+    it still answers (a process it started may hold the connection open).
+    """
+    mounted = _mounted_source(mountpoint)
+    dead = False
     try:
         os.stat(mountpoint)
     except OSError as e:
+        if e.errno == errno.ENOENT and mounted is None:
+            mountpoint.mkdir(parents=True, exist_ok=True)
+            return
         if e.errno not in (errno.ENOTCONN, errno.EIO):
-            if e.errno == errno.ENOENT:
-                mountpoint.mkdir(parents=True, exist_ok=True)
-                return
             raise
+        dead = True
+    if mounted is not None and (dead or mounted == source):
         log.info("clearing the stale mount at %s", mountpoint)
         subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False,
                        capture_output=True)
-        os.stat(mountpoint)
-    if os.path.ismount(mountpoint):
+        mounted = _mounted_source(mountpoint)
+    if mounted is not None:
         raise PfsError(f"{mountpoint} is already a mount point; unmount it or pick --mount")
 
 
@@ -90,7 +114,10 @@ class Invalidator:
 
     def listener(self, event: Event) -> None:
         """Called in whatever thread changed the model."""
-        own = event.root is not None and self.ops.writing_here()
+        # The mount's own changes: written by its handlers, or staged by them and applied
+        # by whichever thread flushed the journal (an API request does, holding its lock).
+        own = event.root is not None and (self.ops.writing_here()
+                                          or self.pfs.journal.applying_here())
         done = None if own or threading.get_ident() == self.trio_thread else threading.Event()
         try:
             if own and event.root is not None:
@@ -195,9 +222,10 @@ def mount_service(pfs: Pfs, mountpoint: Path, staging: Path) -> Service:
     """The daemon service that mounts ``pfs`` at ``mountpoint`` until cancelled."""
 
     async def service(nursery: trio.Nursery) -> None:
-        clear_stale(mountpoint)
+        source = fsname(pfs.store.root)
+        clear_stale(mountpoint, source)
         ops = Operations(pfs, staging)
-        options = set(pyfuse3.default_options) | {"fsname=pfsmount", "subtype=pfsmount"}
+        options = set(pyfuse3.default_options) | {f"fsname={source}", "subtype=pfsmount"}
         if os.geteuid() == 0:
             options.add("allow_other")
         pyfuse3.init(ops, str(mountpoint), options)

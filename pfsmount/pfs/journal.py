@@ -51,6 +51,7 @@ class Journal:
         self._lock = threading.Lock()
         self._pending: list[Record] = []
         self._flushed: list[Callable[[], None]] = []
+        self._applying = threading.local()
         self.replay()
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
@@ -85,7 +86,19 @@ class Journal:
         for callback in callbacks:
             callback()
 
+    def applying_here(self) -> bool:
+        """Whether the calling thread is applying staged records (changes the mount made and
+        the kernel already saw), e.g. to tell them from other writers' changes."""
+        return bool(getattr(self._applying, "active", False))
+
     def _apply(self, records: list[Record]) -> None:
+        self._applying.active = True
+        try:
+            self._apply_records(records)
+        finally:
+            self._applying.active = False
+
+    def _apply_records(self, records: list[Record]) -> None:
         by_ref: dict[str, list[Record]] = {}
         for r in records:
             by_ref.setdefault(r.ref, []).append(r)

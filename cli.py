@@ -328,6 +328,7 @@ def repo() -> None:
 @click.option("-d", "--description", default="")
 @click.pass_context
 def repo_create(ctx: click.Context, name: str, description: str) -> None:
+    """Create a repo (it starts with an empty master branch)."""
     client(ctx).create_repo(name, description)
 
 
@@ -335,6 +336,7 @@ def repo_create(ctx: click.Context, name: str, description: str) -> None:
 @json_option
 @click.pass_context
 def repo_list(ctx: click.Context, as_json: bool) -> None:
+    """List repos with their creation time and size."""
     show_repos(client(ctx).list_repos(), as_json)
 
 
@@ -343,6 +345,7 @@ def repo_list(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def repo_inspect(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one repo."""
     r = client(ctx).inspect_repo(name)
     if as_json:
         return print_json(r)
@@ -357,6 +360,7 @@ def repo_inspect(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Delete even if a pipeline reads it.")
 @click.pass_context
 def repo_delete(ctx: click.Context, name: str, force: bool) -> None:
+    """Delete a repo with its branches and commits."""
     client(ctx).delete_repo(name, force)
 
 
@@ -373,6 +377,7 @@ def branch() -> None:
 @click.option("--head", help="Commit (id, branch or ref) the branch points at.")
 @click.pass_context
 def branch_create(ctx: click.Context, ref: str, head: str | None) -> None:
+    """Create a branch, or point it at a commit with --head."""
     repo_name, name = branch_ref(ref)
     client(ctx).create_branch(repo_name, name, head)
 
@@ -382,6 +387,7 @@ def branch_create(ctx: click.Context, ref: str, head: str | None) -> None:
 @json_option
 @click.pass_context
 def branch_list(ctx: click.Context, repo_name: str, as_json: bool) -> None:
+    """List a repo's branches with their head and open commits."""
     branches: list[Branch] = client(ctx).list_branches(repo_name)
     if as_json:
         return print_json(branches)
@@ -392,6 +398,7 @@ def branch_list(ctx: click.Context, repo_name: str, as_json: bool) -> None:
 @click.argument("ref", metavar="REPO@BRANCH")
 @click.pass_context
 def branch_delete(ctx: click.Context, ref: str) -> None:
+    """Delete a branch (its commits stay readable by id)."""
     repo_name, name = branch_ref(ref)
     client(ctx).delete_branch(repo_name, name)
 
@@ -410,6 +417,7 @@ def commit() -> None:
 @click.option("-m", "--message", "description", default="", help="Commit description.")
 @click.pass_context
 def commit_start(ctx: click.Context, ref: str, parent: str | None, description: str) -> None:
+    """Open a commit on a branch; prints its id."""
     repo_name, name = branch_ref(ref)
     c = client(ctx).start_commit(repo_name, name, parent, description)
     out.print(c.id, markup=False)
@@ -420,6 +428,7 @@ def commit_start(ctx: click.Context, ref: str, parent: str | None, description: 
 @click.option("-m", "--message", "description", default=None, help="Commit description.")
 @click.pass_context
 def commit_finish(ctx: click.Context, ref: str, description: str | None) -> None:
+    """Seal a branch's open commit; pipelines reading the branch start."""
     c = client(ctx).finish_commit(ref, description)
     out.print(c.id, markup=False)
 
@@ -430,6 +439,7 @@ def commit_finish(ctx: click.Context, ref: str, description: str | None) -> None
 @json_option
 @click.pass_context
 def commit_list(ctx: click.Context, ref: str, limit: int | None, as_json: bool) -> None:
+    """List commits, newest first."""
     repo_name, sep, name = ref.replace("/", "@", 1).partition("@")
     show_commits(client(ctx).list_commits(repo_name, name if sep else None, limit), as_json)
 
@@ -439,6 +449,7 @@ def commit_list(ctx: click.Context, ref: str, limit: int | None, as_json: bool) 
 @json_option
 @click.pass_context
 def commit_inspect(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show a commit with its provenance."""
     show_commit(client(ctx).inspect_commit(ref), as_json)
 
 
@@ -446,6 +457,7 @@ def commit_inspect(ctx: click.Context, ref: str, as_json: bool) -> None:
 @click.argument("ref")
 @click.pass_context
 def commit_delete(ctx: click.Context, ref: str) -> None:
+    """Delete a branch's newest commit; the branch moves back."""
     client(ctx).delete_commit(ref)
 
 
@@ -453,6 +465,7 @@ def commit_delete(ctx: click.Context, ref: str) -> None:
 @click.argument("ref")
 @click.pass_context
 def commit_squash(ctx: click.Context, ref: str) -> None:
+    """Fold a commit into its child."""
     client(ctx).squash_commit(ref)
 
 
@@ -502,6 +515,7 @@ def file_put(ctx: click.Context, ref: str, source: str | None, source_opt: str |
 @click.option("-r", "--recursive", is_flag=True, help="Get a directory into --output.")
 @click.pass_context
 def file_get(ctx: click.Context, ref: str, output: Path | None, recursive: bool) -> None:
+    """Print a file, write it with -o, or a directory tree with -r -o DIR."""
     c = client(ctx)
     if recursive or output is not None:
         info = c.inspect_file(ref)
@@ -521,6 +535,7 @@ def file_get(ctx: click.Context, ref: str, output: Path | None, recursive: bool)
 @json_option
 @click.pass_context
 def file_list(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """List a directory's entries (or one file)."""
     show_files(client(ctx).list_files(ref), as_json)
 
 
@@ -530,6 +545,7 @@ def file_list(ctx: click.Context, ref: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def file_glob(ctx: click.Context, ref: str, pattern: str, as_json: bool) -> None:
+    """List the entries matching a glob (*, ?, [...] per level, ** any depth)."""
     show_files(client(ctx).glob_files(ref, pattern), as_json)
 
 
@@ -538,6 +554,7 @@ def file_glob(ctx: click.Context, ref: str, pattern: str, as_json: bool) -> None
 @json_option
 @click.pass_context
 def file_inspect(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show a file's type, size, mode and content hash."""
     show_file(client(ctx).inspect_file(ref), as_json)
 
 
@@ -556,6 +573,7 @@ def file_diff(ctx: click.Context, new: str, old: str | None, as_json: bool) -> N
 @click.option("-r", "--recursive", is_flag=True)
 @click.pass_context
 def file_delete(ctx: click.Context, ref: str, recursive: bool) -> None:
+    """Delete a file, or a directory with -r."""
     client(ctx).delete_file(ref, recursive)
 
 
@@ -564,6 +582,7 @@ def file_delete(ctx: click.Context, ref: str, recursive: bool) -> None:
 @click.argument("dst", metavar="DST_REF:/PATH")
 @click.pass_context
 def file_copy(ctx: click.Context, src: str, dst: str) -> None:
+    """Copy a file or directory (no data is copied)."""
     client(ctx).copy_file(src, dst)
 
 
@@ -572,32 +591,6 @@ def file_copy(ctx: click.Context, src: str, dst: str) -> None:
 
 def _ref(repo_name: str, at: str, path: str = "") -> str:
     return f"{repo_name}@{at}" + (f":/{path.lstrip('/')}" if path else "")
-
-
-@main.command("create-repo")
-@click.argument("name")
-@click.option("-d", "--description", default="")
-@click.pass_context
-def create_repo(ctx: click.Context, name: str, description: str) -> None:
-    """1.x: create a repo."""
-    client(ctx).create_repo(name, description)
-
-
-@main.command("list-repo")
-@json_option
-@click.pass_context
-def list_repo(ctx: click.Context, as_json: bool) -> None:
-    """1.x: list repos."""
-    show_repos(client(ctx).list_repos(), as_json)
-
-
-@main.command("delete-repo")
-@click.argument("name")
-@click.option("--force", is_flag=True)
-@click.pass_context
-def delete_repo(ctx: click.Context, name: str, force: bool) -> None:
-    """1.x: delete a repo."""
-    client(ctx).delete_repo(name, force)
 
 
 @main.command("put-file")
@@ -690,15 +683,6 @@ def finish_commit(ctx: click.Context, repo_name: str, at: str, description: str 
     out.print(client(ctx).finish_commit(_ref(repo_name, at), description).id, markup=False)
 
 
-@main.command("flush-commit")
-@click.argument("ref", metavar="REPO/COMMIT")
-@click.option("--timeout", type=float)
-@json_option
-@click.pass_context
-def flush_commit(ctx: click.Context, ref: str, timeout: float | None, as_json: bool) -> None:
-    """1.x: wait for a commit and everything downstream of it."""
-    show_commits(client(ctx).wait_commit(ref, timeout), as_json)
-
 # -- pipelines, jobs and logs ----------------------------------------------------------------
 
 
@@ -755,6 +739,7 @@ def pipeline() -> None:
 @click.option("-f", "--file", "spec", required=True, help="Spec file (JSON or YAML), or -.")
 @click.pass_context
 def pipeline_create(ctx: click.Context, spec: str) -> None:
+    """Create the pipelines of a spec file (JSON or YAML, several per file)."""
     for p in pipelines(ctx).create(read_spec(spec)):
         out.print(p.name, markup=False)
 
@@ -764,6 +749,7 @@ def pipeline_create(ctx: click.Context, spec: str) -> None:
 @click.option("--reprocess", is_flag=True, help="Rerun every datum, not only new ones.")
 @click.pass_context
 def pipeline_update(ctx: click.Context, spec: str, reprocess: bool) -> None:
+    """Update pipelines; new datums run, unchanged ones are reused."""
     for p in pipelines(ctx).create(read_spec(spec), update=True, reprocess=reprocess):
         out.print(p.name, markup=False)
 
@@ -772,6 +758,7 @@ def pipeline_update(ctx: click.Context, spec: str, reprocess: bool) -> None:
 @json_option
 @click.pass_context
 def pipeline_list(ctx: click.Context, as_json: bool) -> None:
+    """List pipelines."""
     show_pipelines(pipelines(ctx).list(), as_json)
 
 
@@ -801,6 +788,7 @@ def pipeline_delete(ctx: click.Context, name: str) -> None:
 @click.argument("name")
 @click.pass_context
 def pipeline_stop(ctx: click.Context, name: str) -> None:
+    """Stop starting jobs for a pipeline."""
     pipelines(ctx).stop(name)
 
 
@@ -808,6 +796,7 @@ def pipeline_stop(ctx: click.Context, name: str) -> None:
 @click.argument("name")
 @click.pass_context
 def pipeline_start(ctx: click.Context, name: str) -> None:
+    """Start a stopped pipeline; it catches up with its inputs."""
     pipelines(ctx).start(name)
 
 
@@ -821,6 +810,7 @@ def job() -> None:
 @json_option
 @click.pass_context
 def job_list(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """List jobs, newest first."""
     show_jobs(pipelines(ctx).jobs(name), as_json)
 
 
@@ -829,6 +819,7 @@ def job_list(ctx: click.Context, name: str | None, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def job_inspect(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Show a job: its inputs, datum counts and any error."""
     show_job(pipelines(ctx).job(job_id), as_json)
 
 
@@ -838,6 +829,7 @@ def job_inspect(ctx: click.Context, job_id: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def job_wait(ctx: click.Context, job_id: str, timeout: float | None, as_json: bool) -> None:
+    """Wait until a job ends; exit 1 unless it succeeded."""
     j = pipelines(ctx).wait_job(job_id, timeout)
     show_job(j, as_json)
     if j.state != "success":
@@ -848,6 +840,7 @@ def job_wait(ctx: click.Context, job_id: str, timeout: float | None, as_json: bo
 @click.argument("job_id", metavar="JOB")
 @click.pass_context
 def job_stop(ctx: click.Context, job_id: str) -> None:
+    """Stop a job; its output branch does not move."""
     show_job(pipelines(ctx).stop_job(job_id), False)
 
 
@@ -865,49 +858,6 @@ def logs(ctx: click.Context, name: str, job_id: str | None, datum: str | None,
         sys.stdout.buffer.flush()
 
 
-@main.command("create-pipeline")
-@click.option("-f", "--file", "spec", required=True)
-@click.pass_context
-def create_pipeline(ctx: click.Context, spec: str) -> None:
-    """1.x: create pipelines from a spec file."""
-    ctx.invoke(pipeline_create, spec=spec)
-
-
-@main.command("update-pipeline")
-@click.option("-f", "--file", "spec", required=True)
-@click.option("--reprocess", is_flag=True)
-@click.pass_context
-def update_pipeline(ctx: click.Context, spec: str, reprocess: bool) -> None:
-    """1.x: update pipelines from a spec file."""
-    ctx.invoke(pipeline_update, spec=spec, reprocess=reprocess)
-
-
-@main.command("list-pipeline")
-@json_option
-@click.pass_context
-def list_pipeline(ctx: click.Context, as_json: bool) -> None:
-    """1.x: list pipelines."""
-    show_pipelines(pipelines(ctx).list(), as_json)
-
-
-@main.command("list-job")
-@click.option("-p", "--pipeline", "name")
-@json_option
-@click.pass_context
-def list_job(ctx: click.Context, name: str | None, as_json: bool) -> None:
-    """1.x: list jobs."""
-    show_jobs(pipelines(ctx).jobs(name), as_json)
-
-
-@main.command("inspect-job")
-@click.argument("job_id", metavar="JOB")
-@json_option
-@click.pass_context
-def inspect_job(ctx: click.Context, job_id: str, as_json: bool) -> None:
-    """1.x: show a job."""
-    show_job(pipelines(ctx).job(job_id), as_json)
-
-
 @main.command("get-logs")
 @click.option("-p", "--pipeline", "name", required=True)
 @click.option("--job", "job_id")
@@ -915,6 +865,21 @@ def inspect_job(ctx: click.Context, job_id: str, as_json: bool) -> None:
 def get_logs(ctx: click.Context, name: str, job_id: str | None) -> None:
     """1.x: print datum logs."""
     ctx.invoke(logs, name=name, job_id=job_id, datum=None, follow=False)
+
+
+# Pachyderm 1.x spellings whose meaning is exactly a noun-verb command's.
+for _alias, _command in {
+    "create-repo": repo_create,
+    "list-repo": repo_list,
+    "delete-repo": repo_delete,
+    "flush-commit": commit_wait,
+    "create-pipeline": pipeline_create,
+    "update-pipeline": pipeline_update,
+    "list-pipeline": pipeline_list,
+    "list-job": job_list,
+    "inspect-job": job_inspect,
+}.items():
+    main.add_command(_command, _alias)
 
 
 if __name__ == "__main__":

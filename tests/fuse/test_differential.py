@@ -37,6 +37,7 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -58,7 +59,10 @@ SETTINGS = settings(
 )
 
 names = st.sampled_from("abc")
-paths = st.lists(names, min_size=1, max_size=3).map("/".join)
+# Mostly shallow paths, so that most operations find something to act on.
+paths = st.integers(1, 10).flatmap(
+    lambda n: st.lists(names, min_size=1 if n <= 5 else 2 if n <= 8 else 3,
+                       max_size=1 if n <= 5 else 2 if n <= 8 else 3).map("/".join))
 link_targets = st.sampled_from(["a", "b", "a/b", "../a", "c/c", "zz", "."])
 datas = st.binary(max_size=300) | st.builds(lambda n, b: bytes([b]) * n,
                                             st.integers(0, 70_000), st.integers(0, 255))
@@ -98,8 +102,8 @@ def tree(root: Path) -> dict[str, tuple[Any, ...]]:
         for name in sorted(dirnames + filenames):
             p = Path(dirpath, name)
             rel = str(p.relative_to(root))
-            # Paths are at most 3 names deep; anything deeper is a directory cycle.
-            assert rel.count("/") < 4, f"directory cycle: {rel} under {root}"
+            # Paths are at most 4 names deep (r/a/b/c); deeper is a directory cycle.
+            assert rel.count("/") < 5, f"directory cycle: {rel} under {root}"
             st_ = os.lstat(p)
             if stat.S_ISLNK(st_.st_mode):
                 out[rel] = ("link", os.readlink(p), st_.st_size)
@@ -120,9 +124,12 @@ class MountVsLocal(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         case = f"case{next(_cases)}"
-        self.roots = (self.mount_base / case, self.local_base / case)
+        # Each side works in <case>/r; links to "../a" may write into <case> beside it, which
+        # the comparisons cover too.
+        self.cases = (self.mount_base / case, self.local_base / case)
+        self.roots = (self.cases[0] / "r", self.cases[1] / "r")
         for root in self.roots:
-            root.mkdir()
+            root.mkdir(parents=True)
         self.fds: list[tuple[int, int, str]] = []  # (mount fd, local fd, what was opened)
         self.log: list[str] = []
 
@@ -144,7 +151,7 @@ class MountVsLocal(RuleBasedStateMachine):
 
     @invariant()
     def same_tree(self) -> None:
-        got, want = tree(self.roots[0]), tree(self.roots[1])
+        got, want = tree(self.cases[0]), tree(self.cases[1])
         if got != want:
             diff = {k: (got.get(k), want.get(k)) for k in sorted(set(got) | set(want))
                     if got.get(k) != want.get(k)}
@@ -160,8 +167,26 @@ class MountVsLocal(RuleBasedStateMachine):
         try:
             self.same_tree()  # after the last close, everything is stored
         finally:
-            for root in self.roots:
-                shutil.rmtree(root, ignore_errors=root == self.roots[1])
+            for case in self.cases:
+                shutil.rmtree(case, ignore_errors=case == self.cases[1])
+
+    # -- a starting tree ---------------------------------------------------------------------
+
+    @initialize(layout=st.lists(st.tuples(paths, st.booleans(), datas), max_size=6))
+    def populate(self, layout: list[tuple[str, bool, bytes]]) -> None:
+        """A fixed small tree (so most calls find something), then a few random names."""
+        for path in ("a", "c", "a/b"):
+            self.both(f"mkdir {path}", lambda root, p=path: os.mkdir(root / p))
+        for path, size in (("b", 100), ("a/a", 5000), ("c/a", 0), ("a/b/c", 70_000)):
+            self.both(f"create {path}",
+                      lambda root, p=path, n=size: (root / p).write_bytes(b"s" * n))
+        self.both("symlink ../b c/b", lambda root: os.symlink("../b", root / "c" / "b"))
+        for path, is_dir, data in layout:
+            if is_dir:
+                self.both(f"mkdir {path}", lambda root, p=path: os.mkdir(root / p))
+            else:
+                self.both(f"create {path} {len(data)}B",
+                          lambda root, p=path, d=data: (root / p).write_bytes(d))
 
     # -- whole-file operations ---------------------------------------------------------------
 
@@ -307,6 +332,7 @@ def test_mount_behaves_like_a_local_directory(mount: Mount, tmp_path: Path) -> N
         local_base = local
 
     run_state_machine_as_test(Machine, settings=SETTINGS)
-    # Everything the search did was stored consistently: seal it and let fsck check it.
-    assert os.listdir(base) == []
-    mount.finish(f"{repo}@master")
+    assert os.listdir(base) == []  # every case cleaned up after itself
+    # Everything the search did was stored consistently: seal it (fsck checks it at the end).
+    cid = mount.finish(f"{repo}@master")
+    assert os.listdir(mount.mnt / repo / cid / "cases") == []

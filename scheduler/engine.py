@@ -463,6 +463,8 @@ class Scheduler:
                    ) -> tuple[list[tuple[str, Entry]], WriteBatch] | str:
         """Run one datum with retries: its outputs (stored, not yet indexed), or its log
         tail when every try failed."""
+        if cancel.is_set():  # a stopped job drains its queue without starting anything
+            return "job stopped"
         scratch = self.work / job.id / d.id
         logfile = self.logs / spec.name / job.id / f"{d.id}.log"
         logfile.parent.mkdir(parents=True, exist_ok=True)

@@ -289,7 +289,7 @@ def _mount_stays_up(request: pytest.FixtureRequest) -> Iterator[None]:
     m: Mount = request.getfixturevalue("mount")
     if m.broken is not None:
         pytest.fail(f"the module's mount died in an earlier test: {m.broken}")
-    watchdog = threading.Timer(TEST_DEADLINE, m.abort)
+    watchdog = threading.Timer(deadline(request.node), m.abort)
     watchdog.daemon = True
     watchdog.start()
     try:
@@ -302,9 +302,20 @@ def _mount_stays_up(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail("after the test: " + problem)
 
 
+def deadline(item: pytest.Item) -> float:
+    """The watchdog's limit for one test: ``@pytest.mark.mount_deadline(seconds)`` raises it
+    (e.g. for Hypothesis, whose shrinking of a failure may take minutes)."""
+    marker = item.get_closest_marker("mount_deadline")
+    return max(TEST_DEADLINE, float(marker.args[0])) if marker else TEST_DEADLINE
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "mount_deadline(seconds): the mount watchdog's limit")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A hung FUSE request does not return to Python, so signal-based timeouts would not
     fire: mount tests time out by thread (the watchdog above normally acts first)."""
     for item in items:
         if _FUSE_DIR in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.timeout(TEST_DEADLINE + 130, method="thread"))
+            item.add_marker(pytest.mark.timeout(deadline(item) + 130, method="thread"))

@@ -36,6 +36,7 @@ from scheduler.spec import Spec
 log = logging.getLogger("pfsmount.scheduler")
 LOG_TAIL = 2000  # bytes of a failing datum's log kept in the job
 _T = TypeVar("_T")
+_SKIP, _STOPPED = "skip", "stopped"  # wait_commit outcomes other than a job
 
 
 class Scheduler:
@@ -289,14 +290,26 @@ class Scheduler:
                     continue
 
                 def probe(p: Pipeline = pipeline, c: Commit = commit, k: str = key
-                          ) -> Job | bool | None:
+                          ) -> Job | str | None:
                     jobs = [j for j in self.list_jobs(p.name) if j.inputs.get(k) == c.id]
-                    if not jobs:
-                        head = self._heads(p.spec).get(k)
-                        return False if head != c.id else None  # superseded: no job comes
-                    return jobs[0] if jobs[0].state in TERMINAL else None
+                    if jobs and jobs[0].state in TERMINAL:
+                        return jobs[0]
+                    if not jobs and self._heads(p.spec).get(k) != c.id:
+                        return _SKIP  # superseded by a newer commit: no job comes
+                    if jobs and jobs[0].state != "created":
+                        return None  # running: a stopped pipeline lets it finish
+                    try:
+                        stopped = self.inspect_pipeline(p.name).stopped
+                    except NotFound:
+                        return _SKIP  # deleted while we waited
+                    return _STOPPED if stopped else None
 
                 job = self._wait(probe, timeout, f"pipeline {pipeline.name}")
+                if job == _STOPPED:
+                    failures.append(f"pipeline {pipeline.name} is stopped: nothing processes "
+                                    f"{key}={commit.id} until `pfsmount pipeline start "
+                                    f"{pipeline.name}`")
+                    continue
                 if not isinstance(job, Job):
                     continue
                 if job.state == "success" and job.output:

@@ -349,6 +349,10 @@ def test_list_inspect_stop_start_delete(pfsd: Pfsd) -> None:
     time.sleep(1)  # a running pipeline would have made its job by now
     assert len(pfsd.jobs("life")) == 1  # no job while stopped
     assert pfsd.head("life") == out["life"]
+    started = time.monotonic()  # waiting on a stopped pipeline says so at once
+    pfsd.fails("commit", "wait", "life_in@master", "--timeout", "60",
+               match="pipeline life is stopped")
+    assert time.monotonic() - started < 30
 
     pfsd.ok("pipeline", "start", "life")
     assert set(pfsd.wait("life_in@master")) == {"life", "life_after"}

@@ -114,6 +114,7 @@ class Invalidator:
 
     def listener(self, event: Event) -> None:
         """Called in whatever thread changed the model."""
+        self.ops.model_changed()  # before anyone can learn of the change and ask again
         # The mount's own changes: written by its handlers, or staged by them and applied
         # by whichever thread flushed the journal (an API request does, holding its lock).
         own = event.root is not None and (self.ops.writing_here()

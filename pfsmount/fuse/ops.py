@@ -96,6 +96,17 @@ class Operations(pyfuse3.Operations):
         self._ids = itertools.count(1)
         self.uid, self.gid = os.getuid(), os.getgid()
         self._writer = threading.local()  # marks the worker thread applying our own change
+        # Views read from LMDB, valid until the model changes: every request asks for one,
+        # and reading it costs a transaction and three records. ``model_changed`` (called
+        # from any thread, after the change's transaction) empties it.
+        self._views: dict[tuple[str, str], View] = {}
+        self._generation = 0
+
+    def model_changed(self) -> None:
+        """Forget cached views; called by the thread that changed the model, after its
+        transaction committed and before anyone is told of the change."""
+        self._views = {}
+        self._generation += 1
 
     def writing_here(self) -> bool:
         """Whether the calling thread is applying one of this mount's own changes (so the
@@ -105,6 +116,19 @@ class Operations(pyfuse3.Operations):
     # -- the model ---------------------------------------------------------------------------
 
     def view(self, repo: str, name: str) -> View:
+        views = self._views
+        view = views.get((repo, name))
+        if view is not None:
+            return view
+        generation = self._generation
+        view = self._read_view(repo, name)
+        # A change that committed while we read bumped the generation: our view may predate
+        # it, so it is not kept (it is still the right answer for a request that raced it).
+        if generation == self._generation:
+            views[(repo, name)] = view
+        return view
+
+    def _read_view(self, repo: str, name: str) -> View:
         records = self.pfs.records
         with self.pfs.store.meta.read() as txn:
             repo_row = records.repo(txn, repo)
@@ -140,6 +164,8 @@ class Operations(pyfuse3.Operations):
 
     def attrs(self, node: Node, entry: Entry | None = None, view: View | None = None
               ) -> pyfuse3.EntryAttributes:
+        """The attributes of ``node``; ``entry`` and ``view``, when the caller has them
+        already (a lookup, a listing), save reading them again."""
         a = pyfuse3.EntryAttributes()
         a.st_ino = node.ino
         a.st_uid, a.st_gid = self.uid, self.gid
@@ -150,7 +176,8 @@ class Operations(pyfuse3.Operations):
             a.st_nlink = 2
             return a
         view = view or self.view(node.repo, node.view)
-        entry = entry or self.entry(node, view)
+        if entry is None or node.ino in self.dirty or node.unlinked:
+            entry = self.entry(node, view)  # a file being written has its own size
         if entry is None:
             raise fail(errno.ENOENT)
         if view.commit is not None and not view.commit.is_open and not view.writable:
@@ -233,24 +260,39 @@ class Operations(pyfuse3.Operations):
         if text in (".", ".."):
             raise fail(errno.ENOENT)
         key = parent.child_key(text)
-        if key in self.pending:
-            node = self.pending[key]
+        node = self.pending.get(key)
+        if node is not None:
             node.lookups += 1
             return self.attrs(node)
+        entry = None
+        view = None
         if not parent.repo:
             self.pfs.repos.inspect(text)
         elif parent.view is None:
             self.view(parent.repo, text)
         else:
             view = self.view(parent.repo, parent.view)
-            with self.pfs.store.meta.read() as txn:
-                if view.root is None or self.pfs.store.trees.lookup(
-                        txn, view.root, key[2]) is None:
-                    raise fail(errno.ENOENT)
+            if view.root is not None:
+                with self.pfs.store.meta.read() as txn:
+                    entry = self.pfs.store.trees.lookup(txn, view.root, key[2])
+            if entry is None:
+                return self.missing(view)
         node = self.nodes.child(parent, text)
-        attrs = self.attrs(node)
+        attrs = self.attrs(node, entry, view)
         node.lookups += 1
         return attrs
+
+    @staticmethod
+    def missing(view: View) -> pyfuse3.EntryAttributes:
+        """A negative lookup the kernel may remember (inode 0), as long as it would remember
+        a positive one: tools probe many absent names (``cp`` checks each target, Python
+        imports try many paths). A name added from elsewhere is invalidated like any change.
+        """
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = 0
+        immutable = view.commit is not None and not view.commit.is_open and not view.writable
+        a.entry_timeout = IMMUTABLE_TIMEOUT if immutable else MUTABLE_TIMEOUT
+        return a
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, count in inode_list:
@@ -345,10 +387,12 @@ class Operations(pyfuse3.Operations):
         self.dirs[fh] = handle
         return fh
 
-    def _listing(self, handle: DirHandle, start: int) -> Iterator[tuple[int, str]]:
-        """(offset, name) pairs from ``start``; offsets are stable for the snapshot."""
+    def _listing(self, handle: DirHandle, start: int
+                 ) -> Iterator[tuple[int, str, Entry | None]]:
+        """(offset, name, entry if known) from ``start``; offsets are stable for the
+        snapshot."""
         if handle.names is not None:
-            yield from ((i, n) for i, n in enumerate(handle.names) if i >= start)
+            yield from ((i, n, None) for i, n in enumerate(handle.names) if i >= start)
             return
         assert handle.tree is not None
         trees = self.pfs.store.trees
@@ -357,32 +401,36 @@ class Operations(pyfuse3.Operations):
         if handle.resume is not None and handle.resume[0] == start:
             index, after = handle.resume
         with self.pfs.store.meta.read() as txn:
-            for name, _ in trees.listdir(txn, handle.tree, after):
+            for name, entry in trees.listdir(txn, handle.tree, after):
                 if index >= start:
-                    yield index, name
+                    yield index, name, entry
                 index += 1
             for name in handle.extra:
                 if trees.find(txn, handle.tree, name) is not None:
                     continue  # stored since the listing began: listed above already
                 if index >= start:
-                    yield index, name
+                    yield index, name, None
                 index += 1
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self.dirs[fh]
         parent = handle.node
         view = self.view(parent.repo, parent.view) if parent.view is not None else None
-        for offset, name in self._listing(handle, start_id):
+        # The listed entries save a lookup from the root per name (ls -l of 100k files), but
+        # only while the directory is still the one opendir saw: they come from its snapshot.
+        current = self.entry(parent, view) if handle.tree is not None else None
+        fresh = current is not None and current.ref == handle.tree
+        for offset, name, entry in self._listing(handle, start_id):
             node = self.nodes.child(parent, name)
             try:
-                attrs = self.attrs(node, view=view)
+                attrs = self.attrs(node, entry if fresh else None, view)
             except pyfuse3.FUSEError:
                 continue  # gone since the snapshot (a branch or repo deleted)
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, offset + 1):
                 self.nodes.maybe_drop(node)
                 break
             node.lookups += 1
-            if name not in handle.extra:  # resume by name only after a name of the tree
+            if entry is not None:  # resume by name only after a name of the tree
                 handle.resume = (offset + 1, name)
 
     async def releasedir(self, fh: int) -> None:
@@ -629,11 +677,17 @@ class Operations(pyfuse3.Operations):
         batch = WriteBatch()
         dirty.handles += 1  # a journal flush meanwhile must not close what is being read
         try:
-            if dirty.size() <= INLINE_INGEST:  # cheaper than a trip to a worker thread
-                content = self.pfs.store.contents.write_fd(batch, dirty.fd)
+            contents = self.pfs.store.contents
+            data = dirty.contents()
+            if data is not None:  # held in memory: small, cheaper than a worker thread
+                content = contents.write_bytes(batch, data)
             else:
-                content = await trio.to_thread.run_sync(self.pfs.store.contents.write_fd,
-                                                        batch, dirty.fd)
+                fd = dirty.fd
+                assert fd is not None
+                if dirty.size() <= INLINE_INGEST:
+                    content = contents.write_fd(batch, fd)
+                else:
+                    content = await trio.to_thread.run_sync(contents.write_fd, batch, fd)
         finally:
             dirty.handles -= 1
         entry = Entry(KIND_FILE, content.size, dirty.mode, dirty.mtime_ns, content.digest)

@@ -206,3 +206,22 @@ def test_branch_switch_and_delete_show_at_once(mount: Mount) -> None:
         c.delete_branch(repo, "dev")
     assert sorted(os.listdir(mount.mnt / repo)) == ["master"]
     assert not dev.exists()
+
+
+def test_a_name_looked_up_while_missing_appears_at_once(mount: Mount) -> None:
+    """The kernel may remember that a name is missing (as tools probe many); a file added
+    through the API or the mount under that name must show at once all the same."""
+    repo = mount.new_repo("neg")
+    br = mount.branch(repo)
+    (br / "d").mkdir()
+    for _ in range(2):
+        assert not (br / "d" / "late").exists()
+        assert not (br / "late").exists()
+    mount.ok("file", "put", f"{repo}@master:/d/late", "-", input=b"api")
+    assert cat(br / "d" / "late") == b"api"
+    (br / "late").write_bytes(b"mount")
+    assert cat(br / "late") == b"mount"
+    mount.ok("file", "delete", f"{repo}@master:/d/late")
+    assert not (br / "d" / "late").exists()
+    mount.ok("file", "put", f"{repo}@master:/d/late", "-", input=b"again")
+    assert (br / "d" / "late").read_bytes() == b"again"

@@ -10,6 +10,7 @@ import errno
 import os
 import stat
 import subprocess
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -445,3 +446,49 @@ def test_fstat_on_an_open_file_after_its_name_is_gone(br: Path) -> None:
     finally:
         os.close(fd)
     assert (br / "log").read_bytes() == b"replacement"
+
+
+def test_a_file_growing_out_of_memory_and_back_keeps_every_byte(br: Path) -> None:
+    """Small files are buffered in memory and move to a local file once they grow: writes,
+    holes and truncates on both sides of that boundary read back as on a disk."""
+    p = br / "grow"
+    want = bytearray()
+
+    def pwrite(fd: int, data: bytes, at: int) -> None:
+        os.pwrite(fd, data, at)
+        if at > len(want):
+            want.extend(bytes(at - len(want)))
+        want[at:at + len(data)] = data
+
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        pwrite(fd, b"a" * 1000, 0)
+        pwrite(fd, b"b" * 3000, 100_000)  # a hole, still small
+        assert os.pread(fd, 200_000, 0) == want
+        pwrite(fd, os.urandom(70_000), 250_000)  # crosses 256 KiB: moves to a local file
+        assert os.pread(fd, 400_000, 0) == want
+        os.ftruncate(fd, 5000)  # back below the boundary
+        del want[5000:]
+        pwrite(fd, b"c" * 10, 6000)
+        assert os.pread(fd, 400_000, 0) == want
+    finally:
+        os.close(fd)
+    assert p.read_bytes() == want
+    os.truncate(p, 300_000)  # a stored small file extended past the boundary by truncate
+    want.extend(bytes(300_000 - len(want)))
+    assert p.read_bytes() == want and os.stat(p).st_size == 300_000
+
+
+def test_a_listing_started_before_a_change_shows_the_new_attributes(br: Path) -> None:
+    """readdir answers from the directory as opendir saw it; the attributes it hands the
+    kernel with each name must still be the current ones."""
+    (br / "f").write_bytes(b"x" * 100)
+    (br / "g").write_bytes(b"y")
+    time.sleep(0.3)  # both in the tree, so in the listing's snapshot
+    with os.scandir(br) as it:  # opendir now; readdir at the first next()
+        (br / "f").write_bytes(b"x" * 5)
+        time.sleep(0.3)  # the staged file reaches the tree; the mount drops its own copy
+        names = sorted(e.name for e in it)
+    assert names == ["f", "g"]
+    assert os.stat(br / "f").st_size == 5
+    assert (br / "f").read_bytes() == b"x" * 5

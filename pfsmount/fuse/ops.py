@@ -77,9 +77,11 @@ class DirHandle:
 
 
 class Operations(pyfuse3.Operations):
-    # The kernel's writeback cache makes tiny writes cheap but adds milliseconds to every
-    # close of a written file (it writes back and waits); many small files matter more.
-    enable_writeback_cache = False
+    # The kernel's writeback cache: small application writes become large WRITE requests
+    # (9x faster at 4 KiB) and big ones overlap. The kernel then sends the file's new mtime
+    # (a SETATTR) before each close of a written file; that costs one round trip, since
+    # setattr of a file being written no longer waits for a journal flush.
+    enable_writeback_cache = True
 
     def __init__(self, pfs: Pfs, staging: Path) -> None:
         super().__init__()
@@ -307,7 +309,10 @@ class Operations(pyfuse3.Operations):
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if not (fields.update_size or fields.update_mode or fields.update_mtime):
             return self.attrs(self.node(inode))  # chown, atime: accepted, not stored
-        node, view = await self.changing(inode)
+        # A file being written changes only its own copy: no need to wait for staged files
+        # to reach the tree (a journal flush, milliseconds). The kernel's writeback cache
+        # sends such an mtime update before every close of a written file.
+        node, view = self.writable(inode) if inode in self.dirty else await self.changing(inode)
         dirty = self.dirty.get(inode)
         if dirty is None and fields.update_size:
             dirty = await self.open_dirty(node, view, truncate=attr.st_size == 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,13 @@ def build_app(
     shutdown: Callable[[], None],
     extra_routes: list[BaseRoute] | None = None,
 ) -> Starlette:
-    """The ASGI application serving ``pfs``; ``status`` and ``shutdown`` come from the daemon."""
+    """The ASGI application serving ``pfs``; ``status`` and ``shutdown`` come from the daemon.
+
+    The store's reader processes start in the background now, so that the first big put
+    does not wait for them.
+    """
+    threading.Thread(target=_start_readers, args=(pfs,), name="pfsmount-readers",
+                     daemon=True).start()
 
     def run(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         def call() -> Any:
@@ -373,6 +380,13 @@ def build_app(
         route("/files/copy", file_copy, "POST"),
     ]
     return Starlette(routes=routes)
+
+
+def _start_readers(pfs: Pfs) -> None:
+    try:
+        pfs.store.readers.start()
+    except Exception:  # a put starts them again, or reports why it cannot
+        log.exception("reader processes did not start")
 
 
 def _export(pfs: Pfs, ref: str, dest: Path) -> Counts:

@@ -13,14 +13,12 @@ import builtins
 import fnmatch
 import io
 import os
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 import httpx
 import lmdb
@@ -48,15 +46,14 @@ from pfsmount.store import (
     WriteBatch,
 )
 from pfsmount.store.chunking import Readable
+from pfsmount.store.readers import POOL_MIN, Failed, Large, Prepared
 from pfsmount.store.tree import Change
 
 Progress = Callable[[Counts], None]
-_A = TypeVar("_A")
-_B = TypeVar("_B")
 Build = Callable[[lmdb.Transaction, Commit], dict[str, Change]]
 
 _TYPES = {KIND_FILE: "file", KIND_DIR: "dir", KIND_LINK: "symlink"}
-_READERS = 4  # threads reading and hashing local files during a put
+_BATCH = 256  # consecutive files per reader batch
 
 
 @dataclass(frozen=True)
@@ -313,47 +310,48 @@ class Files:
     ) -> dict[str, Change]:
         """Store every file below local ``top``; returns the path changes that place them.
 
-        Files are read and hashed by a few threads; empty directories and symlinks are kept.
+        The walk only lists names (``scandir`` types, no ``stat``); files are read, chunked,
+        named and compressed in batches of consecutive files by reader processes, and each
+        batch costs this thread one index lookup transaction and one pack write. Files too
+        big for a batch are stored here, pipelined. Empty directories and symlinks are kept.
         """
         changes: dict[str, Change] = {}
-        files: list[tuple[str, Path, int]] = []
-        for dirpath, dirnames, filenames in os.walk(top, onerror=_raise_source):
-            dirnames.sort()
-            rel = os.path.relpath(dirpath, top)
-            base = prefix if rel == "." else f"{prefix}{rel}/"
-            if not filenames and not dirnames and base:
-                changes[base.rstrip("/")] = MKDIR
-            for name in sorted(filenames + [d for d in dirnames
-                                            if os.path.islink(os.path.join(dirpath, d))]):
-                full = Path(dirpath, name)
-                st = full.lstat()
-                if stat.S_ISLNK(st.st_mode):
-                    target = os.readlink(full).encode(errors="surrogateescape")
-                    changes[base + name] = Entry(KIND_LINK, len(target), 0o777,
-                                                 time.time_ns(), target)
-                elif stat.S_ISREG(st.st_mode):
-                    files.append((base + name, full, 0o755 if st.st_mode & 0o111 else 0o644))
+        files: list[tuple[str, str]] = []
+        _list_tree(str(top), prefix, changes, files)
         counts = Counts()
         now = time.time_ns()
-
-        def ingest(item: tuple[str, Path, int]) -> tuple[str, Entry]:
-            dest, full, mode = item
-            try:
-                content = self.store.contents.write_file(batch, full)
-            except OSError as e:
-                raise SourceError(f"cannot read {full}: {e.strerror}") from None
-            return dest, Entry(KIND_FILE, content.size, mode, now, content.digest)
-
-        with ThreadPoolExecutor(_READERS) if len(files) > 16 else _Inline() as pool:
-            for dest, entry in pool.map(ingest, files):
-                changes[dest] = entry
+        contents = self.store.contents
+        batches = [files[i : i + _BATCH] for i in range(0, len(files), _BATCH)]
+        results = self.store.readers.map(([full for _, full in b] for b in batches),
+                                         parallel=len(files) >= POOL_MIN)
+        for group, found in zip(batches, results, strict=True):
+            ready = [r for r in found if isinstance(r, Prepared)]
+            stored = iter(contents.write_prepared(batch, ready))
+            for (dest, full), result in zip(group, found, strict=True):
+                if isinstance(result, Prepared):
+                    content, mode = next(stored), result.mode
+                elif isinstance(result, Large):
+                    content, mode = self._store_large(batch, full)
+                elif isinstance(result, Failed):
+                    raise SourceError(result.message)
+                else:
+                    continue
+                changes[dest] = Entry(KIND_FILE, content.size, mode, now, content.digest)
                 counts.files += 1
-                counts.bytes += entry.size
-                if progress and (counts.files % 256 == 0 or counts.files == len(files)):
-                    progress(Counts(files=counts.files, bytes=counts.bytes))
+                counts.bytes += content.size
+            if progress:
+                progress(Counts(files=counts.files, bytes=counts.bytes))
         if progress and not files:
             progress(counts)
         return changes
+
+    def _store_large(self, batch: WriteBatch, full: str) -> tuple[Content, int]:
+        try:
+            with open(full, "rb", buffering=0) as f:
+                mode = 0o755 if os.fstat(f.fileno()).st_mode & 0o111 else 0o644
+                return self.store.contents.write_fd(batch, f.fileno()), mode
+        except OSError as e:
+            raise SourceError(f"cannot read {full}: {e.strerror}") from None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -534,19 +532,6 @@ class Files:
                           finish=finish)
 
 
-class _Inline:
-    """``map`` in the calling thread: a pool costs more than a handful of small files."""
-
-    def __enter__(self) -> _Inline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def map(self, fn: Callable[[_A], _B], items: Iterable[_A]) -> Iterator[_B]:
-        return map(fn, items)
-
-
 class _Retry(Exception):
     """The file an append read changed before the append landed: read it again."""
 
@@ -558,8 +543,29 @@ def _ref_of(entry: Entry | None) -> bytes | None:
     return None if entry is None else entry.ref
 
 
-def _raise_source(err: OSError) -> None:
-    raise SourceError(f"cannot read {err.filename}: {err.strerror}")
+def _list_tree(top: str, prefix: str, changes: dict[str, Change],
+               files: builtins.list[tuple[str, str]]) -> None:
+    """Names below ``top`` in sorted order: regular files into ``files`` as (destination,
+    local path), symlinks and empty directories straight into ``changes``."""
+    try:
+        with os.scandir(top) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as err:
+        raise SourceError(f"cannot read {err.filename}: {err.strerror}") from None
+    if not entries and prefix:
+        changes[prefix.rstrip("/")] = MKDIR
+    for e in entries:
+        try:
+            if e.is_symlink():
+                target = os.readlink(e.path).encode(errors="surrogateescape")
+                changes[prefix + e.name] = Entry(KIND_LINK, len(target), 0o777,
+                                                 time.time_ns(), target)
+            elif e.is_dir(follow_symlinks=False):
+                _list_tree(e.path, f"{prefix}{e.name}/", changes, files)
+            elif e.is_file(follow_symlinks=False):
+                files.append((prefix + e.name, e.path))
+        except OSError as err:
+            raise SourceError(f"cannot read {e.path}: {err.strerror}") from None
 
 
 def _copy(src: Readable, dst: BinaryIO) -> None:

@@ -12,6 +12,7 @@ from pfsmount.store.content import Content, ContentStore, WriteBatch
 from pfsmount.store.meta import Meta
 from pfsmount.store.objects import LocalObjectStore, ObjectStore
 from pfsmount.store.packs import PackStore
+from pfsmount.store.readers import Readers
 from pfsmount.store.tree import KIND_DIR, KIND_FILE, KIND_LINK, MKDIR, Entry, Trees
 
 __all__ = [
@@ -36,7 +37,9 @@ class Store:
         self.packs = PackStore(self.meta, self.objects, root / "staging")
         self.contents = ContentStore(self.meta, self.packs)
         self.trees = Trees(self.meta)
+        self.readers = Readers()
 
     def close(self) -> None:
+        self.readers.close()
         self.packs.close()
         self.meta.close()

@@ -9,10 +9,13 @@ about paths, trees or commits.
 from __future__ import annotations
 
 import bisect
+import itertools
+import os
 import struct
 import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,10 +25,23 @@ import lmdb
 from pfsmount.errors import Corrupt
 from pfsmount.store import chunking
 from pfsmount.store.meta import Meta
-from pfsmount.store.packs import ChunkBatch, PackStore
+from pfsmount.store.packs import ChunkBatch, PackStore, Stored
+from pfsmount.store.readers import Prepared
 
 _ROW = struct.Struct(">32sQ")
 EMPTY_DIGEST = blake3.blake3(b"").digest()
+_WINDOW = 16  # chunks in flight in a pipelined write (at most 32 MiB of views)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _workers() -> ThreadPoolExecutor:
+    """Threads that name and compress chunks, shared by every write in the process."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="pfsmount-chunk")
+        return _pool
 
 
 class Content(NamedTuple):
@@ -63,33 +79,94 @@ class ContentStore:
     # -- writing -----------------------------------------------------------------------------
 
     def write_chunks(self, batch: WriteBatch, chunks: Iterable[bytes | memoryview]) -> Content:
-        """Store a file given as its chunks, in order."""
-        whole: blake3.blake3 | None = None  # started only once a second chunk shows up
+        """Store a file given as its chunks, in order.
+
+        A one-chunk file is named by its chunk and stored in this thread. Longer files go
+        through a pipeline: this thread cuts chunks (reading the source) while a few threads
+        name, look up, compress and append them and one more hashes the whole file, in code
+        that releases the GIL, so reading, hashing, compressing and writing overlap.
+        """
+        it = iter(chunks)
+        first = next(it, None)
+        if first is None:
+            batch.contents[EMPTY_DIGEST] = b""
+            return Content(EMPTY_DIGEST, 0)
+        second = next(it, None)
+        if second is None:
+            name = chunking.digest(first)
+            self.packs.add(batch.chunks, name, first)
+            batch.contents[name] = _ROW.pack(name, len(first))
+            batch.bytes_in += len(first)
+            return Content(name, len(first))
+        return self._write_pipelined(batch, itertools.chain((first, second), it))
+
+    def _write_pipelined(self, batch: WriteBatch, chunks: Iterable[bytes | memoryview]
+                         ) -> Content:
+        workers = _workers()
+        whole = blake3.blake3()
+        hasher = ThreadPoolExecutor(1, thread_name_prefix="pfsmount-whole")
+        hashed: Future[object] | None = None
+        window: deque[Future[tuple[bytes, int]]] = deque()
         table = bytearray()
         end = 0
-        first = b""
-        for chunk in chunks:
-            name = chunking.digest(chunk)
-            self.packs.add(batch.chunks, name, chunk)
-            if end == 0 and not table:
-                first = name
-                first_bytes = bytes(chunk) if isinstance(chunk, memoryview) else chunk
-            else:
-                if whole is None:
-                    whole = blake3.blake3(first_bytes)
-                whole.update(chunk)
-            end += len(chunk)
-            table += _ROW.pack(name, end)
-        # One chunk: the file's name is the chunk's name, no need to hash twice.
-        if whole is not None:
-            name = whole.digest()
-        elif table:
-            name = first
-        else:
-            name = EMPTY_DIGEST
+
+        def drain(keep: int) -> None:
+            nonlocal end
+            while len(window) > keep:
+                name, size = window.popleft().result()
+                end += size
+                table.extend(_ROW.pack(name, end))
+
+        try:
+            for chunk in chunks:
+                hashed = hasher.submit(whole.update, chunk)  # in order: one thread
+                window.append(workers.submit(self._prepare, batch.chunks, chunk))
+                drain(_WINDOW)
+            drain(0)
+            if hashed is not None:
+                hashed.result()
+        finally:
+            for future in window:
+                future.cancel()
+            hasher.shutdown()
+        name = whole.digest()
         batch.contents[name] = bytes(table)
         batch.bytes_in += end
         return Content(name, end)
+
+    def _prepare(self, pending: ChunkBatch, chunk: bytes | memoryview) -> tuple[bytes, int]:
+        """Name a chunk and store it unless it is stored already (runs in a worker)."""
+        name = chunking.digest(chunk)
+        if name in pending.pending:
+            return name, len(chunk)
+        with self.meta.read() as txn:
+            if self.packs.has(txn, name):
+                return name, len(chunk)
+        codec, data = chunking.compress(chunk)
+        self.packs.append(pending, [Stored(name, len(chunk), codec, data)])
+        return name, len(chunk)
+
+    def write_prepared(self, batch: WriteBatch, files: Sequence[Prepared]) -> list[Content]:
+        """Store files a reader already chunked, named and compressed (see ``readers``):
+        one index lookup transaction and one pack write for the lot."""
+        out: list[Content] = []
+        new: list[Stored] = []
+        pending = batch.chunks.pending
+        seen: set[bytes] = set()
+        chunks_db = self.meta.db["chunks"]
+        with self.meta.read() as txn:
+            for f in files:
+                for c in f.chunks:
+                    if c.digest in pending or c.digest in seen:
+                        continue
+                    if txn.get(c.digest, db=chunks_db) is None:
+                        seen.add(c.digest)
+                        new.append(c)
+                batch.contents[f.digest] = f.table
+                batch.bytes_in += f.size
+                out.append(Content(f.digest, f.size))
+        self.packs.append(batch.chunks, new)
+        return out
 
     def write_bytes(self, batch: WriteBatch, data: bytes | memoryview) -> Content:
         return self.write_chunks(batch, chunking.split_buffer(data))
@@ -153,3 +230,4 @@ class ContentStore:
             yield data if (lo == 0 and hi == len(data)) else data[lo:hi]
             offset = start + hi
             i += 1
+

@@ -1,10 +1,12 @@
 """Pack files: where chunk bytes live, the chunk index that finds them, and a read cache.
 
 New chunks are appended to one open pack in a local staging directory; when it passes
-``PACK_TARGET`` it is fsync'd and handed to the ``ObjectStore`` as an immutable object.
-A chunk's location enters the ``chunks`` sub-database only in the caller's write transaction,
-after ``sync()`` made its bytes durable, so the index never points at bytes a crash lost.
-Bytes appended by an operation that then failed are unreferenced garbage, never visible.
+``PACK_TARGET`` it is fsync'd and handed to the ``ObjectStore`` as an immutable object by a
+background thread, so that writers go on appending while the disk catches up. A chunk's
+location enters the ``chunks`` sub-database only in the caller's write transaction, after
+``sync()`` made its bytes durable (waiting for any pack still being sealed), so the index never
+points at bytes a crash lost. Bytes appended by an operation that then failed are
+unreferenced garbage, never visible.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import secrets
 import struct
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,6 +52,15 @@ class Location(NamedTuple):
 
 def pack_name(pack: int) -> str:
     return f"{pack:016x}.pack"
+
+
+class Stored(NamedTuple):
+    """A chunk ready to append: its name, raw size, codec and the bytes to store."""
+
+    digest: bytes
+    raw: int
+    codec: int
+    data: bytes | memoryview
 
 
 class ChunkBatch:
@@ -103,6 +116,8 @@ class PackStore:
         self._size = 0
         self._dirty = False
         self._cache = _ChunkCache(CACHE_BYTES)
+        self._sealer: ThreadPoolExecutor | None = None
+        self._seals: list[Future[None]] = []
         for leftover in sorted(staging.glob("*.pack")):
             # A pack left open by a crash: keep the prefix the index may point into.
             self._seal_path(int(leftover.stem, 16), leftover)
@@ -118,18 +133,30 @@ class PackStore:
         self.objects.put_file(pack_name(pack), path)
 
     def _seal_current_locked(self) -> None:
+        """Hand the current pack to the sealer thread (fsync, then into the object store).
+
+        Its descriptor stays in ``_open`` until it is sealed, so reads keep working.
+        """
         pack = self._current
         if pack is None:
             return
-        fd = self._open.pop(pack)
-        os.fsync(fd)
-        os.close(fd)
         self._current = None
+        if self._sealer is None:
+            self._sealer = ThreadPoolExecutor(1, thread_name_prefix="pfsmount-seal")
+        future = self._sealer.submit(self._seal, pack, self._size)
+        self._seals.append(future)
+
+    def _seal(self, pack: int, size: int) -> None:
+        fd = self._open[pack]
+        os.fsync(fd)
         path = self.staging / pack_name(pack)
-        if self._size:
+        if size:
             self.objects.put_file(pack_name(pack), path)
         else:
             path.unlink()
+        with self._lock:
+            del self._open[pack]
+        os.close(fd)
 
     def _rotate_locked(self) -> None:
         self._seal_current_locked()
@@ -149,22 +176,39 @@ class PackStore:
             if self.has(txn, digest):
                 return False
         codec, stored = chunking.compress(raw)
+        self.append(batch, [Stored(digest, len(raw), codec, stored)])
+        return True
+
+    def append(self, batch: ChunkBatch, chunks: Sequence[Stored]) -> None:
+        """Append prepared chunks to the open pack with one write; the caller checked that
+        they are not indexed yet (a duplicate is harmless garbage, the index keeps the first).
+        Chunks the batch already holds are skipped."""
         with self._lock:
+            chunks = [c for c in chunks if c.digest not in batch.pending]
+            if not chunks:
+                return
             if self._current is None or self._size >= PACK_TARGET:
                 self._rotate_locked()
             assert self._current is not None
-            offset = self._size
-            written = os.pwrite(self._open[self._current], stored, offset)
-            if written != len(stored):
-                raise OSError(f"short write to pack {pack_name(self._current)}")
-            self._size += len(stored)
+            pack, offset = self._current, self._size
+            _write_all(self._open[pack], [c.data for c in chunks], offset)
+            for c in chunks:
+                batch.pending[c.digest] = Location(pack, offset, len(c.data), c.raw, c.codec)
+                offset += len(c.data)
+            self._size = offset
             self._dirty = True
-            pack = self._current
-        batch.pending[digest] = Location(pack, offset, len(stored), len(raw), codec)
-        return True
 
     def sync(self) -> None:
-        """Make every appended byte durable before an index row may point at it."""
+        """Make every appended byte durable before an index row may point at it: wait for
+        the packs being sealed, then flush the open one."""
+        with self._lock:
+            seals = list(self._seals)
+        for future in seals:
+            # A failed seal fails every later commit too (its chunks may be in any batch);
+            # a restart seals the staged pack again.
+            future.result()
+        with self._lock:
+            self._seals = [f for f in self._seals if f not in seals]
         with self._lock:
             if self._dirty and self._current is not None:
                 os.fdatasync(self._open[self._current])
@@ -225,8 +269,33 @@ class PackStore:
         with self._lock:
             if pack == self._current:
                 return self._size
+            fd = self._open.get(pack)  # being sealed
+            if fd is not None:
+                return os.fstat(fd).st_size
         return self.objects.size(pack_name(pack))
 
     def close(self) -> None:
         with self._lock:
             self._seal_current_locked()
+        self.sync()
+        if self._sealer is not None:
+            self._sealer.shutdown()
+
+
+def _write_all(fd: int, parts: list[bytes | memoryview], offset: int) -> None:
+    """``pwritev`` all of ``parts`` at ``offset``, finishing any short write piece by piece."""
+    done = 0
+    for i in range(0, len(parts), 512):  # under IOV_MAX
+        group = parts[i : i + 512]
+        want = sum(len(p) for p in group)
+        written = os.pwritev(fd, group, offset + done)
+        if written != want:
+            data = b"".join(group)[written:]
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(fd, view, offset + done + written)
+                if n <= 0:
+                    raise OSError("short write to a pack")
+                written += n
+                view = view[n:]
+        done += want

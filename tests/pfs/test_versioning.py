@@ -850,3 +850,30 @@ def test_fsck_finds_a_misfiled_name_in_a_big_directory(tmp_path: Path) -> None:
         assert any("belongs after index key" in e for e in errors)
     finally:
         pfs.close()
+
+
+def test_put_of_many_files_goes_through_reader_processes(
+    data: Pfs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pfsmount.pfs.files as files_module
+
+    monkeypatch.setattr(files_module, "POOL_MIN", 10)  # files of 2 MiB come back as Large
+    top = tmp_path / "src"
+    expect: dict[str, bytes] = {}
+    for i in range(600):
+        rel = f"d{i % 5}/f{i:03d}"
+        expect[rel] = _random(i * 7 % 5000, seed=i) if i % 50 else _random(2 << 20, seed=i)
+        (top / rel).parent.mkdir(parents=True, exist_ok=True)
+        (top / rel).write_bytes(expect[rel])
+    (top / "d1" / "f001").chmod(0o755)
+    (top / "d0" / "nothing").write_bytes(b"")
+    (top / "empty").mkdir()
+    (top / "link").symlink_to("d1/f001")
+    data.files.put("data@master", LocalPath(top), path="in")
+    for rel, blob in expect.items():
+        assert _cat(data, f"data@master:/in/{rel}") == blob, rel
+    assert data.files.inspect("data@master:/in/d1/f001").mode == 0o755
+    assert data.files.inspect("data@master:/in/d0/f000").size == 2 << 20
+    assert data.files.inspect("data@master:/in/d0/nothing").hash == blake3.blake3(b"").hexdigest()
+    assert data.files.inspect("data@master:/in/empty").type == "dir"
+    assert data.files.inspect("data@master:/in/link").target == "d1/f001"

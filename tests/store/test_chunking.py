@@ -99,3 +99,17 @@ def test_barely_compressible_data_is_stored_raw() -> None:
     codec, stored = chunking.compress(bytes(data))
     assert codec == CODEC_RAW
     assert bytes(stored) == bytes(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, 5 << 20, 6 << 20, (6 << 20) + 12_345, 23 << 20])
+def test_large_files_chunk_window_by_window_like_one_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    monkeypatch.setattr(chunking, "SMALL_FILE", 0)  # every file goes through the windows
+    monkeypatch.setattr(chunking, "_WINDOW", 3 << 20)
+    data = _random(size, seed=size) + b"text, not random\n" * (size // 64)
+    src = tmp_path / "f"
+    src.write_bytes(data)
+    with open(src, "rb") as f:
+        windows = [bytes(c) for c in chunking.split_fd(f.fileno())]
+    assert windows == [bytes(c) for c in chunking.split_buffer(data)]

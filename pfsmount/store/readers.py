@@ -1,0 +1,170 @@
+"""Reading many small local files: open, read, chunk, name and compress them in batches.
+
+Ingesting a tree of small files is per-file work (a few system calls, a hash, a compression
+trial) that holds the GIL most of the time, and cold reads that wait on the disk one at a
+time. ``read_batch`` does all of it for a list of paths and returns what the pack store
+needs; ``Readers`` runs it in a few worker processes, so files are read in parallel and the
+Python work uses every core. Workers only read: the parent appends the bytes to packs and
+indexes them, so crash safety stays where it is (``packs``). Files too large to travel
+through a pipe come back as ``Large`` for the parent to store itself. Nothing here touches
+metadata or packs.
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import stat
+import struct
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import NamedTuple
+
+import blake3
+
+from pfsmount.store import chunking
+from pfsmount.store.packs import Stored
+
+_ROW = struct.Struct(">32sQ")
+FILE_LIMIT = 1 << 20  # larger files are stored by the parent (pipelined, see ``content``)
+BATCH_BYTES = 32 << 20  # past this much data a batch hands its remaining files back
+POOL_MIN = 1024  # fewer files than this are read in the calling thread
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class Prepared(NamedTuple):
+    """A file read, chunked and named: its content name, size, mode, table and new chunks."""
+
+    digest: bytes
+    size: int
+    mode: int
+    table: bytes
+    chunks: list[Stored]
+
+
+class Large(NamedTuple):
+    """A file for the parent to store itself (too big for a batch)."""
+
+
+class Skipped(NamedTuple):
+    """Not a regular file any more (replaced since it was listed): left out."""
+
+
+class Failed(NamedTuple):
+    message: str
+
+
+Result = Prepared | Large | Skipped | Failed
+
+
+def read_batch(paths: list[str]) -> list[Result]:
+    """Read, chunk, name and compress each file; one result per path, in order."""
+    out: list[Result] = []
+    total = 0
+    for path in paths:
+        if total >= BATCH_BYTES:
+            out.append(Large())
+            continue
+        try:
+            fd = os.open(path, _OPEN)
+        except OSError as e:
+            out.append(Skipped() if e.errno == errno.ELOOP else Failed(f"cannot read {path}: "
+                                                              f"{e.strerror}"))
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                out.append(Skipped())
+                continue
+            if st.st_size > FILE_LIMIT:
+                out.append(Large())
+                continue
+            data = os.read(fd, st.st_size + 1)
+            while len(data) <= st.st_size:  # short read: go on until EOF
+                more = os.read(fd, st.st_size + 1 - len(data))
+                if not more:
+                    break
+                data += more
+            if len(data) > FILE_LIMIT:  # it grew meanwhile
+                out.append(Large())
+                continue
+        except OSError as e:
+            out.append(Failed(f"cannot read {path}: {e.strerror}"))
+            continue
+        finally:
+            os.close(fd)
+        total += len(data)
+        out.append(prepare(data, st.st_mode))
+    return out
+
+
+def prepare(data: bytes, mode: int) -> Prepared:
+    chunks: list[Stored] = []
+    table = bytearray()
+    end = 0
+    for view in chunking.split_buffer(data):
+        name = chunking.digest(view)
+        codec, stored = chunking.compress(view)
+        chunks.append(Stored(name, len(view), codec, bytes(stored)))
+        end += len(view)
+        table += _ROW.pack(name, end)
+    # One chunk names the file; none or several: the whole file's BLAKE3 (see ``content``).
+    digest = chunks[0].digest if len(chunks) == 1 else blake3.blake3(data).digest()
+    return Prepared(digest, len(data), 0o755 if mode & 0o111 else 0o644, bytes(table), chunks)
+
+
+class Readers:
+    """A lazily started pool of reader processes, kept for the life of the store.
+
+    Workers are forked from a fork server, never from the daemon itself (which is
+    multi-threaded and holds LMDB handles). The server starts once with this module and the
+    main module imported, so a worker costs a fork, not a Python start-up and its imports
+    (about 0.3 s of CPU each).
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or 2 * (os.cpu_count() or 1)
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["__main__", __name__])
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            return self._pool
+
+    def start(self) -> None:
+        """Start every worker now (a daemon does, so that its first big put does not wait
+        for processes to spawn)."""
+        pool = self._executor()
+        for future in [pool.submit(read_batch, []) for _ in range(self.workers)]:
+            future.result()
+
+    def map(self, batches: Iterable[list[str]], parallel: bool) -> Iterator[list[Result]]:
+        """``read_batch`` over each batch, results in order; a few batches run ahead."""
+        if not parallel:
+            yield from map(read_batch, batches)
+            return
+        pool = self._executor()
+        window: deque[Future[list[Result]]] = deque()
+        try:
+            for paths in batches:
+                window.append(pool.submit(read_batch, paths))
+                if len(window) > self.workers + 2:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for future in window:
+                future.cancel()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+                self._pool = None

@@ -412,8 +412,7 @@ def _export(pfs: Pfs, ref: str, dest: Path) -> Counts:
         _, entry = pfs.files.open(pinned, item.path)
         tmp = target.with_name(f".{target.name}.pfsmount-tmp")
         with open(tmp, "wb") as f:
-            for piece in pfs.files.read(entry):
-                f.write(piece)
+            pfs.files.copy_to(entry, f.fileno())
         os.chmod(tmp, item.mode & 0o777)
         os.replace(tmp, target)
         counts.files += 1

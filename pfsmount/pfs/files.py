@@ -393,6 +393,12 @@ class Files:
                     offset += len(piece)
                     yield piece
 
+    def copy_to(self, entry: Entry, fd: int) -> int:
+        """Write a file's bytes into local ``fd`` (see ``ContentStore.copy_to``)."""
+        if entry.kind == KIND_LINK:
+            return os.write(fd, entry.ref)
+        return self.store.contents.copy_to(entry.ref, fd)
+
     def list(
         self, ref_text: str, path: str | None = None, after: str | None = None,
         limit: int | None = None,

@@ -29,6 +29,10 @@ class ObjectStore(Protocol):
     def size(self, name: str) -> int | None:
         """The object's size in bytes, or None when there is no such object."""
 
+    def fileno(self, name: str) -> int | None:
+        """A local descriptor to read the object from (valid while the object exists), or
+        None for a remote backend. Lets exports copy raw bytes inside the kernel."""
+
     def list(self) -> Iterator[str]: ...
 
     def delete(self, name: str) -> None: ...
@@ -73,6 +77,9 @@ class LocalObjectStore:
                         raise Corrupt(f"pack object {name} is missing") from None
                     self._fds[name] = fd
         return fd
+
+    def fileno(self, name: str) -> int | None:
+        return self._fd(name)
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         data = os.pread(self._fd(name), length, offset)

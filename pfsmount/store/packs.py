@@ -11,6 +11,7 @@ unreferenced garbage, never visible.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import struct
@@ -31,6 +32,7 @@ from pfsmount.store.objects import ObjectStore
 PACK_TARGET = 64 * 1024 * 1024
 CACHE_BYTES = 256 * 1024 * 1024
 _LOC = struct.Struct(">QQIIB")
+_NO_COPY_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
 
 
 class Location(NamedTuple):
@@ -244,6 +246,41 @@ class PackStore:
             if fd is not None:
                 return os.pread(fd, loc.stored, loc.offset)
         return self.objects.get_range(pack_name(loc.pack), loc.offset, loc.stored)
+
+    def read_uncached(self, loc: Location, digest: bytes) -> bytes:
+        """One chunk's raw bytes straight from its pack, leaving the cache alone (a long
+        sequential read would only evict what others use)."""
+        data = self._cache.get(digest)
+        if data is not None:
+            return data
+        stored = self._read_stored(loc)
+        if len(stored) != loc.stored:
+            raise Corrupt(f"chunk {digest.hex()} is truncated in {pack_name(loc.pack)}")
+        return chunking.decompress(loc.codec, stored, loc.raw)
+
+    def copy_raw(self, loc: Location, fd: int, offset: int) -> bool:
+        """Copy a raw chunk into ``fd`` at ``offset`` inside the kernel (no trip through
+        Python); False when that is not possible (compressed, or a remote backend)."""
+        if loc.codec != chunking.CODEC_RAW:
+            return False
+        with self._lock:
+            staged = loc.pack in self._open
+        src = None if staged else self.objects.fileno(pack_name(loc.pack))
+        if src is None:
+            return False
+        done = 0
+        while done < loc.stored:
+            try:
+                n = os.copy_file_range(src, fd, loc.stored - done, loc.offset + done,
+                                       offset + done)
+            except OSError as e:
+                if done == 0 and e.errno in _NO_COPY_RANGE:
+                    return False  # the caller writes the bytes itself
+                raise
+            if n <= 0:
+                raise Corrupt(f"pack {pack_name(loc.pack)} is shorter than its index says")
+            done += n
+        return True
 
     def read(self, txn: lmdb.Transaction, digest: bytes) -> bytes:
         """The raw bytes of one chunk, from the cache or its pack."""

@@ -82,15 +82,12 @@ def read_batch(paths: list[str]) -> list[Result]:
             if st.st_size > FILE_LIMIT:
                 out.append(Large())
                 continue
-            data = os.read(fd, st.st_size + 1)
-            while len(data) <= st.st_size:  # short read: go on until EOF
-                more = os.read(fd, st.st_size + 1 - len(data))
+            data = os.read(fd, st.st_size)  # the size it had when opened, as split_fd
+            while len(data) < st.st_size:  # short read: go on until EOF
+                more = os.read(fd, st.st_size - len(data))
                 if not more:
                     break
                 data += more
-            if len(data) > FILE_LIMIT:  # it grew meanwhile
-                out.append(Large())
-                continue
         except OSError as e:
             out.append(Failed(f"cannot read {path}: {e.strerror}"))
             continue

@@ -76,7 +76,11 @@ class DirHandle:
     names: list[str] | None = None  # root and repo directories: a snapshot of names
     tree: bytes | None = None  # tree directories: the page to list (immutable)
     extra: list[str] = field(default_factory=list)  # created files not yet in the tree
-    resume: tuple[int, str] | None = None  # (next offset, last name) for cheap paging
+    # Next offset -> the tree name just before it, for the names the last readdir replied:
+    # the kernel resumes after the last name its caller took, which is before the last one
+    # we sent when the caller's buffer filled first; restarting from the first name then
+    # makes a long listing quadratic.
+    resume: dict[int, str] = field(default_factory=dict)
 
 
 class Operations(pyfuse3.Operations):
@@ -406,8 +410,8 @@ class Operations(pyfuse3.Operations):
         trees = self.pfs.store.trees
         after: str | None = None
         index = 0
-        if handle.resume is not None and handle.resume[0] == start:
-            index, after = handle.resume
+        if start in handle.resume:
+            index, after = start, handle.resume[start]
         with self.pfs.store.meta.read() as txn:
             for name, entry in trees.listdir(txn, handle.tree, after):
                 if index >= start:
@@ -428,6 +432,7 @@ class Operations(pyfuse3.Operations):
         # only while the directory is still the one opendir saw: they come from its snapshot.
         current = self.entry(parent, view) if handle.tree is not None else None
         fresh = current is not None and current.ref == handle.tree
+        resume: dict[int, str] = {}
         for offset, name, entry in self._listing(handle, start_id):
             node = self.nodes.child(parent, name)
             try:
@@ -439,7 +444,8 @@ class Operations(pyfuse3.Operations):
                 break
             node.lookups += 1
             if entry is not None:  # resume by name only after a name of the tree
-                handle.resume = (offset + 1, name)
+                resume[offset + 1] = name
+        handle.resume = resume
 
     async def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh, None)
@@ -759,6 +765,8 @@ class Operations(pyfuse3.Operations):
         else:
             node.handles -= 1
             self.nodes.maybe_drop(node)
+
+
 
 
 def _guard(fn: _F) -> _F:

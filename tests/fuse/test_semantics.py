@@ -492,3 +492,44 @@ def test_a_listing_started_before_a_change_shows_the_new_attributes(br: Path) ->
     assert names == ["f", "g"]
     assert os.stat(br / "f").st_size == 5
     assert (br / "f").read_bytes() == b"x" * 5
+
+
+def _getdents_names(path: Path, bufsize: int) -> list[str]:
+    """Names of a directory read with getdents64(2) and a small buffer, so that the kernel
+    resumes the listing in the middle of what the mount sent it."""
+    import ctypes
+    import struct
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_getdents64 = 217  # x86_64
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    names: list[str] = []
+    buf = ctypes.create_string_buffer(bufsize)
+    try:
+        while True:
+            n = libc.syscall(sys_getdents64, fd, buf, bufsize)
+            assert n >= 0, os.strerror(ctypes.get_errno())
+            if n == 0:
+                return names
+            raw = buf.raw[:n]
+            pos = 0
+            while pos < n:
+                reclen = struct.unpack_from("H", raw, pos + 16)[0]
+                name = raw[pos + 19:pos + reclen].split(b"\0", 1)[0].decode()
+                if name not in (".", ".."):
+                    names.append(name)
+                pos += reclen
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="getdents64 number is x86_64's")
+def test_a_long_listing_read_with_a_small_buffer_has_every_name_once(
+        mount: Mount, repo: str, br: Path, tmp_path: Path) -> None:
+    names = [f"n{i:05d}" for i in range(3000)]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    with mount.api() as c:
+        c.put_file(f"{repo}@master:/d", tmp_path)
+    assert _getdents_names(br / "d", 1024) == names
+    assert sorted(os.listdir(br / "d")) == names

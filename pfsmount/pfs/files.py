@@ -320,6 +320,7 @@ class Files:
         _list_tree(str(top), prefix, changes, files)
         counts = Counts()
         now = time.time_ns()
+        reported = 0.0
         contents = self.store.contents
         batches = [files[i : i + _BATCH] for i in range(0, len(files), _BATCH)]
         results = self.store.readers.map(([full for _, full in b] for b in batches),
@@ -339,9 +340,10 @@ class Files:
                 changes[dest] = Entry(KIND_FILE, content.size, mode, now, content.digest)
                 counts.files += 1
                 counts.bytes += content.size
-            if progress:
+            if progress and time.monotonic() >= reported + 0.1:
+                reported = time.monotonic()  # each report is a round trip to the event loop
                 progress(Counts(files=counts.files, bytes=counts.bytes))
-        if progress and not files:
+        if progress:
             progress(counts)
         return changes
 

@@ -203,9 +203,8 @@ class ContentStore:
     def commit(self, batch: WriteBatch, txn: lmdb.Transaction, durable: bool = True) -> None:
         """Index the batch inside the caller's write transaction (see ``PackStore.commit``)."""
         self.packs.commit(batch.chunks, txn, durable)
-        db = self.meta.db["contents"]
-        for name, table in batch.contents.items():
-            txn.put(name, table, db=db, overwrite=False)
+        with txn.cursor(db=self.meta.db["contents"]) as cursor:
+            cursor.putmulti(batch.contents.items(), overwrite=False)
         batch.contents.clear()
 
     # -- reading -----------------------------------------------------------------------------

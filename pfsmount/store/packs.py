@@ -227,9 +227,9 @@ class PackStore:
             return
         if durable:
             self.sync()
-        db = self.meta.db["chunks"]
-        for digest, loc in batch.pending.items():
-            txn.put(digest, loc.encode(), db=db, overwrite=False)  # invariant 6: first wins
+        rows = [(digest, loc.encode()) for digest, loc in batch.pending.items()]
+        with txn.cursor(db=self.meta.db["chunks"]) as cursor:  # one C loop, not a put per row
+            cursor.putmulti(rows, overwrite=False)  # invariant 6: first wins
         batch.pending.clear()
 
     # -- reading -----------------------------------------------------------------------------

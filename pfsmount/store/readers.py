@@ -21,6 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import NamedTuple
 
 import blake3
@@ -143,22 +144,48 @@ class Readers:
             future.result()
 
     def map(self, batches: Iterable[list[str]], parallel: bool) -> Iterator[list[Result]]:
-        """``read_batch`` over each batch, results in order; a few batches run ahead."""
+        """``read_batch`` over each batch, results in order; a few batches run ahead.
+
+        If a worker dies (killed, out of memory), the pool is dropped (the next call starts
+        a new one) and the batches it did not finish are read in the calling thread.
+        """
         if not parallel:
             yield from map(read_batch, batches)
             return
-        pool = self._executor()
-        window: deque[Future[list[Result]]] = deque()
+        pool: ProcessPoolExecutor | None = self._executor()
+        window: deque[tuple[list[str], Future[list[Result]] | None]] = deque()
         try:
             for paths in batches:
-                window.append(pool.submit(read_batch, paths))
+                future = None
+                if pool is not None:
+                    try:
+                        future = pool.submit(read_batch, paths)
+                    except BrokenProcessPool:
+                        self._drop()
+                        pool = None
+                window.append((paths, future))
                 if len(window) > self.workers + 2:
-                    yield window.popleft().result()
+                    yield self._collect(*window.popleft())
             while window:
-                yield window.popleft().result()
+                yield self._collect(*window.popleft())
         finally:
-            for future in window:
-                future.cancel()
+            for _, future in window:
+                if future is not None:
+                    future.cancel()
+
+    def _collect(self, paths: list[str], future: Future[list[Result]] | None) -> list[Result]:
+        if future is not None:
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                self._drop()
+        return read_batch(paths)
+
+    def _drop(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
 
     def close(self) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from pathlib import Path
 
 import blake3
@@ -106,3 +107,22 @@ def test_full_packs_are_sealed_in_the_background(pfs: Pfs, monkeypatch) -> None:
     assert all(store.packs.pack_size(int(p.stem, 16)) == p.stat().st_size for p in sealed)
     _commit(store, batch)
     assert [_read(store, c.digest) for c in contents] == blobs
+
+
+def test_a_killed_reader_process_costs_speed_not_results(tmp_path: Path) -> None:
+    for i in range(40):
+        (tmp_path / f"f{i}").write_bytes(_random(2000 + i, seed=i))
+    batches = [[str(tmp_path / f"f{i}") for i in range(j, j + 4)] for j in range(0, 40, 4)]
+    readers = Readers(workers=2)
+    try:
+        readers.start()
+        pool = readers._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGKILL)
+        expect = list(readers.map(batches, parallel=False))
+        assert list(readers.map(batches, parallel=True)) == expect
+        assert readers._pool is None  # dropped; the next call starts a new one
+        assert list(readers.map(batches, parallel=True)) == expect
+    finally:
+        readers.close()

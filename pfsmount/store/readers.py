@@ -127,9 +127,12 @@ class Readers:
         self.workers = workers or 2 * (os.cpu_count() or 1)
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._closed = False
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the store's readers are closed")
             if self._pool is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["__main__", __name__])
@@ -139,9 +142,13 @@ class Readers:
     def start(self) -> None:
         """Start every worker now (a daemon does, so that its first big put does not wait
         for processes to spawn)."""
-        pool = self._executor()
-        for future in [pool.submit(read_batch, []) for _ in range(self.workers)]:
-            future.result()
+        try:
+            pool = self._executor()
+            for future in [pool.submit(read_batch, []) for _ in range(self.workers)]:
+                future.result()
+        except (RuntimeError, BrokenProcessPool):
+            if not self._closed:  # else the store closed meanwhile (a daemon stopping at once)
+                raise
 
     def map(self, batches: Iterable[list[str]], parallel: bool) -> Iterator[list[Result]]:
         """``read_batch`` over each batch, results in order; a few batches run ahead.
@@ -189,6 +196,7 @@ class Readers:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._pool is not None:
                 self._pool.shutdown(cancel_futures=True)
                 self._pool = None

@@ -126,3 +126,22 @@ def test_a_killed_reader_process_costs_speed_not_results(tmp_path: Path) -> None
         assert list(readers.map(batches, parallel=True)) == expect
     finally:
         readers.close()
+
+
+def test_closing_while_the_workers_start_is_quiet() -> None:
+    import threading
+
+    readers = Readers(workers=2)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            readers.start()
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    readers.close()
+    thread.join(30)
+    assert errors == []

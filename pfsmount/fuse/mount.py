@@ -238,6 +238,7 @@ def mount_service(pfs: Pfs, mountpoint: Path, staging: Path) -> Service:
                 await pyfuse3.main()
             finally:
                 unsubscribe()
+                ops.prefetch.close()
                 pyfuse3.close(unmount=True)
                 log.info("unmounted %s", mountpoint)
 

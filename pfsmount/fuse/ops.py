@@ -31,6 +31,7 @@ import trio
 from pfsmount.errors import NotFound, PfsError
 from pfsmount.fuse.dirty import Dirty
 from pfsmount.fuse.nodes import Node, Nodes
+from pfsmount.fuse.prefetch import Prefetcher
 from pfsmount.pfs import Commit, Pfs
 from pfsmount.pfs.refs import is_commit_id
 from pfsmount.store import KIND_DIR, KIND_FILE, KIND_LINK, MKDIR, Content, Entry, WriteBatch
@@ -96,6 +97,7 @@ class Operations(pyfuse3.Operations):
         self.staging = staging
         staging.mkdir(parents=True, exist_ok=True)
         self.nodes = Nodes()
+        self.prefetch = Prefetcher(pfs.store.meta, pfs.store.trees)
         self.handles: dict[int, Handle] = {}
         self.dirs: dict[int, DirHandle] = {}
         self.dirty: dict[int, Dirty] = {}  # inode -> file being written
@@ -384,6 +386,8 @@ class Operations(pyfuse3.Operations):
             if entry is None or entry.kind != KIND_DIR:
                 raise fail(errno.ENOTDIR)
             handle.tree = entry.ref
+            with self.pfs.store.meta.read() as txn:  # the listing's first read anyway
+                self.prefetch.directory(self.pfs.store.trees.node(txn, entry.ref))
             prefix = node.path + "/" if node.path else ""
             created = [
                 k[2][len(prefix):] for k in self.pending

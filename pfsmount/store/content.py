@@ -83,24 +83,38 @@ class ContentStore:
     def write_chunks(self, batch: WriteBatch, chunks: Iterable[bytes | memoryview]) -> Content:
         """Store a file given as its chunks, in order.
 
-        A one-chunk file is named by its chunk and stored in this thread. Longer files go
-        through a pipeline: this thread cuts chunks (reading the source) while a few threads
-        name, look up, compress and append them and one more hashes the whole file, in code
-        that releases the GIL, so reading, hashing, compressing and writing overlap.
+        Files up to one group of chunks (``_GROUP``) are stored in this thread: threads
+        would cost more than they save. Longer files go through a pipeline: this thread
+        cuts chunks (reading the source) while a few threads name, look up, compress and
+        append them and one more hashes the whole file, in code that releases the GIL, so
+        reading, hashing, compressing and writing overlap.
         """
         it = iter(chunks)
-        first = next(it, None)
-        if first is None:
+        head: list[bytes | memoryview] = []
+        size = 0
+        for chunk in it:
+            head.append(chunk)
+            size += len(chunk)
+            if size >= _GROUP:
+                return self._write_pipelined(batch, itertools.chain(head, it))
+        if not head:
             batch.contents[EMPTY_DIGEST] = b""
             return Content(EMPTY_DIGEST, 0)
-        second = next(it, None)
-        if second is None:
-            name = chunking.digest(first)
-            self.packs.add(batch.chunks, name, first)
-            batch.contents[name] = _ROW.pack(name, len(first))
-            batch.bytes_in += len(first)
-            return Content(name, len(first))
-        return self._write_pipelined(batch, itertools.chain((first, second), it))
+        table = bytearray()
+        end = 0
+        for chunk in head:
+            name = chunking.digest(chunk)
+            self.packs.add(batch.chunks, name, chunk)
+            end += len(chunk)
+            table += _ROW.pack(name, end)
+        # One chunk: the file's name is the chunk's name, no need to hash twice.
+        if len(head) > 1:
+            whole = blake3.blake3()
+            _update(whole, head)
+            name = whole.digest()
+        batch.contents[name] = bytes(table)
+        batch.bytes_in += end
+        return Content(name, end)
 
     def _write_pipelined(self, batch: WriteBatch, chunks: Iterable[bytes | memoryview]
                          ) -> Content:

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import trio
+
 
 class Dirty:
     MEMORY = 256 * 1024  # bytes kept in memory; past this the file spills to a local file
@@ -29,6 +31,7 @@ class Dirty:
         self.changed = False  # bytes or mode differ from what the store holds
         self.handles = 0
         self.staged = 0  # versions in the staging journal, not yet in LMDB: keep the bytes
+        self.saving = trio.Lock()  # one save at a time, so versions are staged in order
 
     def _spill(self) -> int:
         """Move the bytes to a local file (the file outgrew memory); its descriptor."""

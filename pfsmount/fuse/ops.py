@@ -691,13 +691,21 @@ class Operations(pyfuse3.Operations):
         from a crash of the daemon. The journal reaches LMDB in batches; until then the file
         keeps being served from its local copy.
         """
+        async with dirty.saving:  # in order: an older version never lands after a newer one
+            await self._store_dirty(node, dirty)
+
+    async def _store_dirty(self, node: Node, dirty: Dirty) -> None:
         if node.unlinked or not dirty.changed:
             return
         assert node.view is not None
         batch = WriteBatch()
+        dirty.changed = False  # a write landing while this one is stored marks it again
         dirty.handles += 1  # a journal flush meanwhile must not close what is being read
         try:
             content = await self._ingest(dirty, batch)
+        except BaseException:
+            dirty.changed = True
+            raise
         finally:
             dirty.handles -= 1
         entry = Entry(KIND_FILE, content.size, dirty.mode, dirty.mtime_ns, content.digest)
@@ -714,7 +722,6 @@ class Operations(pyfuse3.Operations):
                 other.entry, other.dirty = None, dirty
                 dirty.handles += 1
                 node.handles -= 1
-        dirty.changed = False
 
     async def _ingest(self, dirty: Dirty, batch: WriteBatch) -> Content:
         """Chunk, hash and pack a written file: inline when small, else in a worker."""

@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -150,3 +152,27 @@ def test_two_branches_written_at_once(mount: Mount) -> None:
         assert not any(os.path.basename(n).startswith(other) for n in names)
         for n in names:
             assert (mount.branch(repo, b) / n).read_bytes() == content(n)
+
+
+def test_writes_while_a_close_stores_the_file_are_kept(mount: Mount) -> None:
+    """A write that lands while a close is storing a big file is stored too, by the next
+    close, and never overtaken by the older version."""
+    repo = mount.new_repo("fsrace")
+    path = mount.branch(repo) / "big"
+    base = os.urandom(16 << 20)  # stored in a worker thread: long enough to race
+    for round_ in range(10):
+        marker = f"round {round_:02d} ".encode() * 256
+        a = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        os.write(a, base)
+        b = os.open(path, os.O_RDWR)
+        closing = threading.Thread(target=os.close, args=(a,))  # stores the file
+        closing.start()
+        time.sleep(0.003 * round_)  # land at different moments of that store
+        os.pwrite(b, marker, 4096)
+        os.close(b)  # the marker must be stored, now or after the first store
+        closing.join()
+        expected = base[:4096] + marker + base[4096 + len(marker):]
+        assert path.read_bytes() == expected
+        mount.finish(f"{repo}@master")
+        assert hashlib.sha256(mount.get(f"{repo}@master:/big")).digest() == \
+            hashlib.sha256(expected).digest(), f"round {round_}: the marker was lost"

@@ -20,7 +20,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import NamedTuple
 
@@ -146,7 +146,7 @@ class Readers:
             pool = self._executor()
             for future in [pool.submit(read_batch, []) for _ in range(self.workers)]:
                 future.result()
-        except (RuntimeError, BrokenProcessPool):
+        except (RuntimeError, BrokenProcessPool, CancelledError):
             if not self._closed:  # else the store closed meanwhile (a daemon stopping at once)
                 raise
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import multiprocessing
 import os
+import select
 import stat
 import struct
 import threading
@@ -136,7 +137,8 @@ class Readers:
             if self._pool is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["__main__", __name__])
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
+                                                 initializer=_exit_with, initargs=(os.getpid(),))
             return self._pool
 
     def start(self) -> None:
@@ -200,3 +202,21 @@ class Readers:
             if self._pool is not None:
                 self._pool.shutdown(cancel_futures=True)
                 self._pool = None
+
+
+def _exit_with(owner: int) -> None:
+    """Make a worker exit as soon as the process that owns the pool is gone.
+
+    A pool's workers are children of the fork server, not of the daemon: after a SIGKILL of
+    the daemon nothing would ever tell them to stop.
+    """
+    try:
+        pidfd = os.pidfd_open(owner)
+    except OSError:  # gone already
+        os._exit(0)
+
+    def watch() -> None:
+        select.select([pidfd], [], [])  # readable once the owner has exited
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-owner", daemon=True).start()

@@ -62,12 +62,36 @@ def gone(pid: int) -> bool:
     return state == "Z"
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (its reader processes, their fork server...)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 def kill9(pid: int) -> None:
+    """SIGKILL the daemon; every process it started must go away with it."""
+    below = descendants(pid)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while not gone(pid):
         assert time.monotonic() < deadline, f"daemon {pid} survived SIGKILL"
         time.sleep(0.01)
+    while left := {p for p in below if not gone(p)}:
+        assert time.monotonic() < deadline, f"processes {left} outlived the daemon {pid}"
+        time.sleep(0.05)
 
 
 def make_dir(top: Path, rng: random.Random) -> Tree:

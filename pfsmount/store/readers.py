@@ -212,8 +212,10 @@ def _exit_with(owner: int) -> None:
     """
     try:
         pidfd = os.pidfd_open(owner)
-    except OSError:  # gone already
+    except ProcessLookupError:  # gone already
         os._exit(0)
+    except OSError:  # no pidfds (Linux before 5.3): the worker runs unwatched
+        return
 
     def watch() -> None:
         select.select([pidfd], [], [])  # readable once the owner has exited

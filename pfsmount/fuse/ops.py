@@ -75,13 +75,18 @@ class Handle:
 class DirHandle:
     node: Node
     names: list[str] | None = None  # root and repo directories: a snapshot of names
-    tree: bytes | None = None  # tree directories: the page to list (immutable)
+    entry: Entry | None = None  # tree directories: the directory as opendir saw it
     extra: list[str] = field(default_factory=list)  # created files not yet in the tree
     # Next offset -> the tree name just before it, for the names the last readdir replied:
     # the kernel resumes after the last name its caller took, which is before the last one
     # we sent when the caller's buffer filled first; restarting from the first name then
     # makes a long listing quadratic.
     resume: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def tree(self) -> bytes | None:
+        """The page to list (immutable)."""
+        return self.entry.ref if self.entry is not None else None
 
 
 class Operations(pyfuse3.Operations):
@@ -163,8 +168,10 @@ class Operations(pyfuse3.Operations):
         if dirty is not None:
             return Entry(KIND_FILE, dirty.size(), dirty.mode, dirty.mtime_ns, b"")
         if node.unlinked:  # its name is gone (or names another file): open handles remain
-            return next((h.entry for h in self.handles.values()
-                         if h.node is node and h.entry is not None), None)
+            held: Iterator[Handle | DirHandle] = itertools.chain(self.handles.values(),
+                                                                 self.dirs.values())
+            return next((h.entry for h in held if h.node is node and h.entry is not None),
+                        None)
         assert node.view is not None
         view = view or self.view(node.repo, node.view)
         if view.root is None:
@@ -385,7 +392,7 @@ class Operations(pyfuse3.Operations):
             entry = self.entry(node, view)
             if entry is None or entry.kind != KIND_DIR:
                 raise fail(errno.ENOTDIR)
-            handle.tree = entry.ref
+            handle.entry = entry
             with self.pfs.store.meta.read() as txn:  # the listing's first read anyway
                 self.prefetch.directory(self.pfs.store.trees.node(txn, entry.ref))
             prefix = node.path + "/" if node.path else ""

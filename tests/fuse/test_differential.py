@@ -267,12 +267,6 @@ class MountVsLocal(RuleBasedStateMachine):
             f"{what}: mount {got!r} != local {want!r}")
         if got[0] != "ok":
             return
-        if stat.S_ISDIR(os.fstat(want[1]).st_mode):
-            # Directory descriptors are not kept: fstat() on the descriptor of a directory
-            # removed since gives ENOENT on the mount (a known bug, xfail in test_semantics).
-            os.close(got[1])
-            os.close(want[1])
-            return
         self.fds.append((got[1], want[1], f"{path} ({how})"))
 
     @precondition(lambda self: self.fds)

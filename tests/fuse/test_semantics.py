@@ -411,8 +411,6 @@ def test_reader_opened_before_a_writer_sees_the_new_bytes(br: Path) -> None:
         os.close(r)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: getattr of a removed directory's inode looks its "
-                                       "path up in the tree and answers ENOENT")
 def test_fstat_on_the_descriptor_of_a_removed_directory(br: Path) -> None:
     os.mkdir(br / "d")
     fd = os.open(br / "d", os.O_RDONLY)

@@ -29,6 +29,7 @@ from pathlib import Path
 import blake3
 
 from pfsmount import Client
+from tests.conftest import alive
 
 REPO = "crash"
 ROUNDS = 15
@@ -52,14 +53,6 @@ def wait_connected(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool
             pass
         time.sleep(0.002)
     return False
-
-
-def gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return True
-    return state == "Z"
 
 
 def descendants(pid: int) -> set[int]:
@@ -86,10 +79,10 @@ def kill9(pid: int) -> None:
     below = descendants(pid)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while not gone(pid):
+    while alive(pid):
         assert time.monotonic() < deadline, f"daemon {pid} survived SIGKILL"
         time.sleep(0.01)
-    while left := {p for p in below if not gone(p)}:
+    while left := {p for p in below if alive(p)}:
         assert time.monotonic() < deadline, f"processes {left} outlived the daemon {pid}"
         time.sleep(0.05)
 

@@ -12,20 +12,15 @@ teardown ``pfsmount fsck`` must report 0 errors, then ``pfsmount down`` must unm
 cannot, the mount is detached with ``fusermount3 -u -z`` and the daemon killed.
 
 Without FUSE (no /dev/fuse, no fusermount3, no pyfuse3) the tests skip, except under
-``CI=true``, where they fail: CI must have a real mount.
+``CI=true``, where they fail: CI must have a real mount. How a daemon is started, checked
+and cleaned up is shared with the other suites (``Mounted`` in tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import re
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,9 +30,8 @@ import pytest
 
 from pfsmount.api.client import Client
 from pfsmount.pfs.model import Commit
+from tests.conftest import Mounted, alive, require_fuse, running
 
-PFSMOUNT = Path(sys.executable).with_name("pfsmount")
-PROJECT = Path(__file__).resolve().parents[2]
 # Seconds one test may take before the watchdog tears the mount down (the long differential
 # run, PFSMOUNT_LONG_DIFF=1, is allowed an hour).
 LONG = os.environ.get("PFSMOUNT_LONG_DIFF") == "1"
@@ -45,63 +39,19 @@ TEST_DEADLINE = 3600.0 if LONG else 150.0
 _FUSE_DIR = Path(__file__).resolve().parent
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PFSMOUNT_ROOT", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def require_fuse() -> None:
-    """Skip without FUSE on a developer's machine; fail under CI=true."""
-    missing = []
-    if not Path("/dev/fuse").exists():
-        missing.append("/dev/fuse")
-    if shutil.which("fusermount3") is None:
-        missing.append("fusermount3")
-    try:
-        import pyfuse3  # noqa: F401
-    except ImportError:
-        missing.append("pyfuse3")
-    if not PFSMOUNT.exists():
-        pytest.fail(f"{PFSMOUNT} is missing: run `.venv/bin/pip install -e .` first")
-    if missing:
-        message = "FUSE is not usable here: missing " + ", ".join(missing)
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (CI must run the mount tests)")
-        pytest.skip(message)
-
-
-def proc_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
-class Mount:
+class Mount(Mounted):
     """One daemon with its mount, and the ``pfsmount`` command pointed at its root."""
 
     def __init__(self, prefix: str) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-        self.mnt = self.root / "mnt"
-        self.mnt.mkdir()
-        self.pid: int | None = None
-        self.pids: set[int] = set()
+        super().__init__(prefix)
         self._names = itertools.count(1)
         self.broken: str | None = None  # why the mount is known dead, for later tests
 
     # -- the command --------------------------------------------------------------------------
 
-    def argv(self, *args: str | os.PathLike[str]) -> list[str]:
-        return [str(PFSMOUNT), "--root", str(self.root), *map(str, args)]
-
     def run(self, *args: str | os.PathLike[str], input: bytes | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(self.argv(*args), input=input, capture_output=True,
-                              timeout=timeout, env=_env(), cwd=PROJECT,
-                              stdin=None if input is not None else subprocess.DEVNULL)
+        return self.call(*args, input=input, timeout=timeout)
 
     def ok(self, *args: str | os.PathLike[str], input: bytes | None = None,
            timeout: float = 120) -> str:
@@ -149,35 +99,13 @@ class Mount:
     def branch(self, repo: str, branch: str = "master") -> Path:
         return self.mnt / repo / branch
 
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = (self.root / "daemon.log").read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no daemon.log)"
-        return "daemon.log:\n" + "\n".join(text.splitlines()[-lines:])
-
-    def log_text(self) -> str:
-        try:
-            return (self.root / "daemon.log").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
     # -- lifetime -----------------------------------------------------------------------------
 
     def up(self) -> int:
-        p = self.run("up", "--mount", self.mnt, timeout=90)
-        out = p.stdout.decode(errors="replace")
-        assert p.returncode == 0, (
-            f"pfsmount up exited {p.returncode}: {p.stderr.decode(errors='replace')}\n"
-            f"{self.log_tail()}")
-        m = re.search(r"\(pid (\d+)\)", out)
-        assert m, f"pfsmount up printed {out!r}"
-        assert "mounted at" in out, out
-        self.pid = int(m.group(1))
-        self.pids.add(self.pid)
+        pid = super().up()
         self.broken = None
         assert self.wait_mounted(), f"{self.mnt} is not a mount point after up\n{self.log_tail()}"
-        return self.pid
+        return pid
 
     def wait_mounted(self, timeout: float = 10) -> bool:
         deadline = time.monotonic() + timeout
@@ -198,7 +126,7 @@ class Mount:
     def health(self) -> str | None:
         """What is wrong with the mount now, or None: the daemon must be alive and the mount
         must answer (``mountpoint -q`` and a stat of the root through ``os.path.ismount``)."""
-        if self.pid is None or not proc_alive(self.pid):
+        if self.pid is None or not alive(self.pid):
             return f"the daemon (pid {self.pid}) is gone\n{self.log_tail()}"
         if not self.is_mounted():
             return f"{self.mnt} is no longer a mount point\n{self.log_tail()}"
@@ -206,76 +134,22 @@ class Mount:
             return f"os.path.ismount({self.mnt}) is False\n{self.log_tail()}"
         return None
 
-    def kill(self) -> None:
-        """SIGKILL the daemon (a crash), leaving its mount stale."""
-        assert self.pid is not None
-        os.kill(self.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while proc_alive(self.pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-
     def abort(self) -> None:
         """Detach the mount and kill the daemon: ends any request hanging on it."""
-        subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True,
-                       timeout=30, check=False)
-        for pid in self.pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        self.unmount()
+        self.kill_pids()
 
-    def down(self) -> None:
-        p = self.run("down", timeout=60)
-        assert p.returncode == 0, f"pfsmount down exited {p.returncode}: {p.stderr!r}"
-        deadline = time.monotonic() + 15
-        while any(proc_alive(pid) for pid in self.pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(proc_alive(pid) for pid in self.pids), "the daemon outlived down"
-        assert not os.path.ismount(self.mnt), f"{self.mnt} is still mounted after down"
-        self.pid = None
-
-    def check_fsck(self) -> None:
-        p = self.run("fsck")
-        out = p.stdout.decode(errors="replace")
-        assert p.returncode == 0 and re.search(r"\b0 errors\b", out), (
-            f"fsck exited {p.returncode}:\n{out}{p.stderr.decode(errors='replace')}\n"
-            f"{self.log_tail()}")
-
-    def cleanup(self) -> None:
-        """Whatever is left: a mount, a daemon, the root directory."""
-        if os.path.ismount(self.mnt) or not self._stat_ok():
-            self.abort()
-        for pid in self.pids:
-            if proc_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if not os.path.ismount(self.mnt) and not os.environ.get("PFSMOUNT_TEST_KEEP"):
-            shutil.rmtree(self.root, ignore_errors=True)  # PFSMOUNT_TEST_KEEP=1 keeps logs
-
-    def _stat_ok(self) -> bool:
-        try:
-            os.stat(self.mnt)
-        except OSError:
-            return False
-        return True
-
-
-@contextlib.contextmanager
-def mounted(prefix: str = "pfsf") -> Iterator[Mount]:
-    """A daemon with a mount for the length of the block; fsck + down at the end."""
-    require_fuse()
-    m = Mount(prefix)
-    try:
-        m.up()
-        yield m
-        if m.broken is None and m.health() is None:
-            m.check_fsck()
-            m.down()
-    finally:
-        m.cleanup()
+    def teardown(self) -> None:
+        """fsck + down, unless the mount is already known dead (cleanup then deals with it)."""
+        if self.broken is None and self.health() is None:
+            super().teardown()
 
 
 @pytest.fixture(scope="module")
 def mount() -> Iterator[Mount]:
-    with mounted() as m:
+    """A daemon with a mount for the whole module; fsck + down at the end."""
+    require_fuse("CI must run the mount tests", "pyfuse3")
+    with running(Mount("pfsf")) as m:
         yield m
 
 

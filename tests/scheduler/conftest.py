@@ -10,7 +10,9 @@ traceback; whatever is left is then killed and unmounted.
 
 Missing parts (FUSE, ``bwrap``, a Docker engine with the offline test image) skip the tests
 on a developer's machine and fail them under ``CI=true``. ``packaging/dockerd.sh`` starts the
-engine and makes the image.
+engine and makes the image. How a daemon is started, checked and cleaned up is shared with
+the other suites (``Commands`` and ``Mounted`` in tests/conftest.py); the ``pfsd`` here
+overrides that of tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -18,56 +20,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NoReturn
 
 import msgspec
 import pytest
 
 from pfsmount import Client
 from scheduler.client import PipelineClient
+from tests.conftest import Commands, Mounted, alive, error_line, require_fuse, running, unusable
 
-PFSMOUNT = Path(sys.executable).with_name("pfsmount")
-PROJECT = Path(__file__).resolve().parents[2]
 IMAGE = "pfsmount-test/busybox:latest"
 WAIT = 90.0  # seconds a `commit wait` may take before the test fails
 
 
-class Result(NamedTuple):
-    code: int
-    out: str
-    err: str
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PFSMOUNT_ROOT", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def missing(what: str) -> None:
+def missing(what: str) -> NoReturn:
     """Skip on a developer's machine, fail under CI=true."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} (CI must run the scheduler tests with it)")
-    pytest.skip(what)
-
-
-def require_mount() -> None:
-    if not PFSMOUNT.exists():
-        pytest.fail(f"{PFSMOUNT} is missing: run `.venv/bin/pip install -e .` first")
-    gaps = [p for p in ("/dev/fuse",) if not Path(p).exists()]
-    gaps += [t for t in ("fusermount3",) if shutil.which(t) is None]
-    if gaps:
-        missing("FUSE is not usable here: missing " + ", ".join(gaps))
+    unusable(what, "CI must run the scheduler tests with it")
 
 
 def require_bwrap() -> None:
@@ -88,25 +60,13 @@ def require_docker() -> None:
         missing(f"no Docker engine with {IMAGE} (run packaging/dockerd.sh): {why}")
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
-class Pfsd:
+class Pfsd(Commands, Mounted):
     """One daemon with its mount, and the ``pfsmount`` command pointed at its root."""
 
     def __init__(self, prefix: str = "psch") -> None:
-        self.root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-        self.mnt = self.root / "mnt"
-        self.mnt.mkdir()
+        super().__init__(prefix)
         self.specs = self.root / "specs"
         self.specs.mkdir()
-        self.pid: int | None = None
-        self.pids: set[int] = set()
 
     # -- specs ------------------------------------------------------------------------------
 
@@ -129,39 +89,12 @@ class Pfsd:
 
     # -- the command --------------------------------------------------------------------------
 
-    def run(self, *args: str | os.PathLike[str], input: bytes | None = None,
-            timeout: float = 120) -> Result:
-        p = subprocess.run([str(PFSMOUNT), "--root", str(self.root), *map(str, args)],
-                           input=input, capture_output=True, timeout=timeout, env=_env(),
-                           cwd=PROJECT, stdin=None if input is not None else subprocess.DEVNULL)
-        return Result(p.returncode, p.stdout.decode(errors="replace"),
-                      p.stderr.decode(errors="replace"))
-
-    def ok(self, *args: str | os.PathLike[str], input: bytes | None = None,
-           timeout: float = 120) -> str:
-        r = self.run(*args, input=input, timeout=timeout)
-        assert r.code == 0, (f"pfsmount {' '.join(map(str, args))} exited {r.code}: {r.err}"
-                             f"\n{self.log_tail()}")
-        assert "Traceback" not in r.err, r.err
-        return r.out
-
-    def json(self, *args: str | os.PathLike[str]) -> Any:
-        return json.loads(self.ok(*args, "--json"))
-
     def fails(self, *args: str | os.PathLike[str], match: str | None = None,
               input: bytes | None = None) -> str:
         """A command that must fail as DESIGN says: exit != 0, one ``error:`` line, no
         traceback. Returns that line."""
         r = self.run(*args, input=input)
-        what = f"pfsmount {' '.join(map(str, args))}"
-        assert r.code != 0, f"{what} succeeded but should have failed: {r.out}"
-        assert "Traceback" not in r.err, f"{what} printed a traceback:\n{r.err}"
-        lines = r.err.splitlines()
-        assert len(lines) == 1, f"{what} printed {len(lines)} lines on stderr:\n{r.err}"
-        assert lines[0].startswith("error: "), lines[0]
-        if match is not None:
-            assert re.search(match, lines[0]), f"{lines[0]!r} does not match {match!r}"
-        return lines[0]
+        return error_line(r, f"pfsmount {' '.join(map(str, args))}", match=match)
 
     # -- shortcuts a user would type ------------------------------------------------------------
 
@@ -230,9 +163,7 @@ class Pfsd:
             return next((b.head for b in c.list_branches(repo) if b.name == branch), None)
 
     def get(self, ref: str) -> bytes:
-        p = subprocess.run([str(PFSMOUNT), "--root", str(self.root), "file", "get", ref],
-                           capture_output=True, timeout=60, env=_env(),
-                           stdin=subprocess.DEVNULL)
+        p = self.call("file", "get", ref, timeout=60)
         assert p.returncode == 0, f"file get {ref}: {p.stderr.decode(errors='replace')}"
         return p.stdout
 
@@ -248,75 +179,29 @@ class Pfsd:
 
     # -- lifetime -----------------------------------------------------------------------------
 
-    def log_text(self) -> str:
-        try:
-            return (self.root / "daemon.log").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "daemon.log:\n" + "\n".join(self.log_text().splitlines()[-lines:])
-
     def up(self) -> int:
-        r = self.run("up", "--mount", self.mnt, timeout=90)
-        assert r.code == 0, f"pfsmount up exited {r.code}: {r.err}\n{self.log_tail()}"
-        m = re.search(r"\(pid (\d+)\)", r.out)
-        assert m and "mounted at" in r.out, f"pfsmount up printed {r.out!r}"
-        self.pid = int(m.group(1))
-        self.pids.add(self.pid)
+        pid = super().up()
         assert os.path.ismount(self.mnt), f"{self.mnt} is not mounted after up"
-        return self.pid
+        return pid
 
     def kill9(self) -> None:
         """A crash: SIGKILL the daemon, leaving its mount stale."""
-        assert self.pid is not None
-        os.kill(self.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while alive(self.pid):
-            assert time.monotonic() < deadline, f"daemon {self.pid} survived SIGKILL"
-            time.sleep(0.02)
-
-    def check_fsck(self) -> None:
-        r = self.run("fsck")
-        assert r.code == 0 and re.search(r"\b0 errors\b", r.out), (
-            f"fsck exited {r.code}:\n{r.out}{r.err}\n{self.log_tail()}")
+        pid = self.pid
+        self.kill()
+        assert pid is not None and not alive(pid), f"daemon {pid} survived SIGKILL"
 
     def down(self) -> None:
-        r = self.run("down", timeout=60)
-        assert r.code == 0, f"pfsmount down exited {r.code}: {r.err}"
-        deadline = time.monotonic() + 15
-        while any(alive(p) for p in self.pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(alive(p) for p in self.pids), "the daemon outlived `pfsmount down`"
-        assert not os.path.ismount(self.mnt), f"{self.mnt} is still mounted after down"
-        assert "Traceback" not in self.log_text(), (
-            f"the daemon logged a traceback:\n{self.log_text()[-4000:]}")
-
-    def cleanup(self) -> None:
-        if os.path.ismount(self.mnt) or not os.path.exists(self.mnt):
-            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True,
-                           timeout=30, check=False)
-        for pid in self.pids:
-            if alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if not os.path.ismount(self.mnt):
-            shutil.rmtree(self.root, ignore_errors=True)
+        super().down()
+        self.check_log()
 
 
 @contextlib.contextmanager
 def serving(prefix: str = "psch") -> Iterator[Pfsd]:
     """A daemon with a mount for the length of the block; fsck + down at the end."""
-    require_mount()
+    require_fuse("CI must run the scheduler tests with it")
     require_bwrap()
-    d = Pfsd(prefix)
-    try:
-        d.up()
+    with running(Pfsd(prefix)) as d:
         yield d
-        d.check_fsck()
-        d.down()
-    finally:
-        d.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -516,16 +516,12 @@ def file_put(ctx: click.Context, ref: str, source: str | None, source_opt: str |
 @click.pass_context
 def file_get(ctx: click.Context, ref: str, output: Path | None, recursive: bool) -> None:
     """Print a file, write it with -o, or a directory tree with -r -o DIR."""
-    c = client(ctx)
-    if recursive or output is not None:
-        info = c.inspect_file(ref)
-        if info.type == "dir" and not recursive:
-            raise InvalidArgument(f"{info.path} is a directory (use -r)")
-        if output is None:
-            raise InvalidArgument("-r needs -o DIR")
-        c.export(ref, output)
+    if output is not None:  # one request: the daemon refuses a directory without -r
+        client(ctx).export(ref, output, recursive=recursive)
         return
-    for piece in c.get_file(ref):
+    if recursive:
+        raise InvalidArgument("-r needs -o DIR")
+    for piece in client(ctx).get_file(ref):
         sys.stdout.buffer.write(piece)
     sys.stdout.buffer.flush()
 

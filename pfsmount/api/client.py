@@ -216,10 +216,11 @@ class Client:
     def read_file(self, ref: str) -> bytes:
         return b"".join(self.get_file(ref))
 
-    def export(self, ref: str, dest: Path) -> Counts:
-        """Have the daemon write a file or a directory tree to local ``dest``."""
-        return self.call("POST", "/files/export", Counts,
-                          json={"ref": ref, "dest": str(dest.absolute())})
+    def export(self, ref: str, dest: Path, recursive: bool = True) -> Counts:
+        """Have the daemon write a file or a directory tree to local ``dest``; with
+        ``recursive=False`` a directory is refused (``InvalidArgument``), in the same request."""
+        return self.call("POST", "/files/export", Counts, json={
+            "ref": ref, "dest": str(dest.absolute()), "recursive": recursive})
 
     def list_files(self, ref: str, after: str | None = None,
                    limit: int | None = None) -> Iterator[FileInfo]:

@@ -9,6 +9,7 @@ through ``extra_routes``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -24,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from pfsmount.errors import InvalidArgument, PfsError
-from pfsmount.pfs import Counts, Pfs
+from pfsmount.errors import InvalidArgument, IsADirectory, NotADirectory, PfsError
+from pfsmount.pfs import Counts, FileInfo, Pfs
 from pfsmount.pfs.files import LocalPath, Source, Stream, Url
 from pfsmount.pfs.fsck import fsck
 from pfsmount.pfs.refs import parse_ref
@@ -305,7 +306,8 @@ def build_app(
         dest = Path(arg(p, "dest"))
         if not dest.is_absolute():
             raise InvalidArgument("export destinations must be absolute")
-        return json_response(await run(lambda: _export(pfs, arg(p, "ref"), dest)))
+        recursive = arg(p, "recursive", bool, True)
+        return json_response(await run(lambda: _export(pfs, arg(p, "ref"), dest, recursive)))
 
     async def file_list(request: Request) -> Response:
         q = dict(request.query_params)
@@ -389,32 +391,59 @@ def _start_readers(pfs: Pfs) -> None:
         log.exception("reader processes did not start")
 
 
-def _export(pfs: Pfs, ref: str, dest: Path) -> Counts:
-    """Write a file, or every file below a directory, to local ``dest`` (made as needed)."""
+def _export(pfs: Pfs, ref: str, dest: Path, recursive: bool = True) -> Counts:
+    """Write a file, or every file below a directory, to local ``dest`` (made as needed).
+
+    A directory with ``recursive`` false is refused before anything is written. A local
+    failure (no permission, a directory in the way ...) is a one-line error naming the path.
+    """
     info = pfs.files.inspect(ref)
+    if info.type == "dir" and not recursive:
+        raise InvalidArgument(f"{info.path} is a directory (use -r)")
     pinned = f"{parse_ref(ref).repo}@{info.commit}"  # one snapshot, even if the branch moves
     counts = Counts()
     base = info.path.rstrip("/")
-    if info.type == "dir":
-        dest.mkdir(parents=True, exist_ok=True)
-    for item in (pfs.files.walk(pinned, info.path, dirs=True) if info.type == "dir"
-                 else [info]):
-        rel = item.path[len(base):].lstrip("/") if info.type == "dir" else ""
-        target = dest / rel if rel else dest
-        if item.type == "dir":  # made here too, so that empty directories come back
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if item.type == "symlink":
-            target.unlink(missing_ok=True)
-            os.symlink(item.target or "", target)
-            continue
-        _, entry = pfs.files.open(pinned, item.path)
-        tmp = target.with_name(f".{target.name}.pfsmount-tmp")
+    target = dest
+    try:
+        if info.type == "dir":
+            dest.mkdir(parents=True, exist_ok=True)
+        for item in (pfs.files.walk(pinned, info.path, dirs=True) if info.type == "dir"
+                     else [info]):
+            rel = item.path[len(base):].lstrip("/") if info.type == "dir" else ""
+            target = dest / rel if rel else dest
+            if item.type == "dir":  # made here too, so that empty directories come back
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if item.type == "symlink":
+                target.unlink(missing_ok=True)
+                os.symlink(item.target or "", target)
+                continue
+            _export_file(pfs, pinned, item, target)
+            counts.files += 1
+            counts.bytes += item.size
+    except OSError as e:
+        cls = {errno.EISDIR: IsADirectory, errno.ENOTDIR: NotADirectory}.get(e.errno or 0,
+                                                                             PfsError)
+        raise cls(f"cannot write {e.filename or target}: {e.strerror}") from None
+    return counts
+
+
+def _export_file(pfs: Pfs, pinned: str, item: FileInfo, target: Path) -> None:
+    """Write one file beside ``target`` and rename it into place: never half a file, and no
+    temporary left behind when that fails."""
+    if target.is_dir() and not target.is_symlink():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+    _, entry = pfs.files.open(pinned, item.path)
+    tmp = target.with_name(f".{target.name}.pfsmount-tmp")
+    try:
         with open(tmp, "wb") as f:
             pfs.files.copy_to(entry, f.fileno())
         os.chmod(tmp, item.mode & 0o777)
         os.replace(tmp, target)
-        counts.files += 1
-        counts.bytes += item.size
-    return counts
+    except OSError as e:  # named after the file the caller asked for, not the temporary
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(target)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -155,6 +155,18 @@ def test_files(client: Client, tmp_path: Path, web) -> None:
     assert report.errors == [] and report.repos >= 1 and report.files >= 1
 
 
+def test_export_of_a_directory_is_refused_unless_recursive(client: Client,
+                                                            tmp_path: Path) -> None:
+    client.create_repo("export-dir")
+    client.put_file("export-dir@master:/d/f", b"x")
+    with pytest.raises(InvalidArgument, match="/d is a directory"):
+        client.export("export-dir@master:/d", tmp_path / "out", recursive=False)
+    assert not (tmp_path / "out").exists()
+    assert client.export("export-dir@master:/d/f", tmp_path / "f", recursive=False).files == 1
+    assert client.export("export-dir@master:/d", tmp_path / "out").files == 1
+    assert (tmp_path / "out" / "f").read_bytes() == b"x"
+
+
 def test_errors_come_back_as_their_classes(pfsd, client: Client, no_daemon) -> None:
     client.create_repo("api-errors")
     first = client.put_file("api-errors@master:/dir/f", b"x")

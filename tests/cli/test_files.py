@@ -255,3 +255,24 @@ def test_1x_put_file_appends_in_one_commit_each(pfsd, repo, examples) -> None:
     pfsd.ok("put-file", repo, "master", "sales", "-c", "-o", "-f", examples / "set2.txt")
     assert pfsd.get("get-file", repo, "master", "sales") == set2
     assert len(pfsd.json("list-commit", repo)) == 3
+
+
+def test_get_to_a_file_fails_cleanly_and_leaves_nothing_behind(pfsd, client, repo,
+                                                               tmp_path: Path) -> None:
+    client.put_file(f"{repo}@master:/dir/f", b"data")
+    out = tmp_path / "out"
+    # An unknown file, and a directory without -r: nothing is written.
+    pfsd.fails("file", "get", f"{repo}@master:/nope", "-o", out, code=3, match="not found")
+    pfsd.fails("file", "get", f"{repo}@master:/dir", "-o", out, match="is a directory")
+    assert not out.exists()
+    # A directory in the way of a file: one line naming it; no temporary file is left.
+    out.mkdir()
+    pfsd.fails("file", "get", f"{repo}@master:/dir/f", "-o", out,
+               match=f"cannot write {re.escape(str(out))}: Is a directory")
+    assert list(tmp_path.iterdir()) == [out] and list(out.iterdir()) == []
+    # A place the daemon may not write to.
+    pfsd.fails("file", "get", f"{repo}@master:/dir/f", "-o", "/proc/pfsmount-test",
+               match="cannot write /proc/pfsmount-test")
+    assert pfsd.ok("file", "get", f"{repo}@master:/dir/f", "-o", out / "f") == ""
+    assert (out / "f").read_bytes() == b"data"
+    assert "Traceback" not in pfsd.log_text()

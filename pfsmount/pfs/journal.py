@@ -45,15 +45,29 @@ _decoder = msgspec.msgpack.Decoder(Record)
 
 
 class Journal:
+    """Staged records go to a segment file, ``<path>.<n>``. A flush moves staging on to a
+    new segment and applies the old one's records without holding up ``stage`` (an LMDB
+    commit takes milliseconds; the mount stages a file at every close), then deletes it."""
+
     def __init__(self, path: Path, files: Files) -> None:
         self.path = path
         self.files = files
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the current segment and what it holds
+        self._flush_lock = threading.Lock()  # flushes apply one at a time, in order
         self._pending: list[Record] = []
         self._flushed: list[Callable[[], None]] = []
+        self._in_flight = 0  # records a flush is applying right now
         self._applying = threading.local()
         self.replay()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._segment = 0  # replay removed every older segment
+        self._fd = self._open_segment()
+
+    def _segment_path(self, n: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{n}")
+
+    def _open_segment(self) -> int:
+        return os.open(self._segment_path(self._segment),
+                       os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
     def stage(self, ref: str, path: str, entry: Entry, batch: WriteBatch,
               on_flushed: Callable[[], None] | None = None) -> None:
@@ -65,24 +79,37 @@ class Journal:
             contents=list(batch.contents.items()),
         )
         raw = _encoder.encode(record)
+        frame = _FRAME.pack(len(raw), zlib.crc32(raw)) + raw
         with self._lock:
-            os.write(self._fd, _FRAME.pack(len(raw), zlib.crc32(raw)) + raw)
+            os.write(self._fd, frame)
             self._pending.append(record)
             if on_flushed is not None:
                 self._flushed.append(on_flushed)
 
     def pending(self) -> int:
+        """Records staged and not yet in LMDB, counting those a flush is applying."""
         with self._lock:
-            return len(self._pending)
+            return len(self._pending) + self._in_flight
 
     def flush(self) -> None:
-        """Apply everything staged, one transaction per branch, then empty the journal."""
-        with self._lock:
-            records, self._pending = self._pending, []
-            callbacks, self._flushed = self._flushed, []
-            if records:
+        """Apply everything staged before the call, one transaction per branch."""
+        with self._flush_lock:
+            with self._lock:
+                records, self._pending = self._pending, []
+                callbacks, self._flushed = self._flushed, []
+                if not records:
+                    return
+                self._in_flight = len(records)
+                done_fd, done = self._fd, self._segment_path(self._segment)
+                self._segment += 1
+                self._fd = self._open_segment()
+            try:
                 self._apply(records)
-                os.ftruncate(self._fd, 0)
+            finally:  # records that failed to apply stay in their segment for a restart
+                with self._lock:
+                    self._in_flight = 0
+                os.close(done_fd)
+            done.unlink()
         for callback in callbacks:
             callback()
 
@@ -114,25 +141,38 @@ class Journal:
                 log.warning("dropping %d staged files for %s: %s", len(group), ref, e)
 
     def replay(self) -> None:
-        """Apply the records a daemon that died left in the journal."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return
+        """Apply the records a daemon that died left behind, oldest segment first."""
+        numbered = sorted(
+            (int(p.name.rpartition(".")[2]), p)
+            for p in self.path.parent.glob(f"{self.path.name}.*")
+            if p.name.rpartition(".")[2].isdigit())
+        segments = [p for _, p in numbered]
+        if self.path.exists():  # one file, as earlier versions wrote it
+            segments.insert(0, self.path)
         records: list[Record] = []
-        offset = 0
-        while offset + _FRAME.size <= len(data):
-            length, crc = _FRAME.unpack_from(data, offset)
-            raw = data[offset + _FRAME.size: offset + _FRAME.size + length]
-            if len(raw) != length or zlib.crc32(raw) != crc:
-                break  # a torn last record: it was never acknowledged
-            records.append(_decoder.decode(raw))
-            offset += _FRAME.size + length
+        for segment in segments:
+            records += _read_records(segment.read_bytes())
         if records:
             log.info("replaying %d staged files from %s", len(records), self.path)
             self._apply(records)
-        self.path.unlink()
+        for segment in segments:
+            segment.unlink()
 
     def close(self) -> None:
         self.flush()
         os.close(self._fd)
+        self._segment_path(self._segment).unlink(missing_ok=True)
+
+
+def _read_records(data: bytes) -> list[Record]:
+    """The whole records of one segment; a torn last record was never acknowledged."""
+    records: list[Record] = []
+    offset = 0
+    while offset + _FRAME.size <= len(data):
+        length, crc = _FRAME.unpack_from(data, offset)
+        raw = data[offset + _FRAME.size: offset + _FRAME.size + length]
+        if len(raw) != length or zlib.crc32(raw) != crc:
+            break
+        records.append(_decoder.decode(raw))
+        offset += _FRAME.size + length
+    return records

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.fsck import fsck
@@ -18,6 +24,10 @@ def stage(pfs: Pfs, path: str, data: bytes) -> None:
     content = pfs.store.contents.write_bytes(batch, data)
     entry = Entry(KIND_FILE, content.size, 0o644, 0, content.digest)
     pfs.journal.stage("data@master", path, entry, batch)
+
+
+def segments(root: Path) -> list[Path]:
+    return sorted(root.glob("journal*"))
 
 
 def read(pfs: Pfs, ref: str) -> bytes:
@@ -65,12 +75,12 @@ def test_staged_files_survive_a_killed_process(tmp_path: Path) -> None:
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd())
     assert proc.returncode == -9
-    assert (root / "journal").stat().st_size > 0
+    assert sum(p.stat().st_size for p in segments(root)) > 0
     pfs = Pfs(root)
     try:
         assert read(pfs, "data@master:/f19") == b"x" * 19 + b"!"
         assert len(list(pfs.files.list("data@master"))) == 20
-        assert not (root / "journal").exists() or (root / "journal").stat().st_size == 0
+        assert sum(p.stat().st_size for p in segments(root)) == 0
         assert fsck(pfs, verify_data=True).errors == []
     finally:
         pfs.close()
@@ -81,7 +91,8 @@ def test_a_torn_last_record_is_ignored(tmp_path: Path) -> None:
     pfs = Pfs(root)
     pfs.repos.create("data")
     stage(pfs, "kept", b"kept")
-    with open(root / "journal", "ab") as f:
+    [segment] = segments(root)
+    with open(segment, "ab") as f:
         f.write(b"\x00\x00\x01\x00garbage")  # a record cut short by a crash
     os.close(pfs.journal._fd)  # simulate the daemon dying: nothing flushed
     pfs.store.close()
@@ -91,3 +102,75 @@ def test_a_torn_last_record_is_ignored(tmp_path: Path) -> None:
         assert fsck(pfs).errors == []
     finally:
         pfs.close()
+
+
+def test_staging_does_not_wait_for_a_flush_in_progress(pfs: Pfs,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A close through the mount stages its file while the flusher commits earlier ones."""
+    pfs.repos.create("data")
+    stage(pfs, "first", b"1")
+    applying, release = threading.Event(), threading.Event()
+    apply = pfs.files.apply
+
+    def slow_apply(*args: Any, **kwargs: Any) -> Any:
+        applying.set()
+        release.wait(10)
+        return apply(*args, **kwargs)
+
+    monkeypatch.setattr(pfs.files, "apply", slow_apply)
+    flusher = threading.Thread(target=pfs.journal.flush)
+    flusher.start()
+    try:
+        assert applying.wait(10)
+        started = time.monotonic()
+        stage(pfs, "second", b"2")
+        assert time.monotonic() - started < 1
+        assert pfs.journal.pending() == 2  # one being applied, one staged after
+    finally:
+        release.set()
+        flusher.join()
+    assert read(pfs, "data@master:/first") == b"1"
+    assert pfs.journal.pending() == 1
+    pfs.journal.flush()
+    assert read(pfs, "data@master:/second") == b"2"
+
+
+def test_a_flush_that_dies_leaves_its_records_for_the_next_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records staged while a flush was applying older ones go to a newer segment; after a
+    crash both are replayed, the older first, so the newest version of a file wins."""
+    root = tmp_path / "root"
+    pfs = Pfs(root)
+    pfs.repos.create("data")
+    stage(pfs, "a", b"old")
+    applying, release = threading.Event(), threading.Event()
+
+    def dying_apply(*args: Any, **kwargs: Any) -> Any:
+        applying.set()
+        release.wait(10)
+        raise RuntimeError("the daemon died here")
+
+    monkeypatch.setattr(pfs.files, "apply", dying_apply)
+
+    def flush() -> None:
+        with contextlib.suppress(RuntimeError):
+            pfs.journal.flush()
+
+    flusher = threading.Thread(target=flush)
+    flusher.start()
+    assert applying.wait(10)
+    stage(pfs, "a", b"new")
+    stage(pfs, "b", b"b")
+    release.set()
+    flusher.join()
+    assert len(segments(root)) == 2
+    os.close(pfs.journal._fd)  # the daemon is gone: nothing else flushed
+    pfs.store.close()
+    pfs = Pfs(root)
+    try:
+        assert read(pfs, "data@master:/a") == b"new"
+        assert read(pfs, "data@master:/b") == b"b"
+        assert fsck(pfs).errors == []
+    finally:
+        pfs.close()
+    assert segments(root) == []

@@ -698,8 +698,18 @@ class Operations(pyfuse3.Operations):
         from a crash of the daemon. The journal reaches LMDB in batches; until then the file
         keeps being served from its local copy.
         """
-        async with dirty.saving:  # in order: an older version never lands after a newer one
+        # In order: an older version never lands after a newer one. Taking a free lock
+        # without ``acquire()``'s pass through the scheduler saves a tenth of a small
+        # file's close (``cp -r``); the lock is nearly always free.
+        saving = dirty.saving
+        if saving.locked():
+            await saving.acquire()
+        else:
+            saving.acquire_nowait()
+        try:
             await self._store_dirty(node, dirty)
+        finally:
+            saving.release()
 
     async def _store_dirty(self, node: Node, dirty: Dirty) -> None:
         if node.unlinked or not dirty.changed:

@@ -3,42 +3,67 @@
 Results come back as the model's structs (``Repo``, ``Commit``, ``FileInfo`` ...); failures
 as the same ``PfsError`` subclasses the daemon raised. A missing daemon is
 ``DaemonNotRunning`` with the hint to run ``pfsmount up``.
+
+Importing this module stays cheap (a CLI command pays for it on every run): the transport is
+the standard library's, and the model's structs are imported on first use, since
+``pfsmount.pfs`` brings the store layer (LMDB, zstd, BLAKE3) along with them.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-import httpx
 import msgspec
 
 from pfsmount.config import layout
 from pfsmount.errors import DaemonNotRunning, InvalidArgument, PfsError, from_code
-from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, FsckReport, Repo
 
+from .transport import GONE, Transport
 from .wire import API_PREFIX
 
+if TYPE_CHECKING:
+    import httpx
+
+    from pfsmount.pfs.model import (
+        Branch,
+        Commit,
+        Counts,
+        FileDiff,
+        FileInfo,
+        FsckReport,
+        Repo,
+    )
+
 T = TypeVar("T")
-# No daemon to connect to, or it went away mid-request (killed, crashed): both read as
-# "not running" rather than a transport traceback.
-_GONE = (httpx.NetworkError, httpx.RemoteProtocolError, FileNotFoundError)
 
 
 class Client:
     def __init__(self, root: Path | str | None = None, timeout: float | None = None) -> None:
         self.layout = layout(root)
-        self.http = httpx.Client(
+        self.timeout = timeout
+        self.transport = Transport(str(self.layout.socket), API_PREFIX, timeout)
+
+    @functools.cached_property
+    def http(self) -> httpx.Client:
+        """An ``httpx.Client`` on the same socket, for callers that want one (made on first
+        use: httpx costs over 50 ms to import)."""
+        import httpx
+
+        return httpx.Client(
             # A Unix socket: no TLS, so no certificate store to load (30 ms a command).
             transport=httpx.HTTPTransport(uds=str(self.layout.socket), verify=False),
             base_url="http://pfsmount" + API_PREFIX,
-            timeout=httpx.Timeout(timeout),
+            timeout=httpx.Timeout(self.timeout),
         )
 
     def close(self) -> None:
-        self.http.close()
+        self.transport.close()
+        if "http" in self.__dict__:
+            self.http.close()
 
     def __enter__(self) -> Client:
         return self
@@ -53,8 +78,13 @@ class Client:
             f"no pfsmount daemon is serving {self.layout.root}; start one with `pfsmount up`"
         )
 
+    def _timed_out(self) -> PfsError:
+        return PfsError(f"the daemon did not answer within {self.timeout:g} s")
+
     @staticmethod
-    def raise_for(response: httpx.Response) -> None:
+    def raise_for(response: Any) -> None:
+        """Raise the daemon's error for an answer of status 400 or more (an answer of
+        ``Transport`` or of ``httpx``: anything with ``status_code``, ``read``, ``content``)."""
         if response.status_code < 400:
             return
         response.read()
@@ -65,17 +95,21 @@ class Client:
             raise PfsError(f"daemon answered HTTP {response.status_code}") from None
 
     def call(self, method: str, path: str, type_: type[T] | Any = Any, **kw: Any) -> T:
+        """One request; its JSON answer decoded as ``type_``. ``kw``: ``params`` (query),
+        ``json`` (body) or ``content`` (bytes or an iterable of bytes)."""
         try:
-            response = self.http.request(method, path, **kw)
-        except _GONE:
+            response = self.transport.request(method, path, **kw)
+        except GONE:
             raise self._not_running() from None
+        except TimeoutError:
+            raise self._timed_out() from None
         self.raise_for(response)
         return msgspec.json.decode(response.content, type=type_)  # type: ignore[no-any-return]
 
-    def lines(self, method: str, path: str, type_: type[T], **kw: Any) -> Iterator[T]:
+    def lines(self, method: str, path: str, type_: type[T] | Any, **kw: Any) -> Iterator[T]:
         """Decode an NDJSON stream; an error line raises."""
         try:
-            with self.http.stream(method, path, **kw) as response:
+            with self.transport.stream(method, path, **kw) as response:
                 self.raise_for(response)
                 for line in response.iter_lines():
                     if not line:
@@ -84,8 +118,21 @@ class Client:
                     if isinstance(raw, dict) and "error" in raw and "message" in raw:
                         raise from_code(raw["error"], raw["message"])
                     yield msgspec.convert(raw, type_)
-        except _GONE:
+        except GONE:
             raise self._not_running() from None
+        except TimeoutError:
+            raise self._timed_out() from None
+
+    def stream_bytes(self, method: str, path: str, **kw: Any) -> Iterator[bytes]:
+        """A raw answer body, in pieces as they arrive."""
+        try:
+            with self.transport.stream(method, path, **kw) as response:
+                self.raise_for(response)
+                yield from response.iter_bytes()
+        except GONE:
+            raise self._not_running() from None
+        except TimeoutError:
+            raise self._timed_out() from None
 
     # -- daemon ------------------------------------------------------------------------------
 
@@ -96,26 +143,34 @@ class Client:
         """Ask the daemon to stop. It may close the connection before its answer is out;
         that is the shutdown happening, not an error."""
         try:
-            response = self.http.request("POST", "/shutdown")
-        except (httpx.ConnectError, FileNotFoundError):
+            response = self.transport.request("POST", "/shutdown", fresh=True)
+        except (ConnectionRefusedError, FileNotFoundError):
             raise self._not_running() from None
-        except (httpx.RemoteProtocolError, httpx.ReadError):
+        except GONE:
             return
         self.raise_for(response)
 
     def fsck(self, verify: bool = False) -> FsckReport:
+        from pfsmount.pfs.model import FsckReport
+
         return self.call("GET", "/fsck", FsckReport, params={"verify": int(verify)})
 
     # -- repos and branches ------------------------------------------------------------------
 
     def create_repo(self, name: str, description: str = "") -> Repo:
+        from pfsmount.pfs.model import Repo
+
         return self.call("POST", "/repos", Repo, json={"name": name,
                                                         "description": description})
 
     def list_repos(self) -> list[Repo]:
+        from pfsmount.pfs.model import Repo
+
         return self.call("GET", "/repos", list[Repo])
 
     def inspect_repo(self, name: str) -> Repo:
+        from pfsmount.pfs.model import Repo
+
         return self.call("GET", f"/repos/{_seg(name)}", Repo)
 
     def delete_repo(self, name: str, force: bool = False) -> None:
@@ -123,10 +178,14 @@ class Client:
 
     def create_branch(self, repo: str, branch: str, head: str | None = None,
                       provenance: list[str] | None = None) -> Branch:
+        from pfsmount.pfs.model import Branch
+
         return self.call("POST", f"/repos/{_seg(repo)}/branches", Branch,
                           json={"branch": branch, "head": head, "provenance": provenance})
 
     def list_branches(self, repo: str) -> list[Branch]:
+        from pfsmount.pfs.model import Branch
+
         return self.call("GET", f"/repos/{_seg(repo)}/branches", list[Branch])
 
     def delete_branch(self, repo: str, branch: str) -> None:
@@ -136,18 +195,26 @@ class Client:
 
     def start_commit(self, repo: str, branch: str = "master", parent: str | None = None,
                      description: str = "") -> Commit:
+        from pfsmount.pfs.model import Commit
+
         return self.call("POST", "/commits/start", Commit, json={
             "repo": repo, "branch": branch, "parent": parent, "description": description})
 
     def finish_commit(self, ref: str, description: str | None = None) -> Commit:
+        from pfsmount.pfs.model import Commit
+
         return self.call("POST", "/commits/finish", Commit,
                           json={"ref": ref, "description": description})
 
     def inspect_commit(self, ref: str) -> Commit:
+        from pfsmount.pfs.model import Commit
+
         return self.call("GET", "/commits/inspect", Commit, params={"ref": ref})
 
     def list_commits(self, repo: str, branch: str | None = None,
                      limit: int | None = None) -> list[Commit]:
+        from pfsmount.pfs.model import Commit
+
         params: dict[str, Any] = {}
         if branch is not None:
             params["branch"] = branch
@@ -156,12 +223,18 @@ class Client:
         return self.call("GET", f"/repos/{_seg(repo)}/commits", list[Commit], params=params)
 
     def delete_commit(self, ref: str) -> Commit:
+        from pfsmount.pfs.model import Commit
+
         return self.call("POST", "/commits/delete", Commit, json={"ref": ref})
 
     def squash_commit(self, ref: str) -> Commit:
+        from pfsmount.pfs.model import Commit
+
         return self.call("POST", "/commits/squash", Commit, json={"ref": ref})
 
     def wait_commit(self, ref: str, timeout: float | None = None) -> list[Commit]:
+        from pfsmount.pfs.model import Commit
+
         return self.call("POST", "/commits/wait", list[Commit],
                           json={"ref": ref, "timeout": timeout})
 
@@ -176,6 +249,8 @@ class Client:
         progress: Callable[[Counts], None] | None = None,
     ) -> Commit:
         """Put a local file or directory (read by the daemon), a URL, bytes or a byte stream."""
+        from pfsmount.pfs.model import Commit, Counts
+
         params: dict[str, Any] = {"ref": ref, "append": int(append)}
         if path is not None:
             params["path"] = path
@@ -189,11 +264,13 @@ class Client:
         else:
             content = source
         commit: Commit | None = None
-        for line in self.lines("POST", "/files/put", _PutLine, params=params, content=content):
-            if line.progress is not None and progress is not None:
-                progress(line.progress)
-            if line.commit is not None:
-                commit = line.commit
+        lines: Iterator[dict[str, Any]] = self.lines("POST", "/files/put", dict[str, Any],
+                                                     params=params, content=content)
+        for line in lines:  # {"progress": Counts} ... then {"commit": Commit}
+            if line.get("progress") is not None and progress is not None:
+                progress(msgspec.convert(line["progress"], Counts))
+            if line.get("commit") is not None:
+                commit = msgspec.convert(line["commit"], Commit)
         if commit is None:
             raise PfsError("the daemon ended the put without an answer; see its log")
         return commit
@@ -206,12 +283,7 @@ class Client:
             params["offset"] = offset
         if size is not None:
             params["size"] = size
-        try:
-            with self.http.stream("GET", "/files/get", params=params) as response:
-                self.raise_for(response)
-                yield from response.iter_bytes(1 << 20)
-        except _GONE:
-            raise self._not_running() from None
+        return self.stream_bytes("GET", "/files/get", params=params)
 
     def read_file(self, ref: str) -> bytes:
         return b"".join(self.get_file(ref))
@@ -219,11 +291,15 @@ class Client:
     def export(self, ref: str, dest: Path, recursive: bool = True) -> Counts:
         """Have the daemon write a file or a directory tree to local ``dest``; with
         ``recursive=False`` a directory is refused (``InvalidArgument``), in the same request."""
+        from pfsmount.pfs.model import Counts
+
         return self.call("POST", "/files/export", Counts, json={
             "ref": ref, "dest": str(dest.absolute()), "recursive": recursive})
 
     def list_files(self, ref: str, after: str | None = None,
                    limit: int | None = None) -> Iterator[FileInfo]:
+        from pfsmount.pfs.model import FileInfo
+
         params: dict[str, Any] = {"ref": ref}
         if after is not None:
             params["after"] = after
@@ -232,30 +308,37 @@ class Client:
         return self.lines("GET", "/files/list", FileInfo, params=params)
 
     def walk_files(self, ref: str) -> Iterator[FileInfo]:
+        from pfsmount.pfs.model import FileInfo
+
         return self.lines("GET", "/files/walk", FileInfo, params={"ref": ref})
 
     def glob_files(self, ref: str, pattern: str) -> Iterator[FileInfo]:
+        from pfsmount.pfs.model import FileInfo
+
         return self.lines("GET", "/files/glob", FileInfo,
                            params={"ref": ref, "pattern": pattern})
 
     def inspect_file(self, ref: str) -> FileInfo:
+        from pfsmount.pfs.model import FileInfo
+
         return self.call("GET", "/files/inspect", FileInfo, params={"ref": ref})
 
     def diff_files(self, new: str, old: str | None = None) -> list[FileDiff]:
+        from pfsmount.pfs.model import FileDiff
+
         params = {"new": new} | ({"old": old} if old else {})
         return self.call("GET", "/files/diff", list[FileDiff], params=params)
 
     def delete_file(self, ref: str, recursive: bool = False) -> Commit:
+        from pfsmount.pfs.model import Commit
+
         return self.call("POST", "/files/delete", Commit,
                           json={"ref": ref, "recursive": recursive})
 
     def copy_file(self, src: str, dst: str) -> Commit:
+        from pfsmount.pfs.model import Commit
+
         return self.call("POST", "/files/copy", Commit, json={"src": src, "dst": dst})
-
-
-class _PutLine(msgspec.Struct):
-    progress: Counts | None = None
-    commit: Commit | None = None
 
 
 def _seg(name: str) -> str:

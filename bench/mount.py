@@ -16,7 +16,8 @@ same run. Sizes are for the default run; --quick in brackets.
    (fresh store each run, source in the page cache); baseline ``cp -r`` to the disk. Target
    <= 3x native time. Then ``cat`` of all of them (``cat DIR/*/* >/dev/null``) from the
    branch after a daemon restart and a cache drop, vs the same on the source dir, cold.
-   Target >= 0.6x (throughput).
+   Target >= 0.6x (throughput). The same cp and cat against ``bench/floorfs.py``, a
+   do-nothing in-memory pyfuse3 filesystem, show the floor that pyfuse3's round trips set.
 4. One directory of 100,000 [20,000] one-line files, put with one ``file put -r``:
    ``ls -l /M/many/<commit-id>/flat >/dev/null`` cold (restart + drop) and warm, target
    < 2 s; ``find /M/many/master -type f | wc -l`` (the repo holds just those files) cold and
@@ -33,11 +34,14 @@ still be alive, or the benchmark fails.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -131,6 +135,28 @@ def fresh_mounted(root: Path, mountpoint: Path) -> MountedDaemon:
         shutil.rmtree(root)
     mountpoint.mkdir(parents=True, exist_ok=True)
     return MountedDaemon(root, mountpoint).up()
+
+
+@contextlib.contextmanager
+def floor_mounted(mountpoint: Path) -> Iterator[Path]:
+    """``floorfs.py`` (a do-nothing in-memory pyfuse3 filesystem) mounted at ``mountpoint``."""
+    unmount(mountpoint)
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("floorfs.py")),
+                             str(mountpoint)])
+    try:
+        deadline = time.monotonic() + 10
+        while not is_mounted(mountpoint):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"floorfs did not mount at {mountpoint}")
+            time.sleep(0.05)
+        yield mountpoint
+    finally:
+        unmount(mountpoint)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def commit_of(daemon: MountedDaemon, ref: str) -> str:
@@ -364,6 +390,12 @@ def main() -> None:
                 os.sync()
                 add("cp -r native + sync", sh(f"cp -r {q(small)} {q(dst / 'small')} && sync"))
                 shutil.rmtree(dst)
+                with floor_mounted(base / "floor") as floor:
+                    t_floor = sh(f"cp -r {q(small)} {q(floor / 'small')}")
+                    add("cp -r floor", t_floor)
+                    c.drop_caches()
+                    add("cat small floor cold",
+                        mbs(SMALL_FILES * SMALL_SIZE, sh(f"cat {q(floor)}/small/*/* >/dev/null")))
                 daemon = fresh_mounted(write_root, mnt)
                 daemon.pfs("create-repo", "w")
                 sh(f"tar cf - -C {q(small)} . | cat >/dev/null")
@@ -377,13 +409,16 @@ def main() -> None:
                 daemon.check("cp -r into the branch")
                 add("cp -r pfs", t_cp + t_fin)
                 add("cp -r pfs (cp only)", t_cp)
+                add("cp -r pfs (cp only) vs floor", t_cp)
                 add("cp -r pfs (finish only)", t_fin)
                 total = SMALL_FILES * SMALL_SIZE
                 c.drop_caches()
                 add("cat small native cold", mbs(total, sh(f"cat {q(small)}/*/* >/dev/null")))
                 daemon.cold()
                 with c.profiled(daemon.pid, "daemon: cold cat of the small files", first):
-                    add("cat small pfs cold", mbs(total, sh(f"cat {q(msmall)}/*/* >/dev/null")))
+                    cold = mbs(total, sh(f"cat {q(msmall)}/*/* >/dev/null"))
+                    add("cat small pfs cold", cold)
+                    add("cat small pfs cold vs floor", cold)
                 daemon.check("cat of the small files")
                 if n == 0:
                     a = c.run(f"cat {q(small)}/*/* | md5sum").stdout
@@ -425,9 +460,16 @@ def main() -> None:
         note="cp -r into /M/w/master + commit finish (CLI)")
     row("cp -r pfs (cp only)", baseline="cp -r native", note="info: the cp alone")
     row("cp -r pfs (finish only)", note="info: commit finish (CLI)")
+    row("cp -r floor", baseline="cp -r native",
+        note="info: the same cp into bench/floorfs.py, a do-nothing in-memory pyfuse3 fs")
+    row("cp -r pfs (cp only) vs floor", baseline="cp -r floor",
+        note="info: what pfsmount adds to pyfuse3's own cost")
     row("cat small native cold", "MB/s", note="baseline: cat DIR/*/* of the source")
     row("cat small pfs cold", "MB/s", baseline="cat small native cold", target=">= 0.6x",
         check=lambda r: r >= 0.6, note="from /M/w/master, daemon restarted")
+    row("cat small floor cold", "MB/s", baseline="cat small native cold",
+        note="info: from bench/floorfs.py (its data in memory), kernel cache dropped")
+    row("cat small pfs cold vs floor", "MB/s", baseline="cat small floor cold", note="info")
     row("ls -l native cold", note=f"baseline: {flat_count:,} files in one dir")
     row("ls -l native warm", note="baseline")
     row("ls -l pfs cold", baseline="ls -l native cold", target="< 2 s", absolute=True,

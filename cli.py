@@ -7,68 +7,75 @@ Every listing takes ``--json``. Errors print one line to stderr and exit non-zer
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import msgspec
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from pfsmount import humanize
-from pfsmount.api.client import Client
 from pfsmount.config import default_mount, layout
 from pfsmount.errors import InvalidArgument, PfsError
-from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
 
-# Piped output is never wrapped, so scripts can split lines on whitespace.
+# Start-up is paid by every command: what only some commands need (rich for progress bars,
+# the client and its transport, the model's structs, the scheduler) is imported where used.
 if TYPE_CHECKING:
+    from pfsmount.api.client import Client
+    from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
     from scheduler.client import PipelineClient
     from scheduler.records import Job, Pipeline
-
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # -- plumbing --------------------------------------------------------------------------------
 
 
+def say(text: str) -> None:
+    """One line to stdout, exactly as given (no markup, no wrapping: file names are data)."""
+    sys.stdout.write(text + "\n")
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"error: {message}", markup=False)
+    sys.stderr.write(f"error: {message}\n")
     sys.exit(code)
 
 
 def client(ctx: click.Context) -> Client:
     obj: dict[str, Any] = ctx.ensure_object(dict)
     if "client" not in obj:
+        from pfsmount.api.client import Client
+
         obj["client"] = ctx.with_resource(Client(obj.get("root")))
     c: Client = obj["client"]
     return c
 
 
 def print_json(value: Any) -> None:
+    import msgspec
+
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(value)).decode() + "\n")
 
 
+def _width(text: str) -> int:
+    """Terminal cells of ``text``: wide East Asian characters take two, combining ones none."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(ch) else
+               2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
 def table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for column in columns:
-        t.add_column(column, overflow="fold")
-    for row in rows:
-        t.add_row(*row)
-    out.print(t)
+    """Aligned columns two spaces apart under a header (bold on a terminal). Cells are
+    printed as they are, so that scripts can split lines on whitespace."""
+    cells = [list(columns), *(list(row) for row in rows)]
+    widths = [max(_width(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(cell + " " * (widths[i] - _width(cell))
+                       for i, cell in enumerate(row)).rstrip() for row in cells]
+    if sys.stdout.isatty():
+        lines[0] = f"\x1b[1m{lines[0]}\x1b[0m"
+    sys.stdout.write("".join(line + "\n" for line in lines))
 
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -109,7 +116,7 @@ def show_commit(c: Commit, as_json: bool) -> None:
     if c.description:
         rows.append(("Description", c.description))
     for key, value in rows:
-        out.print(f"{key + ':':<12} {value}", markup=False)
+        say(f"{key + ':':<12} {value}")
 
 
 def show_files(files: Iterable[FileInfo], as_json: bool) -> None:
@@ -126,9 +133,9 @@ def show_file(f: FileInfo, as_json: bool) -> None:
     for key, value in (("Path", f.path), ("Type", f.type), ("Size", humanize.size(f.size)),
                        ("Hash", f.hash or "-"), ("Mode", oct(f.mode)),
                        ("Commit", f.commit)):
-        out.print(f"{key + ':':<8} {value}", markup=False)
+        say(f"{key + ':':<8} {value}")
     if f.target is not None:
-        out.print(f"Target:  {f.target}", markup=False)
+        say(f"Target:  {f.target}")
 
 
 def show_diff(changes: list[FileDiff], as_json: bool) -> None:
@@ -137,11 +144,12 @@ def show_diff(changes: list[FileDiff], as_json: bool) -> None:
     mark = {"added": "+", "removed": "-", "modified": "~"}
     for c in changes:
         size = (c.new or c.old)
-        out.print(f"{mark[c.change]} {c.path}  ({humanize.size(size.size) if size else ''})",
-                  markup=False)
+        say(f"{mark[c.change]} {c.path}  ({humanize.size(size.size) if size else ''})")
 
 
 def local_totals(path: Path) -> Counts:
+    from pfsmount.pfs.model import Counts
+
     if path.is_file():
         return Counts(files=1, bytes=path.stat().st_size)
     counts = Counts()
@@ -167,11 +175,22 @@ def do_put(ctx: click.Context, ref: str, source: str, append: bool,
     local = Path(source)
     if not local.exists():
         raise InvalidArgument(f"{source}: no such file or directory")
-    if not err.is_terminal:
+    if not sys.stderr.isatty():
         return c.put_file(ref, local, path=path, append=append)
     totals = local_totals(local)
     if totals.files < 100 and totals.bytes < 64 << 20:
         return c.put_file(ref, local, path=path, append=append)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    err = Console(stderr=True)
     with Progress(TextColumn("[bold]put"), BarColumn(), DownloadColumn(binary_units=True),
                   TransferSpeedColumn(), TextColumn("{task.fields[files]} files"),
                   TimeRemainingColumn(), console=err, transient=True) as bar:
@@ -208,11 +227,13 @@ class Main(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return result
         except PfsError as e:
             fail(e.message, e.exit_code)
-        except BrokenPipeError:
-            sys.stderr.close()
+        except BrokenPipeError:  # the reader went away (`| head`): quietly, as 128 + SIGPIPE
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(141)
         except KeyboardInterrupt:
             fail("interrupted", 130)
@@ -245,6 +266,8 @@ def up(ctx: click.Context, foreground: bool, mountpoint: Path | None, no_mount: 
     lay = layout(ctx.obj.get("root"))
     mountpoint = (mountpoint or default_mount()).absolute()
     if foreground:
+        import logging
+
         from pfsmount.daemon.main import Daemon, Service
         from pfsmount.fuse.mount import mount_service
         from pfsmount.pfs import Pfs
@@ -269,7 +292,7 @@ def up(ctx: click.Context, foreground: bool, mountpoint: Path | None, no_mount: 
             "--foreground", *(["--no-mount"] if no_mount else ["--mount", str(mountpoint)])]
     status = launch.start(lay, argv)
     where = f", mounted at {status['mount']}" if "mount" in status else ""
-    out.print(f"pfsmount serving {status['root']} (pid {status['pid']}){where}", markup=False)
+    say(f"pfsmount serving {status['root']} (pid {status['pid']}){where}")
 
 
 @main.command()
@@ -279,7 +302,7 @@ def down(ctx: click.Context) -> None:
     from pfsmount.daemon import launch
 
     pid = launch.stop(layout(ctx.obj.get("root")))
-    out.print(f"pfsmount stopped (pid {pid})", markup=False)
+    say(f"pfsmount stopped (pid {pid})")
 
 
 @main.command()
@@ -292,8 +315,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         return print_json(s)
     for key in ("root", "socket", "pid", "mount"):
         if key in s:
-            out.print(f"{key + ':':<8} {s[key]}", markup=False)
-    out.print(f"{'up:':<8} {humanize.ago(s['started']).replace(' ago', '')}", markup=False)
+            say(f"{key + ':':<8} {s[key]}")
+    say(f"{'up:':<8} {humanize.ago(s['started']).replace(' ago', '')}")
 
 
 @main.command()
@@ -307,10 +330,10 @@ def fsck(ctx: click.Context, verify: bool, as_json: bool) -> None:
         print_json(result)
     else:
         for line in result.errors:
-            out.print(f"error: {line}", markup=False)
-        out.print(f"checked {result.repos} repos, {result.commits} commits, {result.pages} "
-                  f"tree pages, {result.files} files, {result.chunks} chunks: "
-                  f"{len(result.errors)} errors", markup=False)
+            say(f"error: {line}")
+        say(f"checked {result.repos} repos, {result.commits} commits, {result.pages} "
+            f"tree pages, {result.files} files, {result.chunks} chunks: "
+            f"{len(result.errors)} errors")
     if result.errors:
         sys.exit(1)
 
@@ -352,7 +375,7 @@ def repo_inspect(ctx: click.Context, name: str, as_json: bool) -> None:
     for key, value in (("Name", r.name), ("Created", humanize.ago(r.created)),
                        ("Size", humanize.size(r.size)), ("Kind", r.kind),
                        ("Description", r.description or "-")):
-        out.print(f"{key + ':':<13} {value}", markup=False)
+        say(f"{key + ':':<13} {value}")
 
 
 @repo.command("delete")
@@ -420,7 +443,7 @@ def commit_start(ctx: click.Context, ref: str, parent: str | None, description: 
     """Open a commit on a branch; prints its id."""
     repo_name, name = branch_ref(ref)
     c = client(ctx).start_commit(repo_name, name, parent, description)
-    out.print(c.id, markup=False)
+    say(c.id)
 
 
 @commit.command("finish")
@@ -430,7 +453,7 @@ def commit_start(ctx: click.Context, ref: str, parent: str | None, description: 
 def commit_finish(ctx: click.Context, ref: str, description: str | None) -> None:
     """Seal a branch's open commit; pipelines reading the branch start."""
     c = client(ctx).finish_commit(ref, description)
-    out.print(c.id, markup=False)
+    say(c.id)
 
 
 @commit.command("list")
@@ -506,7 +529,7 @@ def file_put(ctx: click.Context, ref: str, source: str | None, source_opt: str |
     if Path(src).is_dir() and not recursive:
         raise InvalidArgument(f"{src} is a directory (use -r)")
     c = do_put(ctx, ref, src, append)
-    out.print(f"{c.repo}@{c.id}", markup=False)
+    say(f"{c.repo}@{c.id}")
 
 
 @file.command("get")
@@ -607,7 +630,7 @@ def put_file(ctx: click.Context, repo_name: str, branch_name: str, path: str, _c
         path = Path(source).name if "://" not in source else source.rstrip("/").rsplit("/")[-1]
     c = do_put(ctx, _ref(repo_name, branch_name, path), source,
                append=not overwrite and not Path(source).is_dir())
-    out.print(f"{c.repo}@{c.id}", markup=False)
+    say(f"{c.repo}@{c.id}")
 
 
 @main.command("get-file")
@@ -665,8 +688,7 @@ def inspect_commit(ctx: click.Context, repo_name: str, at: str, as_json: bool) -
 def start_commit(ctx: click.Context, repo_name: str, branch_name: str, parent: str | None,
                  description: str) -> None:
     """1.x: open a commit on a branch."""
-    out.print(client(ctx).start_commit(repo_name, branch_name, parent, description).id,
-              markup=False)
+    say(client(ctx).start_commit(repo_name, branch_name, parent, description).id)
 
 
 @main.command("finish-commit")
@@ -676,7 +698,7 @@ def start_commit(ctx: click.Context, repo_name: str, branch_name: str, parent: s
 @click.pass_context
 def finish_commit(ctx: click.Context, repo_name: str, at: str, description: str | None) -> None:
     """1.x: finish the open commit of a branch."""
-    out.print(client(ctx).finish_commit(_ref(repo_name, at), description).id, markup=False)
+    say(client(ctx).finish_commit(_ref(repo_name, at), description).id)
 
 
 # -- pipelines, jobs and logs ----------------------------------------------------------------
@@ -720,10 +742,9 @@ def show_job(j: Job, as_json: bool) -> None:
     if as_json:
         return print_json(j)
     show_jobs([j], False)
-    out.print("inputs: " + ", ".join(f"{k.split('@')[0]}@{v}" for k, v in j.inputs.items()),
-              markup=False)
+    say("inputs: " + ", ".join(f"{k.split('@')[0]}@{v}" for k, v in j.inputs.items()))
     if j.error:
-        out.print(f"error: {j.error}", markup=False)
+        say(f"error: {j.error}")
 
 
 @main.group()
@@ -737,7 +758,7 @@ def pipeline() -> None:
 def pipeline_create(ctx: click.Context, spec: str) -> None:
     """Create the pipelines of a spec file (JSON or YAML, several per file)."""
     for p in pipelines(ctx).create(read_spec(spec)):
-        out.print(p.name, markup=False)
+        say(p.name)
 
 
 @pipeline.command("update")
@@ -747,7 +768,7 @@ def pipeline_create(ctx: click.Context, spec: str) -> None:
 def pipeline_update(ctx: click.Context, spec: str, reprocess: bool) -> None:
     """Update pipelines; new datums run, unchanged ones are reused."""
     for p in pipelines(ctx).create(read_spec(spec), update=True, reprocess=reprocess):
-        out.print(p.name, markup=False)
+        say(p.name)
 
 
 @pipeline.command("list")
@@ -767,9 +788,9 @@ def pipeline_inspect(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         return print_json(p)
     show_pipelines([p], False)
-    out.print(f"cmd: {' '.join(p.spec.transform.cmd)}", markup=False)
+    say(f"cmd: {' '.join(p.spec.transform.cmd)}")
     if p.spec.transform.image:
-        out.print(f"image: {p.spec.transform.image}", markup=False)
+        say(f"image: {p.spec.transform.image}")
 
 
 @pipeline.command("delete")

@@ -44,6 +44,7 @@ class Scheduler:
         self.pfs = pfs
         self.meta = pfs.store.meta
         self.records = Records(pfs.store.meta)
+        pfs.gc_roots.append(self.records.datum_outputs)
         self.logs = root / "logs"
         self.work = root / "work"
         self.mountpoint = mountpoint

@@ -106,6 +106,12 @@ class Records:
         for _, raw in txn.cursor(db=self.jobs_db):
             yield _job.decode(raw)
 
+    def datum_outputs(self, txn: lmdb.Transaction) -> Iterator[Entry]:
+        """Every remembered datum's outputs: later jobs reuse them, so gc keeps them."""
+        for _, raw in txn.cursor(db=self.datums_db):
+            for _, entry in _datum.decode(raw).outputs:
+                yield entry
+
     @staticmethod
     def _dkey(pipeline: str, digest: str, datum: str) -> bytes:
         return f"{pipeline}\0{digest}\0{datum}".encode()

@@ -7,7 +7,10 @@ them one to one. Nothing here knows about HTTP, FUSE or pipelines' internals.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+import lmdb
 
 from pfsmount.pfs.commits import Commits
 from pfsmount.pfs.events import Event, Events
@@ -16,7 +19,7 @@ from pfsmount.pfs.journal import Journal
 from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
 from pfsmount.pfs.records import Records
 from pfsmount.pfs.repos import Repos
-from pfsmount.store import Store
+from pfsmount.store import Entry, Store
 from pfsmount.store.objects import ObjectStore
 
 __all__ = [
@@ -40,6 +43,9 @@ class Pfs:
         self.commits = Commits(self.store, self.records, self.events)
         self.files = Files(self.store, self.records, self.commits, self.events)
         self.journal = Journal(root / "journal", self.files)
+        # Callables naming entries that are live though no commit holds them (the layers
+        # above register theirs); ``garbage.collect`` keeps what they reach.
+        self.gc_roots: list[Callable[[lmdb.Transaction], Iterable[Entry]]] = []
 
     def close(self) -> None:
         self.journal.close()

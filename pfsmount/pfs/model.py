@@ -73,6 +73,25 @@ class Counts(msgspec.Struct, kw_only=True):
     bytes: int = 0
 
 
+class GcReport(msgspec.Struct, kw_only=True):
+    """What ``gc`` removed (or, with ``dry_run``, would remove).
+
+    ``pages``, ``contents`` and ``chunks`` count index rows; ``packs`` the pack objects
+    deleted and ``freed`` their bytes. ``garbage_kept`` is the stored size of garbage chunks
+    that sit in packs still holding live ones, which stay whole.
+    """
+
+    dry_run: bool = False
+    pages: int = 0
+    contents: int = 0
+    chunks: int = 0
+    packs: int = 0
+    freed: int = 0
+    packs_kept: int = 0
+    garbage_kept: int = 0
+    seconds: float = 0.0
+
+
 class FsckReport(msgspec.Struct, kw_only=True):
     """What ``fsck`` found: one human line per problem, and how much it looked at.
 

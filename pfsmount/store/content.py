@@ -170,6 +170,7 @@ class ContentStore:
         """Name chunks and store those not stored yet (runs in a worker)."""
         out: list[tuple[bytes, int]] = []
         new: list[Stored] = []
+        self.packs.gate.enter(pending)
         with self.meta.read() as txn:
             for chunk in chunks:
                 name = chunking.digest(chunk)
@@ -188,6 +189,7 @@ class ContentStore:
         pending = batch.chunks.pending
         seen: set[bytes] = set()
         chunks_db = self.meta.db["chunks"]
+        self.packs.gate.enter(batch.chunks)
         with self.meta.read() as txn:
             for f in files:
                 for c in f.chunks:

@@ -33,7 +33,8 @@ Invariants (``pfsmount fsck`` checks each one):
 6. values under content-addressed keys (``chunks``, ``contents``, ``nodes``) never change once
    written: writers may put the same value again, never another one.
 
-Unreferenced ``chunks``, ``contents`` and ``nodes`` rows are garbage, not errors.
+Unreferenced ``chunks``, ``contents`` and ``nodes`` rows are garbage, not errors;
+``pfs.garbage.collect`` (``pfsmount gc``) removes them, with the packs no row points into.
 """
 
 from __future__ import annotations

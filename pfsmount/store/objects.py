@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 from pfsmount.errors import Corrupt
+
+RETIRE_GRACE = 600.0  # seconds a deleted object's descriptor stays reserved
 
 
 class ObjectStore(Protocol):
@@ -45,6 +48,7 @@ class LocalObjectStore:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._fds: dict[str, int] = {}
+        self._retired: list[tuple[float, int]] = []  # (when, descriptor) of deleted objects
         self._lock = threading.Lock()
 
     def _path(self, name: str) -> Path:
@@ -99,14 +103,27 @@ class LocalObjectStore:
                 yield entry.name
 
     def delete(self, name: str) -> None:
+        """Remove an object. A descriptor a reader may still hold (``fileno``) is pointed at
+        an empty file instead of closed: the space comes back now, a late read fails as a
+        short read rather than reading whatever file reuses the number, and the number is
+        closed for good after ``RETIRE_GRACE`` seconds."""
         with self._lock:
             fd = self._fds.pop(name, None)
-        if fd is not None:
-            os.close(fd)
+            if fd is not None:
+                empty = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                os.dup2(empty, fd)
+                os.close(empty)
+                self._retired.append((time.monotonic(), fd))
+            self._reap_locked(time.monotonic() - RETIRE_GRACE)
         self._path(name).unlink(missing_ok=True)
+
+    def _reap_locked(self, before: float) -> None:
+        while self._retired and self._retired[0][0] <= before:
+            os.close(self._retired.pop(0)[1])
 
     def close(self) -> None:
         with self._lock:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+            self._reap_locked(float("inf"))

@@ -26,6 +26,7 @@ import lmdb
 
 from pfsmount.errors import Corrupt
 from pfsmount.store import chunking
+from pfsmount.store.gate import WriteGate
 from pfsmount.store.meta import Meta
 from pfsmount.store.objects import ObjectStore
 
@@ -118,6 +119,7 @@ class PackStore:
         self._size = 0
         self._dirty = False
         self._cache = _ChunkCache(CACHE_BYTES)
+        self.gate = WriteGate()  # a batch enters before it looks up or appends a chunk
         self._sealer: ThreadPoolExecutor | None = None
         self._seals: list[Future[None]] = []
         for leftover in sorted(staging.glob("*.pack")):
@@ -167,6 +169,11 @@ class PackStore:
         self._open[self._current] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         self._size = 0
 
+    def staged(self) -> set[int]:
+        """Packs still being written or sealed (not yet whole objects of the store)."""
+        with self._lock:
+            return set(self._open)
+
     def has(self, txn: lmdb.Transaction, digest: bytes) -> bool:
         return txn.get(digest, db=self.meta.db["chunks"]) is not None
 
@@ -174,6 +181,7 @@ class PackStore:
         """Store ``raw`` under ``digest`` unless it is stored already; True when written."""
         if digest in batch.pending:
             return False
+        self.gate.enter(batch)
         with self.meta.read() as txn:
             if self.has(txn, digest):
                 return False
@@ -185,6 +193,7 @@ class PackStore:
         """Append prepared chunks to the open pack with one write; the caller checked that
         they are not indexed yet (a duplicate is harmless garbage, the index keeps the first).
         Chunks the batch already holds are skipped."""
+        self.gate.enter(batch)
         with self._lock:
             chunks = [c for c in chunks if c.digest not in batch.pending]
             if not chunks:
@@ -223,14 +232,16 @@ class PackStore:
         bytes are in the page cache: they survive a crash of the daemon, and the next
         durable commit (a commit finish) syncs them before anything finished points at them.
         """
-        if not batch.pending:
-            return
-        if durable:
-            self.sync()
-        rows = [(digest, loc.encode()) for digest, loc in batch.pending.items()]
-        with txn.cursor(db=self.meta.db["chunks"]) as cursor:  # one C loop, not a put per row
-            cursor.putmulti(rows, overwrite=False)  # invariant 6: first wins
-        batch.pending.clear()
+        if batch.pending:
+            if durable:
+                self.sync()
+            rows = [(digest, loc.encode()) for digest, loc in batch.pending.items()]
+            with txn.cursor(db=self.meta.db["chunks"]) as cursor:  # one C loop, not a put
+                cursor.putmulti(rows, overwrite=False)  # invariant 6: first wins
+            batch.pending.clear()
+        # Garbage collection, waiting for this, starts its own write transaction, which
+        # LMDB opens only once the caller's has committed.
+        self.gate.leave(batch)
 
     # -- reading -----------------------------------------------------------------------------
 

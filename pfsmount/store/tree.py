@@ -135,6 +135,31 @@ class Trees:
         txn.put(digest, raw, db=self.db, overwrite=False)
         return digest
 
+    def reachable(self, txn: lmdb.Transaction, roots: list[bytes], seen: set[bytes]
+                  ) -> Iterator[Entry]:
+        """Every file and symlink entry below the directory pages ``roots``, adding each page
+        visited to ``seen`` (pages in it already are skipped: commits share most of theirs).
+        Pages are decoded straight from the database, leaving the page cache alone."""
+        stack = [r for r in roots if r not in seen]
+        while stack:
+            digest = stack.pop()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            raw = txn.get(digest, db=self.db)
+            if raw is None:
+                raise Corrupt(f"tree page {digest.hex()} is missing")
+            node: Node = _decoder.decode(raw)
+            if isinstance(node, Inner):
+                stack.extend(c for c in node.children if c not in seen)
+                continue
+            for entry in node.entries:
+                if entry.kind == KIND_DIR:
+                    if entry.ref not in seen:
+                        stack.append(entry.ref)
+                else:
+                    yield entry
+
     def verify_page(self, txn: lmdb.Transaction, digest: bytes) -> Node:
         """Decode a page straight from the database and check its name (for fsck)."""
         raw = txn.get(digest, db=self.db)

@@ -1,0 +1,219 @@
+"""gc: what no commit reaches goes, with its packs; everything reachable stays readable."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+
+import lmdb
+import pytest
+
+from pfsmount.errors import Conflict
+from pfsmount.pfs import Pfs
+from pfsmount.pfs.files import Data
+from pfsmount.pfs.fsck import fsck
+from pfsmount.pfs.garbage import collect
+from pfsmount.pfs.model import GcReport
+from pfsmount.store import KIND_FILE, Entry, WriteBatch
+from pfsmount.store import packs as packs_module
+
+MIB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def small_packs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packs of 1 MiB, so that a few MiB of data spans several of them."""
+    monkeypatch.setattr(packs_module, "PACK_TARGET", MIB)
+
+
+def put(pfs: Pfs, ref: str, data: bytes) -> None:
+    pfs.files.put(ref, Data(data))
+
+
+def read(pfs: Pfs, ref: str) -> bytes:
+    _, entry = pfs.files.open(ref)
+    return b"".join(pfs.files.read(entry))
+
+
+def stored_bytes(pfs: Pfs) -> int:
+    return sum(pfs.store.objects.size(n) or 0 for n in pfs.store.objects.list())
+
+
+def seal(pfs: Pfs) -> None:
+    """Seal the open pack, as a busy daemon does every 64 MiB."""
+    with pfs.store.packs._lock:
+        pfs.store.packs._seal_current_locked()
+    pfs.store.packs.sync()
+
+
+def test_a_deleted_repo_gives_its_packs_back_and_the_rest_reads_the_same(pfs: Pfs) -> None:
+    keep = os.urandom(3 * MIB)
+    pfs.repos.create("kept")
+    put(pfs, "kept@master:/a", keep)
+    seal(pfs)
+    pfs.repos.create("gone")
+    for i in range(4):
+        put(pfs, f"gone@master:/f{i}", os.urandom(MIB))
+    seal(pfs)
+    before = stored_bytes(pfs)
+    pfs.repos.delete("gone")
+
+    report = collect(pfs)
+
+    assert report.packs >= 3 and report.freed >= 3 * MIB
+    assert report.contents == 4 and report.chunks > 0 and report.pages > 0
+    assert stored_bytes(pfs) == before - report.freed
+    assert read(pfs, "kept@master:/a") == keep
+    assert fsck(pfs, verify_data=True).errors == []
+    again = collect(pfs)
+    assert (again.pages, again.contents, again.chunks, again.packs) == (0, 0, 0, 0)
+
+
+def test_content_a_deleted_repo_shared_stays(pfs: Pfs) -> None:
+    shared = os.urandom(2 * MIB)
+    pfs.repos.create("a")
+    pfs.repos.create("b")
+    put(pfs, "a@master:/x", shared)
+    put(pfs, "b@master:/y", shared)  # stored once
+    seal(pfs)
+    pfs.repos.delete("a")
+    report = collect(pfs)
+    assert (report.contents, report.chunks, report.packs) == (0, 0, 0)
+    assert read(pfs, "b@master:/y") == shared
+
+
+def test_history_is_live(pfs: Pfs) -> None:
+    """Every commit counts, not just branch heads: old versions stay readable."""
+    pfs.repos.create("data")
+    old = os.urandom(MIB)
+    put(pfs, "data@master:/f", old)
+    first = pfs.commits.list("data")[0].id
+    put(pfs, "data@master:/f", b"new")
+    seal(pfs)
+    report = collect(pfs)
+    assert (report.contents, report.chunks, report.packs) == (0, 0, 0)
+    assert read(pfs, f"data@{first}:/f") == old
+
+
+def test_a_dry_run_changes_nothing_and_predicts_the_run(pfs: Pfs) -> None:
+    pfs.repos.create("gone")
+    put(pfs, "gone@master:/f", os.urandom(2 * MIB))
+    seal(pfs)
+    pfs.repos.delete("gone")
+    before = stored_bytes(pfs)
+    dry = collect(pfs, dry_run=True)
+    assert dry.dry_run and dry.packs > 0
+    assert stored_bytes(pfs) == before
+    real = collect(pfs)
+    assert (real.pages, real.contents, real.chunks, real.packs, real.freed) == (
+        dry.pages, dry.contents, dry.chunks, dry.packs, dry.freed)
+
+
+def test_entries_a_root_provider_names_stay(pfs: Pfs) -> None:
+    """The scheduler registers its remembered datum outputs, which no commit may hold."""
+    pfs.repos.create("data")
+    data = os.urandom(MIB)
+    put(pfs, "data@master:/f", data)
+    _, entry = pfs.files.open("data@master:/f")
+    seal(pfs)
+    pfs.repos.delete("data")
+
+    def provider(txn: lmdb.Transaction) -> Iterable[Entry]:
+        return [entry]
+
+    pfs.gc_roots.append(provider)
+    assert collect(pfs).contents == 0
+    assert b"".join(pfs.files.read(entry)) == data
+    pfs.gc_roots.remove(provider)
+    assert collect(pfs).contents == 1
+
+
+def test_files_staged_in_the_journal_are_live(pfs: Pfs) -> None:
+    """Files the mount closed reach LMDB only at the next flush: gc flushes first."""
+    pfs.repos.create("data")
+    batch = WriteBatch()
+    content = pfs.store.contents.write_bytes(batch, b"closed in the mount")
+    pfs.journal.stage("data@master", "f", Entry(KIND_FILE, content.size, 0o644, 0,
+                                                content.digest), batch)
+    del batch
+    report = collect(pfs)
+    assert (report.contents, report.chunks) == (0, 0)
+    assert read(pfs, "data@master:/f") == b"closed in the mount"
+
+
+def test_gc_waits_for_a_write_in_progress_and_gives_up_clearly(pfs: Pfs) -> None:
+    pfs.repos.create("data")
+    batch = WriteBatch()
+    pfs.store.contents.write_bytes(batch, b"half way through a put")  # not yet committed
+    with pytest.raises(Conflict, match="still in progress"):
+        collect(pfs, wait=0.2)
+    del batch  # the put failed and went away: its chunks are garbage
+    report = collect(pfs, wait=5)
+    assert report.chunks == 0  # never indexed, so nothing to drop from the index
+
+
+def test_a_write_reusing_garbage_keeps_it_though_gc_starts_meanwhile(pfs: Pfs) -> None:
+    """A put finds its chunks stored already (left by a deleted commit) and skips writing
+    them; a gc starting before the put commits must not take them away under it."""
+    data = os.urandom(MIB)
+    pfs.repos.create("data")
+    put(pfs, "data@master:/old", data)
+    seal(pfs)
+    pfs.commits.delete("data@master")  # its chunks are garbage now
+    batch = WriteBatch()
+    content = pfs.store.contents.write_bytes(batch, data)  # deduplicated: nothing written
+    assert not batch.chunks.pending
+    done: list[GcReport] = []
+    gc = threading.Thread(target=lambda: done.append(collect(pfs, wait=30)))
+    gc.start()
+    gc.join(0.5)  # long enough for an unguarded gc to finish
+    pfs.files.apply("data@master", {"new": Entry(KIND_FILE, content.size, 0o644, 0,
+                                                 content.digest)}, batch=batch)
+    gc.join(30)
+    assert done and done[0].chunks == 0
+    assert read(pfs, "data@master:/new") == data
+
+
+def test_writes_during_gc_lose_nothing(pfs: Pfs) -> None:
+    """Writers reusing chunks that deleted commits left as garbage, while gc runs again and
+    again: every commit still reads back whole, and fsck finds nothing."""
+    blobs = [os.urandom(256 * 1024) for _ in range(6)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer(repo: str) -> None:
+        pfs.repos.create(repo)
+        try:
+            i = 0
+            while not stop.is_set():
+                put(pfs, f"{repo}@master:/f{i % 3}", blobs[i % 6])
+                if i % 4 == 3:  # its chunks turn to garbage, and come back later
+                    pfs.commits.delete(f"{repo}@master")
+                i += 1
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(f"r{k}",)) for k in range(2)]
+    for t in threads:
+        t.start()
+    collections = 0
+    try:
+        for _ in range(12):
+            try:
+                collect(pfs, wait=10)
+                collections += 1
+            except Conflict:
+                pass
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert collections > 0
+    collect(pfs)
+    assert fsck(pfs, verify_data=True).errors == []
+    for repo in ("r0", "r1"):
+        for commit in pfs.commits.list(repo):
+            for info in pfs.files.list(f"{repo}@{commit.id}:/"):
+                assert read(pfs, f"{repo}@{commit.id}:{info.path}") in blobs

@@ -1,7 +1,7 @@
 """The ``pfsmount`` command: click commands that each make one client call and print it.
 
 Noun-verb commands (``repo``, ``branch``, ``commit``, ``file``) plus ``up``, ``down``,
-``status`` and ``fsck``, and the Pachyderm 1.x spellings as aliases with 1.x meaning.
+``status``, ``fsck`` and ``gc``, and the Pachyderm 1.x spellings as aliases with 1.x meaning.
 Every listing takes ``--json``. Errors print one line to stderr and exit non-zero.
 """
 
@@ -336,6 +336,31 @@ def fsck(ctx: click.Context, verify: bool, as_json: bool) -> None:
             f"{len(result.errors)} errors")
     if result.errors:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Count what would go; change nothing.")
+@click.option("--wait", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to wait for writes in progress before giving up.")
+@json_option
+@click.pass_context
+def gc(ctx: click.Context, dry_run: bool, wait: float, as_json: bool) -> None:
+    """Free the space of deleted repos and commits.
+
+    Removes the chunks, file contents and tree pages that no commit reaches any more, and
+    deletes the pack files left with nothing live in them. Writes pause while it runs.
+    """
+    r = client(ctx).gc(dry_run, wait)
+    if as_json:
+        print_json(r)
+        return
+    verb = "would free" if r.dry_run else "freed"
+    say(f"{verb} {humanize.size(r.freed)} in {r.packs} packs; "
+        f"{'would remove' if r.dry_run else 'removed'} {r.chunks} chunks, {r.contents} "
+        f"file contents and {r.pages} tree pages in {humanize.duration(r.seconds)}")
+    if r.garbage_kept:
+        say(f"{humanize.size(r.garbage_kept)} of garbage stays in {r.packs_kept} packs that "
+            "still hold live data")
 
 
 # -- repo ------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         FileDiff,
         FileInfo,
         FsckReport,
+        GcReport,
         Repo,
     )
 
@@ -154,6 +155,13 @@ class Client:
         from pfsmount.pfs.model import FsckReport
 
         return self.call("GET", "/fsck", FsckReport, params={"verify": int(verify)})
+
+    def gc(self, dry_run: bool = False, wait: float = 30.0) -> GcReport:
+        """Remove what no commit reaches; writes pause meanwhile (up to ``wait`` seconds
+        for those in progress to finish)."""
+        from pfsmount.pfs.model import GcReport
+
+        return self.call("POST", "/gc", GcReport, json={"dry_run": dry_run, "wait": wait})
 
     # -- repos and branches ------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from pfsmount.errors import InvalidArgument, IsADirectory, NotADirectory, PfsErr
 from pfsmount.pfs import Counts, FileInfo, Pfs
 from pfsmount.pfs.files import LocalPath, Source, Stream, Url
 from pfsmount.pfs.fsck import fsck
+from pfsmount.pfs.garbage import collect
 from pfsmount.pfs.refs import parse_ref
 
 from .wire import API_PREFIX, encode, encode_line, error_body
@@ -348,6 +349,11 @@ def build_app(
         verify = arg(dict(request.query_params), "verify", bool, False)
         return json_response(await run(lambda: fsck(pfs, verify_data=verify)))
 
+    async def post_gc(request: Request) -> Response:
+        p = await body(request)
+        return json_response(await run(lambda: collect(
+            pfs, dry_run=arg(p, "dry_run", bool, False), wait=arg(p, "wait", float, 30.0))))
+
 
     # Routes from layers above come first, so they may also replace one of these (the
     # scheduler's /commits/wait waits for downstream jobs too).
@@ -356,6 +362,7 @@ def build_app(
         route("/status", get_status, "GET"),
         route("/shutdown", post_shutdown, "POST"),
         route("/fsck", get_fsck, "GET"),
+        route("/gc", post_gc, "POST"),
         route("/repos", repo_list, "GET"),
         route("/repos", repo_create, "POST"),
         route("/repos/{name}", repo_inspect, "GET"),

@@ -32,6 +32,7 @@ def collect(pfs: Pfs, dry_run: bool = False, wait: float = 30.0) -> GcReport:
     report = GcReport(dry_run=dry_run)
     with store.packs.gate.closed(wait):
         pfs.journal.flush()
+        store.packs.seal()  # every chunk in it is indexed or garbage now: it may go whole
         with (store.meta.read() if dry_run else store.meta.write()) as txn:
             dead = _sweep(pfs, txn, report, delete=not dry_run)
         if not dry_run:
@@ -89,7 +90,7 @@ def _sweep(pfs: Pfs, txn: lmdb.Transaction, report: GcReport, delete: bool) -> s
     for pack in dead:
         report.packs += 1
         report.freed += store.objects.size(pack_name(pack)) or 0
-    report.packs_kept = len(sealed - dead)
+    report.packs_kept = len(set(garbage_by_pack) - dead)
     report.garbage_kept = sum(n for p, n in garbage_by_pack.items() if p not in dead)
     return dead
 

@@ -77,8 +77,9 @@ class GcReport(msgspec.Struct, kw_only=True):
     """What ``gc`` removed (or, with ``dry_run``, would remove).
 
     ``pages``, ``contents`` and ``chunks`` count index rows; ``packs`` the pack objects
-    deleted and ``freed`` their bytes. ``garbage_kept`` is the stored size of garbage chunks
-    that sit in packs still holding live ones, which stay whole.
+    deleted and ``freed`` their bytes. ``garbage_kept`` is the stored size of the garbage
+    chunks (dropped from the index) in the ``packs_kept`` packs that also hold live ones:
+    those stay whole.
     """
 
     dry_run: bool = False

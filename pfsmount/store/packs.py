@@ -169,6 +169,13 @@ class PackStore:
         self._open[self._current] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         self._size = 0
 
+    def seal(self) -> None:
+        """Seal the open pack now (not only once it is full) and wait until it is an object:
+        garbage collection can then delete it whole."""
+        with self._lock:
+            self._seal_current_locked()
+        self.sync()
+
     def staged(self) -> set[int]:
         """Packs still being written or sealed (not yet whole objects of the store)."""
         with self._lock:

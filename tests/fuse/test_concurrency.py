@@ -176,3 +176,42 @@ def test_writes_while_a_close_stores_the_file_are_kept(mount: Mount) -> None:
         mount.finish(f"{repo}@master")
         assert hashlib.sha256(mount.get(f"{repo}@master:/big")).digest() == \
             hashlib.sha256(expected).digest(), f"round {round_}: the marker was lost"
+
+
+def test_gc_while_programs_write_through_the_mount(mount: Mount) -> None:
+    """gc pauses writes to the store while it runs; files written meanwhile all land whole,
+    and what it frees is only a deleted repo's."""
+    trash = mount.new_repo("gctrash")
+    mount.put(f"{trash}@master:/junk", os.urandom(3 << 20))
+    with mount.api() as c:
+        c.delete_repo(trash)
+    repo = mount.new_repo("gcw")
+    br = mount.branch(repo)
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(br), f"w{n}",
+                          str(FILES_PER_WRITER)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for n in range(2)
+    ]
+    collections = 0
+    freed_contents = 0
+    try:
+        with mount.api() as c:
+            while any(w.poll() is None for w in writers) or not collections:
+                report = c.gc(wait=30)
+                collections += 1
+                freed_contents += report.contents
+    finally:
+        for w in writers:
+            _, err = w.communicate(timeout=150)
+            assert w.returncode == 0, err
+    assert collections >= 2 and freed_contents >= 1
+    expected = {f"{sub}/w{n}-{i:03d}"
+                for n in range(2) for i in range(FILES_PER_WRITER)
+                for sub in [("shared/x" if i % 2 else "shared/y") if i % 3 else f"w{n}"]}
+    cid = mount.finish(f"{repo}@master")
+    sealed = mount.mnt / repo / cid
+    found = {str(p.relative_to(sealed)) for p in sealed.rglob("*") if p.is_file()}
+    assert found == expected
+    for name in sorted(expected):
+        assert (sealed / name).read_bytes() == content(name), name

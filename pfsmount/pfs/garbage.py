@@ -16,6 +16,8 @@ kept whole. Nothing here knows about HTTP, FUSE or pipelines.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import cast
 
 import lmdb
 
@@ -42,8 +44,8 @@ def collect(pfs: Pfs, dry_run: bool = False, wait: float = 30.0) -> GcReport:
     return report
 
 
-def _mark(pfs: Pfs, txn: lmdb.Transaction) -> tuple[set[bytes], set[bytes], set[bytes]]:
-    """The live tree pages, contents and chunks."""
+def _mark(pfs: Pfs, txn: lmdb.Transaction) -> tuple[set[bytes], set[bytes]]:
+    """The live tree pages and file contents."""
     store = pfs.store
     roots = [bytes.fromhex(c.root) for c in pfs.records.commits(txn) if c.root]
     files: list[Entry] = []
@@ -55,29 +57,29 @@ def _mark(pfs: Pfs, txn: lmdb.Transaction) -> tuple[set[bytes], set[bytes], set[
                 files.append(entry)
     pages: set[bytes] = {store.trees.empty}
     files.extend(store.trees.reachable(txn, roots, pages))
-    contents = {e.ref for e in files if e.kind == KIND_FILE}
-    chunks: set[bytes] = set()
-    for digest in contents:
-        chunks.update(store.contents.table(txn, digest).digests)
-    return pages, contents, chunks
+    return pages, {e.ref for e in files if e.kind == KIND_FILE}
 
 
 def _sweep(pfs: Pfs, txn: lmdb.Transaction, report: GcReport, delete: bool) -> set[int]:
     """Count (and delete) the garbage rows; the sealed packs no remaining row points into."""
     store = pfs.store
-    pages, contents, chunks = _mark(pfs, txn)
+    pages, contents = _mark(pfs, txn)
     db = store.meta.db
     report.pages = _drop(txn, db["nodes"], pages, delete)
-    report.contents = _drop(txn, db["contents"], contents, delete)
+    chunks, dead_contents = store.contents.sweep(txn, contents)
+    report.contents = len(dead_contents)
+    if delete:
+        for key in dead_contents:
+            txn.delete(key, db=db["contents"])
     live_packs: set[int] = set()
     garbage_by_pack: dict[int, int] = {}
     dead_chunks: list[bytes] = []
-    for key, value in txn.cursor(db=db["chunks"]):
-        key, loc = bytes(key), Location.decode(bytes(value))
+    for key, value in cast(Iterator[tuple[bytes, bytes]], txn.cursor(db=db["chunks"])):
         if key in chunks:
-            live_packs.add(loc.pack)
+            live_packs.add(Location.pack_of(value))
         else:
             dead_chunks.append(key)
+            loc = Location.decode(value)
             garbage_by_pack[loc.pack] = garbage_by_pack.get(loc.pack, 0) + loc.stored
     report.chunks = len(dead_chunks)
     if delete:

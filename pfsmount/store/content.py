@@ -17,7 +17,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import blake3
 import lmdb
@@ -245,6 +245,23 @@ class ContentStore:
             if len(self._tables) > 4096:
                 self._tables.popitem(last=False)
         return table
+
+    def sweep(self, txn: lmdb.Transaction, live: set[bytes]) -> tuple[set[bytes], list[bytes]]:
+        """One pass over the contents index (garbage collection): the chunks that the
+        ``live`` contents use, and the contents that are not live."""
+        chunks: set[bytes] = set()
+        dead: list[bytes] = []
+        step = _ROW.size
+        rows = cast(Iterator[tuple[bytes, bytes]], txn.cursor(db=self.meta.db["contents"]))
+        for key, raw in rows:  # bytes: the environment reads without buffers
+            if key in live:
+                if len(raw) == step:  # most files are one chunk
+                    chunks.add(raw[:32])
+                else:
+                    chunks.update(raw[i:i + 32] for i in range(0, len(raw), step))
+            else:
+                dead.append(key)
+        return chunks, dead
 
     def copy_to(self, digest: bytes, fd: int) -> int:
         """Write a whole file into ``fd`` from offset 0; returns its size.

@@ -52,6 +52,11 @@ class Location(NamedTuple):
     def decode(cls, raw: bytes) -> Location:
         return cls(*_LOC.unpack(raw))
 
+    @staticmethod
+    def pack_of(raw: bytes) -> int:
+        """The pack of an encoded location, without decoding the rest."""
+        return int.from_bytes(raw[:8], "big")
+
 
 def pack_name(pack: int) -> str:
     return f"{pack:016x}.pack"

@@ -107,6 +107,7 @@ class Operations(pyfuse3.Operations):
         self.dirs: dict[int, DirHandle] = {}
         self.dirty: dict[int, Dirty] = {}  # inode -> file being written
         self.pending: dict[tuple[str, str | None, str], Node] = {}  # created, not yet stored
+        self.new_dirs: dict[int, Entry] = {}  # inode -> directory staged, not yet in the tree
         self.known_roots: dict[tuple[str, str], bytes | None] = {}
         self.own_roots: set[str] = set()  # trees this mount's own writes produced
         self._ids = itertools.count(1)
@@ -176,9 +177,10 @@ class Operations(pyfuse3.Operations):
         view = view or self.view(node.repo, node.view)
         if view.root is None:
             return Entry(KIND_DIR, 0, 0o755, 0, self.pfs.store.trees.empty) if not node.path \
-                else None
+                else self.new_dirs.get(node.ino)
         with self.pfs.store.meta.read() as txn:
-            return self.pfs.store.trees.lookup(txn, view.root, node.path)
+            found = self.pfs.store.trees.lookup(txn, view.root, node.path)
+        return found if found is not None else self.new_dirs.get(node.ino)
 
     def attrs(self, node: Node, entry: Entry | None = None, view: View | None = None
               ) -> pyfuse3.EntryAttributes:
@@ -463,18 +465,55 @@ class Operations(pyfuse3.Operations):
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        parent, view = await self.changing(parent_inode)
-        path = self.child_path(parent, os.fsdecode(name))
-        with self.pfs.store.meta.read() as txn:
-            if view.root is not None and self.pfs.store.trees.lookup(txn, view.root, path):
-                raise fail(errno.EEXIST)
-        await self.apply(parent, {path: MKDIR})
-        node = self.nodes.child(parent, os.fsdecode(name))
-        if mode & 0o7777 != 0o755:
+        text = os.fsdecode(name)
+        if mode & 0o7777 != 0o755:  # a mode of its own: written to the tree at once
+            parent, view = await self.changing(parent_inode)
+            path = self._check_new(parent, view, text)
+            await self.apply(parent, {path: MKDIR})
+            node = self.nodes.child(parent, text)
             await self.apply(node, {path: Retouch(mode=mode & 0o7777)})
+        else:
+            # Staged like a closed file: one journal write, no LMDB commit (an fsync) per
+            # directory of a ``tar x`` or ``cp -r``. Until the journal is flushed, the new
+            # directory is served from ``new_dirs``; files created in it stage their own
+            # records after this one.
+            parent, view = self.writable(parent_inode)
+            path = self._check_new(parent, view, text)
+            node = self.nodes.child(parent, text)
+            self.new_dirs[node.ino] = Entry(KIND_DIR, 0, 0o755, time.time_ns(),
+                                            self.pfs.store.trees.empty)
+            self.pending[node.key] = node
+            node.handles += 1  # kept until flushed, like a file being stored
+            token = trio.lowlevel.current_trio_token()
+
+            def flushed() -> None:  # from the thread that flushed the journal
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(self._dir_flushed, node)
+
+            self.pfs.journal.stage(f"{node.repo}@{node.view}", path, MKDIR,
+                                   on_flushed=flushed)
         attrs = self.attrs(node)
         node.lookups += 1
         return attrs
+
+    def _check_new(self, parent: Node, view: View, name: str) -> str:
+        """The path for a new ``name`` in ``parent``; EEXIST if the tree has it, or a file or
+        directory not stored yet."""
+        path = self.child_path(parent, name)
+        if parent.child_key(name) in self.pending:
+            raise fail(errno.EEXIST)
+        with self.pfs.store.meta.read() as txn:
+            if view.root is not None and self.pfs.store.trees.lookup(txn, view.root, path):
+                raise fail(errno.EEXIST)
+        return path
+
+    def _dir_flushed(self, node: Node) -> None:
+        """A staged directory reached the tree: serve it from there."""
+        self.new_dirs.pop(node.ino, None)
+        if self.pending.get(node.key) is node:
+            del self.pending[node.key]
+        node.handles -= 1
+        self.nodes.maybe_drop(node)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
                     ) -> None:

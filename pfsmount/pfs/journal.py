@@ -25,8 +25,9 @@ import msgspec
 
 from pfsmount.errors import PfsError
 from pfsmount.pfs.files import Files
-from pfsmount.store import Entry, WriteBatch
+from pfsmount.store import KIND_DIR, MKDIR, Entry, WriteBatch
 from pfsmount.store.packs import Location
+from pfsmount.store.tree import Change
 
 log = logging.getLogger("pfsmount.journal")
 _FRAME = struct.Struct(">II")  # length, crc32 of the record
@@ -38,6 +39,10 @@ class Record(msgspec.Struct, array_like=True):
     entry: Entry
     chunks: list[tuple[bytes, bytes]]  # digest, encoded Location
     contents: list[tuple[bytes, bytes]]  # digest, chunk table
+    mkdir: bool = False  # a new directory (``MKDIR``); ``entry`` is unused
+
+
+_DIR = Entry(KIND_DIR, 0, 0o755, 0, b"")
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -69,15 +74,20 @@ class Journal:
         return os.open(self._segment_path(self._segment),
                        os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
-    def stage(self, ref: str, path: str, entry: Entry, batch: WriteBatch,
+    def stage(self, ref: str, path: str, change: Change, batch: WriteBatch | None = None,
               on_flushed: Callable[[], None] | None = None) -> None:
-        """Record one stored file for ``ref``'s open commit; ``on_flushed`` runs once it is
-        in LMDB (from the flushing thread)."""
-        record = Record(
-            ref=ref, path=path, entry=entry,
-            chunks=[(d, loc.encode()) for d, loc in batch.chunks.pending.items()],
-            contents=list(batch.contents.items()),
-        )
+        """Record one stored file (its chunks in ``batch``), or a new directory (``MKDIR``),
+        for ``ref``'s open commit; ``on_flushed`` runs once it is in LMDB (from the
+        flushing thread)."""
+        if change is MKDIR:
+            record = Record(ref=ref, path=path, entry=_DIR, chunks=[], contents=[], mkdir=True)
+        else:
+            assert isinstance(change, Entry) and batch is not None
+            record = Record(
+                ref=ref, path=path, entry=change,
+                chunks=[(d, loc.encode()) for d, loc in batch.chunks.pending.items()],
+                contents=list(batch.contents.items()),
+            )
         raw = _encoder.encode(record)
         frame = _FRAME.pack(len(raw), zlib.crc32(raw)) + raw
         with self._lock:
@@ -134,7 +144,9 @@ class Journal:
             for r in group:
                 batch.chunks.pending.update((d, Location.decode(loc)) for d, loc in r.chunks)
                 batch.contents.update(r.contents)
-            changes = {r.path: r.entry for r in group}  # the last write of a path wins
+            # The last write of a path wins.
+            changes: dict[str, Change] = {r.path: MKDIR if r.mkdir else r.entry
+                                          for r in group}
             try:
                 self.files.apply(ref, dict(changes), batch=batch, finish=False)
             except PfsError as e:  # the branch or repo went away meanwhile

@@ -1,7 +1,8 @@
-"""A crash of the daemon mid-copy loses nothing that was closed before it.
+"""A crash of the daemon mid-copy loses nothing that was closed (or made) before it.
 
 Files are copied into the mount one by one; each name is recorded only once its ``close()``
-returned (that is when the mount stores a file). Another thread SIGKILLs the daemon in the
+returned (that is when the mount stores a file), and so is each empty directory once its
+``mkdir()`` returned. Another thread SIGKILLs the daemon in the
 middle. ``pfsmount up`` must then clear the dead mount by itself and serve again; every
 recorded file is there with its full content, no file is torn, and fsck is clean.
 """
@@ -48,13 +49,17 @@ def test_sigkill_during_copy_keeps_every_closed_file(mount: Mount, tmp_path: Pat
 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
+    made: list[str] = []  # empty directories, recorded once mkdir() returned
     try:
-        for name in names:
+        for i, name in enumerate(names):
             path = dest / name
             path.parent.mkdir(exist_ok=True)
             with open(path, "wb") as f:
                 f.write(content(name, sizes[name]))
             closed.append(name)
+            if i % 11 == 0:
+                (dest / f"empty{i:04d}").mkdir()
+                made.append(f"empty{i:04d}")
     except OSError as e:
         error.append(e)
     t.join(timeout=130)
@@ -71,6 +76,8 @@ def test_sigkill_during_copy_keeps_every_closed_file(mount: Mount, tmp_path: Pat
         raise AssertionError("a dead FUSE mount still answered")
 
     mount.up()  # clears the stale mount by itself
+    for name in made:
+        assert (dest / name).is_dir(), f"directory {name} was made before the crash and is gone"
     for name in closed:
         path = dest / name
         assert path.is_file(), f"{name} was closed before the crash and is gone"

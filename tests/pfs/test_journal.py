@@ -16,7 +16,7 @@ import pytest
 
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.fsck import fsck
-from pfsmount.store import KIND_FILE, Entry, WriteBatch
+from pfsmount.store import KIND_FILE, MKDIR, Entry, WriteBatch
 
 
 def stage(pfs: Pfs, path: str, data: bytes) -> None:
@@ -174,3 +174,21 @@ def test_a_flush_that_dies_leaves_its_records_for_the_next_start(
     finally:
         pfs.close()
     assert segments(root) == []
+
+
+def test_a_staged_directory_lands_with_the_files_staged_in_it(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    pfs = Pfs(root)
+    pfs.repos.create("data")
+    pfs.journal.stage("data@master", "empty", MKDIR)
+    pfs.journal.stage("data@master", "d", MKDIR)
+    stage(pfs, "d/f", b"in a new directory")
+    os.close(pfs.journal._fd)  # the daemon dies before any flush
+    pfs.store.close()
+    pfs = Pfs(root)
+    try:
+        listed = {(f.path, f.type) for f in pfs.files.list("data@master:/")}
+        assert listed == {("/empty", "dir"), ("/d", "dir")}
+        assert read(pfs, "data@master:/d/f") == b"in a new directory"
+    finally:
+        pfs.close()

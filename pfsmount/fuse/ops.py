@@ -780,14 +780,22 @@ class Operations(pyfuse3.Operations):
                 node.handles -= 1
 
     async def _ingest(self, dirty: Dirty, batch: WriteBatch) -> Content:
-        """Chunk, hash and pack a written file: inline when small, else in a worker."""
+        """Chunk, hash and pack a written file: inline when small, else in a worker.
+
+        Inline only if the store's write gate lets the batch in at once: while a garbage
+        collection holds it shut, waiting on this thread would stall every request, and
+        the collection itself waits for writes that need this thread to finish."""
         contents = self.pfs.store.contents
         data = dirty.contents()
-        if data is not None:  # held in memory: small, cheaper than a worker thread
-            return contents.write_bytes(batch, data)
         fd = dirty.fd
+        inline = (data is not None or dirty.size() <= INLINE_INGEST) \
+            and contents.packs.gate.try_enter(batch.chunks)
+        if data is not None:  # held in memory: small, cheaper than a worker thread
+            if inline:
+                return contents.write_bytes(batch, data)
+            return await trio.to_thread.run_sync(contents.write_bytes, batch, data)
         assert fd is not None
-        if dirty.size() <= INLINE_INGEST:
+        if inline:
             return contents.write_fd(batch, fd)
         return await trio.to_thread.run_sync(contents.write_fd, batch, fd)
 

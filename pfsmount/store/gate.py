@@ -35,6 +35,14 @@ class WriteGate:
                 self._cond.wait()
             self._inside.add(batch)
 
+    def try_enter(self, batch: Any) -> bool:
+        """``enter`` if that needs no waiting; False while a collection holds the gate."""
+        with self._cond:
+            if self._closed and batch not in self._inside:
+                return False
+            self._inside.add(batch)
+            return True
+
     def leave(self, batch: Any) -> None:
         with self._cond:
             self._inside.discard(batch)

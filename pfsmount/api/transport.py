@@ -133,7 +133,13 @@ class Transport:
             body = b""
         conn = self._take(fresh)
         try:
-            conn.request(method, url, body=body, headers=headers)
+            try:
+                conn.request(method, url, body=body, headers=headers)
+            except (BrokenPipeError, ConnectionResetError):
+                # The daemon may refuse a request (an unknown repo) before it reads the
+                # whole body and then close: its answer is in the socket already.
+                if conn.sock is None:
+                    raise
             raw = conn.getresponse()
         except BaseException:
             conn.close()

@@ -87,6 +87,13 @@ def test_bad_input_is_one_line_and_changes_nothing(pfsd, unchanged, args, code,
     pfsd.fails(*args, code=code, match=match, input="some data\n")
 
 
+def test_a_big_upload_refused_at_once_still_gets_its_answer(pfsd, unchanged) -> None:
+    """The daemon answers before it reads the body, and closes: the client must show that
+    answer, not take the closed connection for a daemon that went away."""
+    pfsd.fails("file", "put", "nope@master:/x", "-", input=b"x" * (64 << 20), code=3,
+               match="repo nope not found")
+
+
 def test_writing_to_a_finished_commit_is_read_only(pfsd, data, unchanged) -> None:
     first, second = data["first"], data["second"]
     pfsd.fails("file", "put", f"data@{first}:/x", "-", input="x", code=6, match="read-only")

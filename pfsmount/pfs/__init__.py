@@ -1,26 +1,22 @@
 """The versioning model: repos, branches, commits, files and provenance over the store.
 
-``Pfs`` opens a store and exposes ``repos``, ``commits`` and ``files``; every method takes and
-returns plain values (names, reference strings, model structs) so that the API layer maps
-them one to one. Nothing here knows about HTTP, FUSE or pipelines' internals.
+``Pfs`` (``pfs.system``) opens a store and exposes ``repos``, ``commits`` and ``files``; every
+method takes and returns plain values (names, reference strings, model structs) so that the
+API layer maps them one to one. Nothing here knows about HTTP, FUSE or pipelines' internals.
+
+``Pfs`` and ``Event`` load on first use: the CLI and the client import this package for the
+model structs alone, and should not pay for LMDB, zstd and the store to decode a reply.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import lmdb
-
-from pfsmount.pfs.commits import Commits
-from pfsmount.pfs.events import Event, Events
-from pfsmount.pfs.files import Files
-from pfsmount.pfs.journal import Journal
 from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
-from pfsmount.pfs.records import Records
-from pfsmount.pfs.repos import Repos
-from pfsmount.store import Entry, Store
-from pfsmount.store.objects import ObjectStore
+
+if TYPE_CHECKING:
+    from pfsmount.pfs.events import Event
+    from pfsmount.pfs.system import Pfs
 
 __all__ = [
     "Branch",
@@ -34,19 +30,13 @@ __all__ = [
 ]
 
 
-class Pfs:
-    def __init__(self, root: Path, objects: ObjectStore | None = None) -> None:
-        self.store = Store(root, objects)
-        self.events = Events()
-        self.records = Records(self.store.meta)
-        self.repos = Repos(self.store, self.records, self.events)
-        self.commits = Commits(self.store, self.records, self.events)
-        self.files = Files(self.store, self.records, self.commits, self.events)
-        self.journal = Journal(root / "journal", self.files)
-        # Callables naming entries that are live though no commit holds them (the layers
-        # above register theirs); ``garbage.collect`` keeps what they reach.
-        self.gc_roots: list[Callable[[lmdb.Transaction], Iterable[Entry]]] = []
+def __getattr__(name: str) -> Any:
+    if name == "Pfs":
+        from pfsmount.pfs.system import Pfs
 
-    def close(self) -> None:
-        self.journal.close()
-        self.store.close()
+        return Pfs
+    if name == "Event":
+        from pfsmount.pfs.events import Event
+
+        return Event
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

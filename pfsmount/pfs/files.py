@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import httpx
 import lmdb
 
 from pfsmount.errors import (
@@ -596,6 +595,8 @@ def _fetch(url: str) -> Readable:
     """Stream an http(s) URL; any failure, now or mid-body, is a ``SourceError``."""
     if not url.startswith(("http://", "https://")):
         raise InvalidArgument(f"unsupported URL {url!r}: only http and https")
+    import httpx  # only URL puts need it (tens of ms to import)
+
     client = httpx.Client(follow_redirects=True, timeout=30.0)
     try:
         response = client.send(client.build_request("GET", url), stream=True)

@@ -229,7 +229,7 @@ class Files:
             for _attempt in range(10):
                 if spool is not None:
                     spool.seek(0)
-                done = self._put_file(ref, source, append, system)
+                done = self._put_file(ref, source, append, system, progress)
                 if done is not None:
                     if progress:
                         progress(Counts(files=1, bytes=done[1]))
@@ -240,11 +240,14 @@ class Files:
         raise SourceError(f"{ref.path} kept changing while appending to it")
 
     def _put_file(
-        self, ref: Ref, source: Source, append: bool, system: bool
+        self, ref: Ref, source: Source, append: bool, system: bool,
+        progress: Progress | None = None,
     ) -> tuple[Commit, int] | None:
         """One attempt at a single-file put: the commit and the file's size, or None when an
         append raced another writer."""
         batch = WriteBatch()
+        if progress is not None and not append:
+            batch.progress = _every(0.1, lambda n: progress(Counts(files=0, bytes=n)))
         base = self._current_entry(ref) if append else None
         content = self._ingest(batch, source, base)
         mode = 0o644
@@ -537,6 +540,20 @@ class Files:
             raise InvalidArgument("cannot replace the repo root")
         return self.write(ref, lambda txn, commit: normalized, batch, system=system,
                           finish=finish)
+
+
+def _every(seconds: float, fn: Callable[[int], None]) -> Callable[[int], None]:
+    """``fn``, called at most once every ``seconds`` (progress reports)."""
+    last = time.monotonic()
+
+    def call(n: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now >= last + seconds:
+            last = now
+            fn(n)
+
+    return call
 
 
 class _Retry(Exception):

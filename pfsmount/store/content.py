@@ -14,7 +14,7 @@ import os
 import struct
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple, cast
@@ -69,6 +69,8 @@ class WriteBatch:
         self.chunks = ChunkBatch()
         self.contents: dict[bytes, bytes] = {}
         self.bytes_in = 0
+        # Told the bytes of a large file stored so far, every few MiB (a progress bar).
+        self.progress: Callable[[int], None] | None = None
 
 
 class ContentStore:
@@ -137,6 +139,8 @@ class ContentStore:
                 for name, size in window.popleft().result():
                     end += size
                     table.extend(_ROW.pack(name, end))
+                if batch.progress is not None:
+                    batch.progress(end)
 
         def send() -> None:
             nonlocal hashed, group, grouped

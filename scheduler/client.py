@@ -63,7 +63,5 @@ class PipelineClient:
             params["job"] = job
         if datum:
             params["datum"] = datum
-        with self.client.http.stream("GET", "/logs", params=params) as response:
-            self.client.raise_for(response)
-            yield from response.iter_bytes()
+        yield from self.client.stream_bytes("GET", "/logs", params=params)
 

@@ -5,13 +5,11 @@ as the same ``PfsError`` subclasses the daemon raised. A missing daemon is
 ``DaemonNotRunning`` with the hint to run ``pfsmount up``.
 
 Importing this module stays cheap (a CLI command pays for it on every run): the transport is
-the standard library's, and the model's structs are imported on first use, since
-``pfsmount.pfs`` brings the store layer (LMDB, zstd, BLAKE3) along with them.
+the standard library's, and the model's structs are imported on first use.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,8 +24,6 @@ from .transport import GONE, Transport
 from .wire import API_PREFIX
 
 if TYPE_CHECKING:
-    import httpx
-
     from pfsmount.pfs.model import (
         Branch,
         Commit,
@@ -48,23 +44,8 @@ class Client:
         self.timeout = timeout
         self.transport = Transport(str(self.layout.socket), API_PREFIX, timeout)
 
-    @functools.cached_property
-    def http(self) -> httpx.Client:
-        """An ``httpx.Client`` on the same socket, for callers that want one (made on first
-        use: httpx costs over 50 ms to import)."""
-        import httpx
-
-        return httpx.Client(
-            # A Unix socket: no TLS, so no certificate store to load (30 ms a command).
-            transport=httpx.HTTPTransport(uds=str(self.layout.socket), verify=False),
-            base_url="http://pfsmount" + API_PREFIX,
-            timeout=httpx.Timeout(self.timeout),
-        )
-
     def close(self) -> None:
         self.transport.close()
-        if "http" in self.__dict__:
-            self.http.close()
 
     def __enter__(self) -> Client:
         return self
@@ -84,8 +65,8 @@ class Client:
 
     @staticmethod
     def raise_for(response: Any) -> None:
-        """Raise the daemon's error for an answer of status 400 or more (an answer of
-        ``Transport`` or of ``httpx``: anything with ``status_code``, ``read``, ``content``)."""
+        """Raise the daemon's error for an answer of status 400 or more (anything with
+        ``status_code``, ``read`` and ``content``, as ``Transport``'s answers have)."""
         if response.status_code < 400:
             return
         response.read()

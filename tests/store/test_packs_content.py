@@ -292,3 +292,23 @@ def test_copy_to_writes_the_whole_file_from_staged_and_sealed_packs(tmp_path: Pa
             assert out.read_bytes() == data
     finally:
         store.close()
+
+
+def test_a_large_write_whose_source_fails_midway_ends_at_once(pfs: Pfs) -> None:
+    """Groups of chunks already handed to threads finish or are cancelled; nothing hangs,
+    and the threads serve the next write."""
+
+    class Failing:
+        def __init__(self) -> None:
+            self.sent = 0
+
+        def read(self, n: int) -> bytes:
+            if self.sent >= 40 << 20:
+                raise OSError(5, "Input/output error")
+            self.sent += n
+            return os.urandom(n)
+
+    batch = WriteBatch()
+    with pytest.raises(OSError, match="Input/output error"):
+        pfs.store.contents.write_stream(batch, Failing())
+    _store(pfs.store, _random(16 << 20, seed=6))  # the threads are free for the next write

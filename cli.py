@@ -358,9 +358,13 @@ def gc(ctx: click.Context, dry_run: bool, wait: float, as_json: bool) -> None:
     say(f"{verb} {humanize.size(r.freed)} in {r.packs} packs; "
         f"{'would remove' if r.dry_run else 'removed'} {r.chunks} chunks, {r.contents} "
         f"file contents and {r.pages} tree pages in {humanize.duration(r.seconds)}")
+    if r.compacted:
+        say(f"{'would empty' if r.dry_run else 'emptied'} {r.compacted} packs that were mostly "
+            f"garbage (moving {humanize.size(r.moved)} of live data): "
+            f"{humanize.size(r.freed_next)} more comes back at the next gc")
     if r.garbage_kept:
         say(f"{humanize.size(r.garbage_kept)} of garbage stays in {r.packs_kept} packs that "
-            "still hold live data")
+            "still hold mostly live data")
 
 
 # -- repo ------------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ reusing a chunk and referencing it (see ``store.gate``); then the staging journa
 so files closed in the mount are indexed; then marking and sweeping happen in one LMDB write
 transaction, so no reference can appear between the two. Pack objects go only after that
 transaction commits, and only those no chunk row points into: a crash in between leaves
-packs with no rows, which the next collection deletes. A pack that still holds a live chunk is
-kept whole. Nothing here knows about HTTP, FUSE or pipelines.
+packs with no rows, which the next collection deletes. A pack that is mostly garbage has its
+live chunks copied to a new pack in the same transaction, and goes at the next collection
+(readers that looked its chunks up before may still be reading it); other packs with some
+garbage stay as they are. Nothing here knows about HTTP, FUSE or pipelines.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pfsmount.pfs import Pfs
 from pfsmount.pfs.model import GcReport
 from pfsmount.store import KIND_FILE, Entry
 from pfsmount.store.packs import Location, pack_name
+
+SPARSE = 0.5  # a pack at least this much garbage is emptied into a new one
 
 
 def collect(pfs: Pfs, dry_run: bool = False, wait: float = 30.0) -> GcReport:
@@ -92,9 +96,38 @@ def _sweep(pfs: Pfs, txn: lmdb.Transaction, report: GcReport, delete: bool) -> s
     for pack in dead:
         report.packs += 1
         report.freed += store.objects.size(pack_name(pack)) or 0
-    report.packs_kept = len(set(garbage_by_pack) - dead)
-    report.garbage_kept = sum(n for p, n in garbage_by_pack.items() if p not in dead)
+    sparse = _compact(pfs, txn, report, chunks, garbage_by_pack,
+                      (sealed & live_packs) - staged, delete)
+    report.packs_kept = len(set(garbage_by_pack) - dead - sparse)
+    report.garbage_kept = sum(n for p, n in garbage_by_pack.items()
+                              if p not in dead and p not in sparse)
     return dead
+
+
+def _compact(pfs: Pfs, txn: lmdb.Transaction, report: GcReport, chunks: set[bytes],
+             garbage: dict[int, int], candidates: set[int], move: bool) -> set[int]:
+    """Empty the packs that are at least ``SPARSE`` garbage: their live ``chunks`` move to
+    the open pack (``PackStore.move``). Returns the packs emptied."""
+    candidates &= set(garbage)
+    if not candidates:
+        return set()
+    live: dict[int, list[tuple[bytes, Location]]] = {p: [] for p in candidates}
+    for key, value in cast(Iterator[tuple[bytes, bytes]],
+                           txn.cursor(db=pfs.store.meta.db["chunks"])):
+        rows = live.get(Location.pack_of(value))
+        if rows is not None and key in chunks:  # a dry run still sees the garbage rows
+            rows.append((key, Location.decode(value)))
+    sparse = {p for p, rows in live.items()
+              if garbage[p] >= SPARSE * (garbage[p] + sum(loc.stored for _, loc in rows))}
+    for pack in sparse:
+        report.compacted += 1
+        report.freed_next += pfs.store.objects.size(pack_name(pack)) or 0
+    moving = sorted((row for p in sparse for row in live[p]), key=lambda r: r[1][:2])
+    if move:
+        report.moved = pfs.store.packs.move(txn, moving)
+    else:
+        report.moved = sum(loc.stored for _, loc in moving)
+    return sparse
 
 
 def _drop(txn: lmdb.Transaction, db: lmdb._Database, live: set[bytes], delete: bool) -> int:

@@ -77,9 +77,11 @@ class GcReport(msgspec.Struct, kw_only=True):
     """What ``gc`` removed (or, with ``dry_run``, would remove).
 
     ``pages``, ``contents`` and ``chunks`` count index rows; ``packs`` the pack objects
-    deleted and ``freed`` their bytes. ``garbage_kept`` is the stored size of the garbage
-    chunks (dropped from the index) in the ``packs_kept`` packs that also hold live ones:
-    those stay whole.
+    deleted and ``freed`` their bytes. Packs that are mostly garbage are emptied: their live
+    chunks (``moved`` bytes) are copied to a new pack, and the ``compacted`` old packs
+    (``freed_next`` bytes) go at the next collection, once no reader can be using them.
+    ``garbage_kept`` is the stored size of the garbage chunks (dropped from the index) in the
+    ``packs_kept`` packs that also hold enough live data to stay as they are.
     """
 
     dry_run: bool = False
@@ -90,6 +92,9 @@ class GcReport(msgspec.Struct, kw_only=True):
     freed: int = 0
     packs_kept: int = 0
     garbage_kept: int = 0
+    compacted: int = 0
+    moved: int = 0
+    freed_next: int = 0
     seconds: float = 0.0
 
 

@@ -31,7 +31,9 @@ Invariants (``pfsmount fsck`` checks each one):
 5. every branch head is a finished commit of its repo; an open commit is unfinished and
    belongs to that branch;
 6. values under content-addressed keys (``chunks``, ``contents``, ``nodes``) never change once
-   written: writers may put the same value again, never another one.
+   written: writers may put the same value again, never another one. The one exception is
+   garbage collection, which may move a chunk (the same bytes) out of a pack that is mostly
+   garbage and point its ``chunks`` row at the new place.
 
 Unreferenced ``chunks``, ``contents`` and ``nodes`` rows are garbage, not errors;
 ``pfs.garbage.collect`` (``pfsmount gc``) removes them, with the packs no row points into.

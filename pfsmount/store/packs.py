@@ -206,6 +206,9 @@ class PackStore:
         they are not indexed yet (a duplicate is harmless garbage, the index keeps the first).
         Chunks the batch already holds are skipped."""
         self.gate.enter(batch)
+        self._append(batch, chunks)
+
+    def _append(self, batch: ChunkBatch, chunks: Sequence[Stored]) -> None:
         with self._lock:
             chunks = [c for c in chunks if c.digest not in batch.pending]
             if not chunks:
@@ -254,6 +257,32 @@ class PackStore:
         # Garbage collection, waiting for this, starts its own write transaction, which
         # LMDB opens only once the caller's has committed.
         self.gate.leave(batch)
+
+    def move(self, txn: lmdb.Transaction, chunks: Sequence[tuple[bytes, Location]]) -> int:
+        """Copy these indexed chunks into the open pack and point their index rows there,
+        in the caller's write transaction; returns the bytes moved. For garbage collection,
+        which holds the write gate: it empties packs that are mostly garbage.
+
+        The old pack keeps its bytes, so a reader that looked a location up before goes on
+        reading; no row points into it any more, and the next collection deletes it. A
+        crash before the transaction commits leaves the copies as garbage.
+        """
+        batch = ChunkBatch()
+        moved = grouped = 0
+        group: list[Stored] = []
+        for i, (digest, loc) in enumerate(chunks):
+            group.append(Stored(digest, loc.raw, loc.codec, self._read_stored(loc)))
+            moved += loc.stored
+            grouped += loc.stored
+            if grouped >= 16 << 20 or i == len(chunks) - 1:  # one write per 16 MiB
+                self._append(batch, group)
+                group, grouped = [], 0
+        if batch.pending:
+            self.sync()
+            with txn.cursor(db=self.meta.db["chunks"]) as cursor:
+                cursor.putmulti([(d, loc.encode()) for d, loc in batch.pending.items()],
+                                overwrite=True)  # the one change invariant 6 allows
+        return moved
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -30,14 +30,20 @@ def test_gc_frees_a_deleted_repo_and_keeps_the_rest(fresh_pfsd: Pfsmount,
 
     dry = cli.json("gc", "--dry-run")
     assert dry["dry_run"] and dry["packs"] >= 1 and dry["freed"] >= 60 * MIB
+    # The last pack holds the rest of big.bin and all of kept.csv: mostly garbage, so the
+    # live part moves out, and the old pack goes at the next gc.
+    assert dry["compacted"] == 1 and dry["moved"] < MIB and dry["freed_next"] >= 4 * MIB
     assert packs_on_disk(cli.root) == before
     out = cli.ok("gc")
     assert out.startswith("freed "), out
-    assert "removed" in out and "chunks" in out
-    assert packs_on_disk(cli.root) <= before - dry["freed"]
+    assert "removed" in out and "chunks" in out and "emptied 1 packs" in out
+    assert packs_on_disk(cli.root) <= before - dry["freed"] + dry["moved"]
     assert cli.get("file", "get", "kept@master:/kept.csv") == kept.read_bytes()
     again = cli.json("gc")
-    assert (again["packs"], again["chunks"], again["contents"]) == (0, 0, 0)
+    assert (again["chunks"], again["contents"], again["compacted"]) == (0, 0, 0)
+    assert again["packs"] == 1 and again["freed"] == dry["freed_next"]
+    assert packs_on_disk(cli.root) < MIB
+    assert cli.get("file", "get", "kept@master:/kept.csv") == kept.read_bytes()
 
 
 def test_gc_bad_input(fresh_pfsd: Pfsmount) -> None:

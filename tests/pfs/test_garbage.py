@@ -259,3 +259,59 @@ def test_a_crash_before_the_packs_go_leaves_garbage_the_next_gc_frees(
         assert read(pfs, "kept@master:/k") == keep
     finally:
         pfs.close()
+
+
+def test_a_pack_that_is_mostly_garbage_is_emptied_and_goes_at_the_next_gc(pfs: Pfs) -> None:
+    pfs.repos.create("kept")
+    pfs.repos.create("gone")
+    kept = {f"k{i}": os.urandom(64 * 1024) for i in range(4)}
+    for i, (name, data) in enumerate(kept.items()):  # interleaved in the same packs
+        put(pfs, f"kept@master:/{name}", data)
+        put(pfs, f"gone@master:/g{i}", os.urandom(MIB))
+    seal(pfs)
+    before = stored_bytes(pfs)
+    with pfs.store.meta.read() as txn:
+        _, entry = pfs.files.open("kept@master:/k0")
+        digest = pfs.store.contents.table(txn, entry.ref).digests[0]
+        old = pfs.store.packs.location(txn, digest)
+    pfs.repos.delete("gone")
+
+    first = collect(pfs)
+    assert first.compacted >= 1 and 0 < first.moved <= 4 * 64 * 1024 + 4096
+    assert first.packs_kept == 0 and first.garbage_kept == 0
+    for name, data in kept.items():
+        assert read(pfs, f"kept@master:/{name}") == data
+    # A reader that looked the chunk up before the gc still reads it where it was.
+    assert pfs.store.packs.read_uncached(old, digest) == kept["k0"]  # one chunk
+    assert fsck(pfs, verify_data=True).errors == []
+
+    second = collect(pfs)
+    assert second.packs == first.compacted and second.freed == first.freed_next
+    assert stored_bytes(pfs) < before // 4
+    for name, data in kept.items():
+        assert read(pfs, f"kept@master:/{name}") == data
+
+
+def test_a_failed_compaction_changes_nothing(pfs: Pfs,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    pfs.repos.create("kept")
+    pfs.repos.create("gone")
+    put(pfs, "kept@master:/k", b"kept" * 1000)
+    put(pfs, "gone@master:/g", os.urandom(MIB))
+    seal(pfs)
+    pfs.repos.delete("gone")
+    move = pfs.store.packs.move
+
+    def failing(txn: lmdb.Transaction, chunks: list[tuple[bytes, object]]) -> int:
+        move(txn, chunks)  # bytes copied and rows changed in the transaction ...
+        raise OSError(28, "No space left on device")  # ... which then aborts
+
+    monkeypatch.setattr(pfs.store.packs, "move", failing)
+    with pytest.raises(OSError, match="No space left"):
+        collect(pfs)
+    monkeypatch.undo()
+    assert read(pfs, "kept@master:/k") == b"kept" * 1000
+    assert fsck(pfs, verify_data=True).errors == []
+    report = collect(pfs)
+    assert report.compacted == 1
+    assert read(pfs, "kept@master:/k") == b"kept" * 1000

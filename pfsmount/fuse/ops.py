@@ -45,6 +45,7 @@ INLINE_INGEST = 256 * 1024  # files up to this size are hashed and packed on the
 # Files up to this size are read on the trio thread: a trip to a worker thread and back costs
 # more than reading one small chunk, even from a cold disk (cat of 10k small files).
 INLINE_READ = 64 * 1024
+ENTRY_CACHE = 65536  # tree entries remembered (see ``tree_entry``)
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
@@ -117,6 +118,7 @@ class Operations(pyfuse3.Operations):
         # and reading it costs a transaction and three records. ``model_changed`` (called
         # from any thread, after the change's transaction) empties it.
         self._views: dict[tuple[str, str], View] = {}
+        self._entries: dict[tuple[bytes, str], Entry | None] = {}  # see ``tree_entry``
         self._generation = 0
 
     def model_changed(self) -> None:
@@ -178,9 +180,24 @@ class Operations(pyfuse3.Operations):
         if view.root is None:
             return Entry(KIND_DIR, 0, 0o755, 0, self.pfs.store.trees.empty) if not node.path \
                 else self.new_dirs.get(node.ino)
-        with self.pfs.store.meta.read() as txn:
-            found = self.pfs.store.trees.lookup(txn, view.root, node.path)
+        found = self.tree_entry(view.root, node.path)
         return found if found is not None else self.new_dirs.get(node.ino)
+
+    def tree_entry(self, root: bytes, path: str) -> Entry | None:
+        """``path`` in the tree ``root``, remembered: a tree never changes, and the kernel
+        asks for the same few paths again and again (a directory's attributes after every
+        file created in it, each name of a ``cp -r`` twice)."""
+        key = (root, path)
+        try:
+            return self._entries[key]  # None too: the name is not there (cp asks twice)
+        except KeyError:
+            pass
+        with self.pfs.store.meta.read() as txn:
+            found = self.pfs.store.trees.lookup(txn, root, path)
+        if len(self._entries) >= ENTRY_CACHE:
+            self._entries.clear()
+        self._entries[key] = found
+        return found
 
     def attrs(self, node: Node, entry: Entry | None = None, view: View | None = None
               ) -> pyfuse3.EntryAttributes:
@@ -293,8 +310,7 @@ class Operations(pyfuse3.Operations):
         else:
             view = self.view(parent.repo, parent.view)
             if view.root is not None:
-                with self.pfs.store.meta.read() as txn:
-                    entry = self.pfs.store.trees.lookup(txn, view.root, key[2])
+                entry = self.tree_entry(view.root, key[2])
             if entry is None:
                 return self.missing(view)
         node = self.nodes.child(parent, text)
@@ -502,9 +518,8 @@ class Operations(pyfuse3.Operations):
         path = self.child_path(parent, name)
         if parent.child_key(name) in self.pending:
             raise fail(errno.EEXIST)
-        with self.pfs.store.meta.read() as txn:
-            if view.root is not None and self.pfs.store.trees.lookup(txn, view.root, path):
-                raise fail(errno.EEXIST)
+        if view.root is not None and self.tree_entry(view.root, path) is not None:
+            raise fail(errno.EEXIST)
         return path
 
     def _dir_flushed(self, node: Node) -> None:
@@ -544,8 +559,7 @@ class Operations(pyfuse3.Operations):
         key = parent.child_key(text)
         view = self.view(parent.repo, parent.view or "")
         created = self.pending.pop(key, None)  # created here, maybe never stored
-        with self.pfs.store.meta.read() as txn:
-            entry = self.pfs.store.trees.lookup(txn, view.root, key[2]) if view.root else None
+        entry = self.tree_entry(view.root, key[2]) if view.root else None
         if entry is None and created is None:
             raise fail(errno.ENOENT)
         if entry is not None:

@@ -543,7 +543,10 @@ class Operations(pyfuse3.Operations):
             if self.pfs.store.trees.count(txn, entry.ref) or self._pending_below(parent, path):
                 raise fail(errno.ENOTEMPTY)
         await self.apply(parent, {path: None})
-        self.nodes.detach(parent.child_key(os.fsdecode(name)))
+        key = parent.child_key(os.fsdecode(name))
+        gone = self.nodes.detach(key)
+        if gone is not None and self.pending.get(key) is gone:
+            del self.pending[key]  # made by mkdir here: its flush notice may come later
 
     def _pending_below(self, parent: Node, path: str) -> bool:
         prefix = path + "/"

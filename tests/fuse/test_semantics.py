@@ -207,6 +207,29 @@ def test_unlink_mkdir_rmdir(mount: Mount, repo: str, br: Path) -> None:
     assert (mkdir_mode / "inside").read_bytes() == b"in"
 
 
+def test_a_new_directory_is_there_at_once_and_gone_at_once(mount: Mount, repo: str,
+                                                             br: Path) -> None:
+    """mkdir is staged in the journal: the directory must behave as made from the first
+    moment (list it, fill it, remove it, make it again), and reach the branch."""
+    for i in range(100):
+        d = br / "x"
+        os.mkdir(d)
+        assert os.listdir(d) == [] and stat.S_ISDIR(os.stat(d).st_mode)
+        assert errno_of(os.mkdir, d) == errno.EEXIST
+        os.rmdir(d)
+        assert errno_of(os.stat, d) == errno.ENOENT
+        os.mkdir(d)
+        (d / "f").write_bytes(b"%d" % i)
+        assert errno_of(os.rmdir, d) == errno.ENOTEMPTY
+        os.unlink(d / "f")
+        os.rmdir(d)
+    (br / "kept" / "deep").mkdir(parents=True)
+    with mount.api() as c:
+        assert [f.path for f in c.list_files(f"{repo}@master:/")] == ["/kept"]
+        assert [f.path for f in c.list_files(f"{repo}@master:/kept")] == ["/kept/deep"]
+    assert os.listdir(br) == ["kept"]
+
+
 def test_symlinks(mount: Mount, repo: str, br: Path) -> None:
     (br / "target").write_bytes(b"T")
     (br / "dir").mkdir()

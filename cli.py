@@ -348,7 +348,8 @@ def gc(ctx: click.Context, dry_run: bool, wait: float, as_json: bool) -> None:
     """Free the space of deleted repos and commits.
 
     Removes the chunks, file contents and tree pages that no commit reaches any more, and
-    deletes the pack files left with nothing live in them. Writes pause while it runs.
+    deletes the pack files left with nothing live in them. A pack that is mostly garbage has
+    its live data moved out and goes at the next gc. Writes pause while it runs.
     """
     r = client(ctx).gc(dry_run, wait)
     if as_json:

@@ -354,7 +354,6 @@ def build_app(
         return json_response(await run(lambda: collect(
             pfs, dry_run=arg(p, "dry_run", bool, False), wait=arg(p, "wait", float, 30.0))))
 
-
     # Routes from layers above come first, so they may also replace one of these (the
     # scheduler's /commits/wait waits for downstream jobs too).
     routes: list[BaseRoute] = [

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import lmdb
 
@@ -49,6 +49,7 @@ from pfsmount.store.readers import POOL_MIN, Failed, Large, Prepared
 from pfsmount.store.tree import Change
 
 Progress = Callable[[Counts], None]
+_T = TypeVar("_T")
 Build = Callable[[lmdb.Transaction, Commit], dict[str, Change]]
 
 _TYPES = {KIND_FILE: "file", KIND_DIR: "dir", KIND_LINK: "symlink"}
@@ -322,7 +323,8 @@ class Files:
         _list_tree(str(top), prefix, changes, files)
         counts = Counts()
         now = time.time_ns()
-        reported = 0.0
+        # Each report is a round trip to the event loop: at most one every 0.1 s.
+        report = _every(0.1, progress) if progress else None
         contents = self.store.contents
         batches = [files[i : i + _BATCH] for i in range(0, len(files), _BATCH)]
         results = self.store.readers.map(([full for _, full in b] for b in batches),
@@ -342,9 +344,8 @@ class Files:
                 changes[dest] = Entry(KIND_FILE, content.size, mode, now, content.digest)
                 counts.files += 1
                 counts.bytes += content.size
-            if progress and time.monotonic() >= reported + 0.1:
-                reported = time.monotonic()  # each report is a round trip to the event loop
-                progress(Counts(files=counts.files, bytes=counts.bytes))
+            if report:
+                report(Counts(files=counts.files, bytes=counts.bytes))
         if progress:
             progress(counts)
         return changes
@@ -542,16 +543,16 @@ class Files:
                           finish=finish)
 
 
-def _every(seconds: float, fn: Callable[[int], None]) -> Callable[[int], None]:
+def _every(seconds: float, fn: Callable[[_T], None]) -> Callable[[_T], None]:
     """``fn``, called at most once every ``seconds`` (progress reports)."""
     last = time.monotonic()
 
-    def call(n: int) -> None:
+    def call(value: _T) -> None:
         nonlocal last
         now = time.monotonic()
         if now >= last + seconds:
             last = now
-            fn(n)
+            fn(value)
 
     return call
 

@@ -48,11 +48,6 @@ class WriteGate:
             self._inside.discard(batch)
             self._cond.notify_all()
 
-    def writing(self) -> int:
-        """Batches in the gate now."""
-        with self._cond:
-            return len(self._inside)
-
     @contextmanager
     def closed(self, timeout: float) -> Iterator[None]:
         """Hold new batches back and wait for those inside to leave (``Conflict`` when they

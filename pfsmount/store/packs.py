@@ -337,14 +337,9 @@ class PackStore:
     def read(self, txn: lmdb.Transaction, digest: bytes) -> bytes:
         """The raw bytes of one chunk, from the cache or its pack."""
         data = self._cache.get(digest)
-        if data is not None:
-            return data
-        loc = self.location(txn, digest)
-        stored = self._read_stored(loc)
-        if len(stored) != loc.stored:
-            raise Corrupt(f"chunk {digest.hex()} is truncated in {pack_name(loc.pack)}")
-        data = chunking.decompress(loc.codec, stored, loc.raw)
-        self._cache.put(digest, data)
+        if data is None:
+            data = self.read_uncached(self.location(txn, digest), digest)
+            self._cache.put(digest, data)
         return data
 
     def verify(self, txn: lmdb.Transaction, digest: bytes) -> None:

@@ -69,10 +69,16 @@ def test_prepared_files_store_once_and_read_back(pfs: Pfs, tmp_path: Path) -> No
     assert len(again.chunks) == 0
 
 
+def _batches(top: Path, files: int, per_batch: int, size: int) -> list[list[str]]:
+    """``files`` random files of about ``size`` bytes in ``top``, as batches of paths."""
+    for i in range(files):
+        (top / f"f{i}").write_bytes(_random(size + i, seed=i))
+    return [[str(top / f"f{i}") for i in range(j, j + per_batch)]
+            for j in range(0, files, per_batch)]
+
+
 def test_reader_processes_return_what_the_thread_does(tmp_path: Path) -> None:
-    for i in range(20):
-        (tmp_path / f"f{i}").write_bytes(_random(3000 + i, seed=i))
-    batches = [[str(tmp_path / f"f{i}") for i in range(j, j + 5)] for j in range(0, 20, 5)]
+    batches = _batches(tmp_path, 20, 5, 3000)
     readers = Readers(workers=2)
     try:
         assert list(readers.map(batches, parallel=True)) == list(
@@ -110,9 +116,7 @@ def test_full_packs_are_sealed_in_the_background(pfs: Pfs, monkeypatch) -> None:
 
 
 def test_a_killed_reader_process_costs_speed_not_results(tmp_path: Path) -> None:
-    for i in range(40):
-        (tmp_path / f"f{i}").write_bytes(_random(2000 + i, seed=i))
-    batches = [[str(tmp_path / f"f{i}") for i in range(j, j + 4)] for j in range(0, 40, 4)]
+    batches = _batches(tmp_path, 40, 4, 2000)
     readers = Readers(workers=2)
     try:
         readers.start()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 import shutil
 import threading
 import time
@@ -37,6 +39,7 @@ log = logging.getLogger("pfsmount.scheduler")
 LOG_TAIL = 2000  # bytes of a failing datum's log kept in the job
 _T = TypeVar("_T")
 _SKIP, _STOPPED = "skip", "stopped"  # wait_commit outcomes other than a job
+_TRY = re.compile(r"^\[pfsmount\] datum \S+ try \d+ of \d+$", re.M)  # starts a try's log
 
 
 class Scheduler:
@@ -318,8 +321,10 @@ class Scheduler:
                     out.append(output)
                     frontier.append(output)
                 else:
+                    first, *more = job.error.splitlines() or [""]
+                    logs = f" (all of it: `pfsmount logs -p {job.pipeline} --job {job.id}`)"
                     failures.append(f"pipeline {job.pipeline} job {job.id} {job.state}: "
-                                    f"{job.error.splitlines()[0] if job.error else ''}")
+                                    f"{first}{logs if more else ''}")
         if failures:
             raise Conflict("; ".join(failures))
         return out
@@ -382,7 +387,7 @@ class Scheduler:
                 if isinstance(outcome, str):
                     job.failed += 1
                     failure = failure or f"datum {d.id} failed after {spec.datum_tries} " \
-                                         f"tries; log tail:\n{outcome}"
+                                         f"tries{outcome}"
                 else:
                     results[d.id] = outcome[0]
                     unsaved.append((d.id, *outcome))
@@ -439,10 +444,13 @@ class Scheduler:
         content = self.pfs.store.contents.write_bytes(batch, b"".join(pieces()))
         return Entry(KIND_FILE, content.size, entries[0].mode, time.time_ns(), content.digest)
 
-    def _source(self, f: DatumFile, scratch: Path) -> Path:
-        """Where the runner finds a datum's input on this machine: the mount, or a copy."""
+    def _source(self, f: DatumFile, scratch: Path, image: str) -> Path:
+        """Where the runner finds a datum's input on this machine: the mount, or a copy.
+        A container of a root daemon runs as another uid (65534), which a mount private to
+        root does not let in: it gets a copy."""
         rel = f.path.lstrip("/")
-        if self.mountpoint is not None and self.mountpoint.is_dir():
+        shared = not image or os.getuid() != 0
+        if shared and self.mountpoint is not None and self.mountpoint.is_dir():
             return self.mountpoint / f.repo / f.commit / rel
         target = scratch / "in" / f.input / rel
         for info in self.pfs.files.walk(f"{f.repo}@{f.commit}", f.path):
@@ -487,7 +495,7 @@ class Scheduler:
                "PPS_PIPELINE_NAME": spec.name, "PFS_OUT": "/pfs/out"}
         for f in d.files:
             inside = f"/pfs/{f.input}{f.path if f.path != '/' else ''}"
-            binds.append((self._source(f, scratch), inside))
+            binds.append((self._source(f, scratch, spec.transform.image), inside))
             env[f.input] = inside
         runner = self.docker if spec.transform.image else self.sandbox
         for attempt in range(1, spec.datum_tries + 1):
@@ -510,7 +518,7 @@ class Scheduler:
                               if isinstance(e, Entry) and e.kind != KIND_DIR), batch
             with open(logfile, "a") as log_out:
                 log_out.write(f"[pfsmount] exit code {code}\n")
-        return logfile.read_bytes()[-LOG_TAIL:].decode(errors="replace")
+        return _failure(code, logfile)
 
     def logs_for(self, pipeline: str, job: str | None = None, datum: str | None = None
                  ) -> list[Path]:
@@ -529,3 +537,19 @@ class Scheduler:
         if datum is not None and not found:
             raise NotFound(f"no logs of datum {datum} in pipeline {pipeline}")
         return found
+
+
+def _failure(code: int, logfile: Path) -> str:
+    """How a datum's last try ended, for the job's error: a first line that stands alone
+    (``commit wait`` shows only it) with the exit and the last lines the datum printed,
+    then the log's tail."""
+    tail = logfile.read_bytes()[-LOG_TAIL:].decode(errors="replace")
+    last_try = _TRY.split(tail)[-1].splitlines()
+    said = [line.strip() for line in last_try
+            if line.strip() and not line.startswith("[pfsmount]")]
+    how = "timed out" if "[pfsmount] datum timed out" in last_try else f"exit code {code}"
+    summary = " | ".join(said[-3:])
+    if len(summary) > 300:
+        summary = "..." + summary[-297:]
+    return (f" ({how}): {summary}" if summary else f" ({how}) with no output") + \
+        f"\nlog tail:\n{tail}"

@@ -8,6 +8,7 @@ commits or the store.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import threading
@@ -47,6 +48,14 @@ class Runner(Protocol):
     def run(self, task: Task) -> int: ...
 
 
+def _stdin(task: Task) -> Path:
+    """The datum's stdin as a file beside its /pfs/out: a pipe would fail (EPIPE) or block
+    when the command never reads it."""
+    path = task.out.parent / "stdin"
+    path.write_text(task.stdin)
+    return path
+
+
 def _wait(proc: subprocess.Popen[bytes], task: Task) -> int:
     deadline = None if task.timeout is None else time.monotonic() + task.timeout
     while True:
@@ -63,37 +72,76 @@ def _wait(proc: subprocess.Popen[bytes], task: Task) -> int:
                 return -9
 
 
+NOBODY = 65534  # the uid and gid a datum runs as
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What a datum sees of the host's /etc: enough for programs, their libraries, R and Python
+# to start; no secrets (shadow, ssh keys, credentials) and no host configuration beyond it.
+ETC = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group",
+       "nsswitch.conf", "host.conf", "localtime", "timezone", "locale.alias", "locale.conf",
+       "default/locale", "mime.types", "magic", "magic.mime", "R", "python3", "python3.11",
+       "python3.12", "python3.13", "perl", "ssl/openssl.cnf", "fonts", "terminfo",
+       "debian_version", "os-release", "environment", "profile", "bash.bashrc", "inputrc",
+       "protocols", "services")
+TOP = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")  # host programs, read-only
+
+
+def _host(names: tuple[str, ...], base: str) -> list[str]:
+    """bwrap arguments that show ``base/name`` as on the host, read-only: symlinks as
+    symlinks (``/bin -> usr/bin``), the rest bound; what the host lacks is left out."""
+    argv: list[str] = []
+    for name in names:
+        path = Path(base, name)
+        if path.is_symlink():
+            argv += ["--symlink", str(path.readlink()), str(path)]
+        elif path.exists():
+            argv += ["--ro-bind", str(path), str(path)]
+    return argv
+
+
 class SandboxRunner:
-    """bubblewrap over the host's root, read-only, with no network."""
+    """bubblewrap: a root built from nothing (a tmpfs) holding the host's programs and
+    libraries read-only, a minimal /etc, the datum's inputs read-only under /pfs, /pfs/out
+    writable and a private /tmp; nothing else of the host (no /pfs, /home, /root, /run, /var,
+    no daemon root or socket). The datum runs as uid 65534 in a user namespace of its own with
+    no capabilities, no new privileges, no network, in a session and process tree of its own.
+    That uid maps to the daemon's own outside, so what it writes to /pfs/out stays the
+    daemon's to read and remove; and it works alike for root and for an ordinary user."""
 
     def __init__(self) -> None:
         self.bwrap = shutil.which("bwrap")
+        self.base = [*_host(TOP, "/"), "--dir", "/etc", *_host(ETC, "/etc")]
+
+    def argv(self, task: Task) -> list[str]:
+        """The bwrap command line of ``task``."""
+        assert self.bwrap is not None
+        argv = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-all",
+                "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
+                "--cap-drop", "ALL", "--hostname", "datum", "--tmpfs", "/", *self.base,
+                "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--dir", "/pfs",
+                "--bind", str(task.out), "/pfs/out"]
+        for host, inside in task.binds:
+            argv += ["--ro-bind", str(host), inside]
+        argv += ["--remount-ro", "/"]  # only /pfs/out and /tmp are writable
+        argv += ["--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", "/tmp",
+                 "--setenv", "TMPDIR", "/tmp"]
+        for key, value in task.env.items():
+            argv += ["--setenv", key, value]
+        return [*argv, "--chdir", task.working_dir or "/", "--", *task.cmd]
 
     def run(self, task: Task) -> int:
         if self.bwrap is None:
             raise RunnerError("bubblewrap (bwrap) is not installed; install it or give the "
                               "pipeline an image to run in Docker")
-        argv = [self.bwrap, "--die-with-parent", "--unshare-all", "--new-session",
-                "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                "--tmpfs", "/tmp", "--tmpfs", "/pfs", "--bind", str(task.out), "/pfs/out"]
-        for host, inside in task.binds:
-            argv += ["--ro-bind", str(host), inside]
-        argv += ["--remount-ro", "/pfs"]  # nothing lands beside the inputs but in /pfs/out
-        for key, value in task.env.items():
-            argv += ["--setenv", key, value]
-        argv += ["--chdir", task.working_dir or "/", "--", *task.cmd]
-        with open(task.log, "ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log,
+        with open(task.log, "ab") as log, open(_stdin(task), "rb") as stdin:
+            proc = subprocess.Popen(self.argv(task), stdin=stdin, stdout=log,
                                     stderr=subprocess.STDOUT)
-            assert proc.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.write(task.stdin.encode())
-            proc.stdin.close()
             return _wait(proc, task)
 
 
 class DockerRunner:
-    """A container per datum through the Docker SDK, with no network."""
+    """A container per datum through the Docker SDK: no network, no capabilities, no new
+    privileges, a read-only root, no socket or host path but the datum's own, and never
+    root (the daemon's own uid, or 65534 when the daemon is root)."""
 
     def __init__(self) -> None:
         self._client: object | None = None
@@ -128,6 +176,16 @@ class DockerRunner:
                               "(docker pull or docker import it)") from None
         self._images.add(image)
 
+    @staticmethod
+    def _user(task: Task) -> str:
+        """The container's uid: the daemon's, so /pfs/out stays its own; as root, 65534,
+        and /pfs/out is handed over (root reads and removes what it holds all the same)."""
+        uid, gid = os.getuid(), os.getgid()
+        if uid != 0:
+            return f"{uid}:{gid}"
+        os.chown(task.out, NOBODY, NOBODY)
+        return f"{NOBODY}:{NOBODY}"
+
     def run(self, task: Task) -> int:
         client = self._docker()
         self._check_image(client, task.image)
@@ -135,13 +193,12 @@ class DockerRunner:
         volumes[str(task.out)] = {"bind": "/pfs/out", "mode": "rw"}
         cmd = list(task.cmd)
         if task.stdin:
-            stdin_file = task.out.parent / "stdin"
-            stdin_file.write_text(task.stdin)
-            volumes[str(stdin_file)] = {"bind": "/.pfsmount-stdin", "mode": "ro"}
+            volumes[str(_stdin(task))] = {"bind": "/.pfsmount-stdin", "mode": "ro"}
             cmd = ["sh", "-c", 'exec "$@" < /.pfsmount-stdin', "sh", *cmd]
         container = client.containers.create(
             task.image, cmd, volumes=volumes, environment=task.env, network_mode="none",
-            tmpfs={"/pfs": "ro"},  # as in the sandbox: only /pfs/out is writable under /pfs
+            user=self._user(task), cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            read_only=True, tmpfs={"/pfs": "ro", "/tmp": ""},  # writable: /pfs/out, /tmp
             working_dir=task.working_dir or None, detach=True,
         )
         exited = threading.Event()

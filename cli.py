@@ -529,7 +529,13 @@ def commit_squash(ctx: click.Context, ref: str) -> None:
 @click.pass_context
 def commit_wait(ctx: click.Context, ref: str, timeout: float | None, as_json: bool) -> None:
     """Wait until a commit and everything downstream of it is finished."""
-    show_commits(client(ctx).wait_commit(ref, timeout), as_json)
+    c = client(ctx)
+    commit = c.inspect_commit(ref)
+    if commit.finished is None:  # as `pachctl wait commit` does, wait for it, but say so
+        sys.stderr.write(f"commit {commit.repo}@{commit.id} is open: waiting until it is "
+                         f"finished (`pfsmount commit finish {commit.repo}@{commit.branch}`)\n")
+        sys.stderr.flush()
+    show_commits(c.wait_commit(ref, timeout), as_json)
 
 
 # -- file ------------------------------------------------------------------------------------

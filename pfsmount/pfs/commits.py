@@ -250,5 +250,7 @@ class Commits:
                 return not self.records.commit(txn, target.id).is_open
 
         if not self.events.wait_for(done, timeout):
-            raise Conflict(f"timed out waiting for commit {target.repo}@{target.id}")
+            raise Conflict(f"timed out waiting for commit {target.repo}@{target.id}: it is "
+                           f"still open; `pfsmount commit finish {target.repo}@"
+                           f"{target.branch}` finishes it")
         return self.inspect(f"{target.repo}@{target.id}")

@@ -20,11 +20,11 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve
 from starlette.routing import BaseRoute
 
+from pfsmount.api.serve import serve
 from pfsmount.api.server import build_app
-from pfsmount.config import Layout
+from pfsmount.config import Layout, private_root
 from pfsmount.errors import DaemonRunning
 from pfsmount.pfs import Pfs
 
@@ -51,7 +51,7 @@ class Daemon:
         self._token: trio.lowlevel.TrioToken | None = None
 
     def _lock(self) -> int:
-        self.layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_root(self.layout.root)
         fd = os.open(self.layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -110,24 +110,20 @@ class Daemon:
         self._token = trio.lowlevel.current_trio_token()
         sock = self._socket()
         config = Config()
-        config.bind = [f"fd://{sock.fileno()}"]
         config.accesslog = None
-        config.graceful_timeout = 2.0
         services, routes = self.setup(pfs)
         app = build_app(pfs, self.status, self.stop, routes)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals)
             for service in services:  # the API answers only once every service is up
                 await service(nursery)
-            await nursery.start(serve, app, config)  # type: ignore[arg-type]
+            await nursery.start(serve, app, config, sock)
             self.layout.pidfile.write_text(f"{os.getpid()}\n")
             log.info("serving %s on %s", self.layout.root, self.layout.socket)
             await self._stop.wait()
             log.info("shutting down")
             nursery.cancel_scope.cancel()
-        # hypercorn wrapped this fd in a socket of its own and closed it when the listener
-        # stopped; closing it again would fail (EBADF) or close an fd reused meanwhile.
-        sock.detach()
+        sock.close()
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:

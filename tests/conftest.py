@@ -143,9 +143,9 @@ def error_line(r: Result, what: str = "the command", code: int | None = None,
     return lines[0]
 
 
-def short_root(prefix: str) -> Path:
-    """A new directory under /tmp, for a daemon's root."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+def short_root(prefix: str, parent: str = "/tmp") -> Path:
+    """A new directory under /tmp (or ``parent``), for a daemon's root."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
 class Daemon:
@@ -294,8 +294,8 @@ class Commands(Daemon):
 class Mounted(Daemon):
     """A daemon that mounts its repos at ROOT/mnt (``pid``: the one serving now)."""
 
-    def __init__(self, prefix: str) -> None:
-        super().__init__(short_root(prefix))
+    def __init__(self, prefix: str, parent: str = "/tmp") -> None:
+        super().__init__(short_root(prefix, parent))
         self.mnt = self.root / "mnt"
         self.mnt.mkdir()
         self.pid: int | None = None

@@ -63,8 +63,8 @@ def require_docker() -> None:
 class Pfsd(Commands, Mounted):
     """One daemon with its mount, and the ``pfsmount`` command pointed at its root."""
 
-    def __init__(self, prefix: str = "psch") -> None:
-        super().__init__(prefix)
+    def __init__(self, prefix: str = "psch", parent: str = "/tmp") -> None:
+        super().__init__(prefix, parent)
         self.specs = self.root / "specs"
         self.specs.mkdir()
 
@@ -196,11 +196,12 @@ class Pfsd(Commands, Mounted):
 
 
 @contextlib.contextmanager
-def serving(prefix: str = "psch") -> Iterator[Pfsd]:
-    """A daemon with a mount for the length of the block; fsck + down at the end."""
+def serving(prefix: str = "psch", parent: str = "/tmp") -> Iterator[Pfsd]:
+    """A daemon with a mount for the length of the block (its root a new directory in
+    ``parent``); fsck + down at the end."""
     require_fuse("CI must run the scheduler tests with it")
     require_bwrap()
-    with running(Pfsd(prefix)) as d:
+    with running(Pfsd(prefix, parent)) as d:
         yield d
 
 

@@ -9,9 +9,9 @@ through ``extra_routes``.
 
 from __future__ import annotations
 
-import errno
+import itertools
 import logging
-import os
+import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
@@ -21,12 +21,14 @@ import anyio
 import anyio.to_thread
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Send
 
-from pfsmount.errors import InvalidArgument, IsADirectory, NotADirectory, PfsError
-from pfsmount.pfs import Counts, FileInfo, Pfs
+from pfsmount.errors import InvalidArgument, PfsError, TooLarge
+from pfsmount.pfs import Counts, Pfs
+from pfsmount.pfs.export import export
 from pfsmount.pfs.files import LocalPath, Source, Stream, Url
 from pfsmount.pfs.fsck import fsck
 from pfsmount.pfs.garbage import collect
@@ -35,6 +37,8 @@ from pfsmount.pfs.refs import parse_ref
 from .wire import API_PREFIX, encode, encode_line, error_body
 
 log = logging.getLogger("pfsmount.api")
+MAX_BODY = 16 << 20  # bytes of a JSON request body (a pipeline spec file is far smaller)
+MAX_TEXT = 1 << 20  # bytes of one text argument: a description, a reference, a path
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -54,6 +58,9 @@ def guarded(handler: Handler) -> Handler:
             return await handler(request)
         except PfsError as e:
             return error_response(e)
+        except ClientDisconnect:  # nobody is left to answer; not the daemon's fault
+            log.info("client went away during %s %s", request.method, request.url.path)
+            return Response(status_code=400)
         except Exception:
             log.exception("internal error in %s %s", request.method, request.url.path)
             return json_response({"error": "internal", "message": "internal error; see the "
@@ -63,32 +70,70 @@ def guarded(handler: Handler) -> Handler:
 
 
 async def body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    """The JSON object a request carries, at most ``MAX_BODY`` bytes (uploads stream
+    elsewhere and have no limit)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise TooLarge(f"request body is {int(declared)} bytes; at most {MAX_BODY} are taken")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > MAX_BODY:
+            raise TooLarge(f"request body is over {MAX_BODY} bytes")
+        parts.append(part)
+    raw = b"".join(parts)
     if not raw:
         return {}
     try:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         raise InvalidArgument("request body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidArgument("request body is nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidArgument("request body must be a JSON object")
     return value
 
 
-def arg(params: dict[str, Any], name: str, kind: type = str, default: Any = ...) -> Any:
-    """One typed argument from a JSON body or query string."""
-    value = params.get(name, default)
-    if value is ...:
-        raise InvalidArgument(f"missing argument {name!r}")
-    if value is None or isinstance(value, kind):
-        return value
-    if kind is bool and isinstance(value, str):
-        return value.lower() in ("1", "true", "yes")
-    if kind is int and isinstance(value, str) and value.lstrip("-").isdigit():
-        return int(value)
-    if kind is float and isinstance(value, str | int):
-        return float(value)
-    raise InvalidArgument(f"argument {name!r} must be {kind.__name__}")
+_KINDS: dict[Any, str] = {str: "a string", int: "an integer", float: "a number",
+                          bool: "a boolean", list[str]: "a list of strings"}
+_TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
+
+
+def arg(params: dict[str, Any], name: str, kind: Any = str, default: Any = ...) -> Any:
+    """One typed argument from a JSON body or a query string (where every value is text).
+
+    ``None`` (JSON null) stands for "not given"; a required argument must be given. Numbers
+    must be finite, and text must be valid UTF-8 and at most ``MAX_TEXT`` bytes.
+    """
+    value = params.get(name)
+    if value is None:
+        if default is ...:
+            raise InvalidArgument(f"missing argument {name!r}")
+        return default
+    if kind is bool and isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    try:
+        value = msgspec.convert(value, kind, strict=not isinstance(value, str))
+    except msgspec.ValidationError:
+        raise InvalidArgument(f"argument {name!r} must be "
+                              f"{_KINDS.get(kind, getattr(kind, '__name__', kind))}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgument(f"argument {name!r} must be a finite number")
+    for text in value if isinstance(value, list) else [value]:
+        if isinstance(text, str):
+            _check_text(name, text)
+    return value
+
+
+def _check_text(name: str, text: str) -> None:
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"argument {name!r} is not valid UTF-8") from None
+    if size > MAX_TEXT:
+        raise TooLarge(f"argument {name!r} is {size} bytes; at most {MAX_TEXT} are taken")
 
 
 def ndjson(items: Iterable[Any]) -> StreamingResponse:
@@ -140,6 +185,23 @@ class _BodyReader:
         out[:n] = self.buf[:n]
         self.buf = self.buf[n:]
         return n
+
+
+class _FileBody(StreamingResponse):
+    """A file's bytes. Once they flow the status cannot change: damage found later breaks
+    the body off (no end of message; the connection closes), so the client sees fewer
+    bytes than ``content-length`` and fails, and the daemon logs one line."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        try:
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except PfsError as e:
+            log.warning("a file read broke off: %s", e.message)
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def route(path: str, handler: Handler, method: str) -> Route:
@@ -200,7 +262,7 @@ def build_app(
         p = await body(request)
         branch = await run(lambda: pfs.repos.create_branch(
             request.path_params["name"], arg(p, "branch"), arg(p, "head", str, None),
-            arg(p, "provenance", list, None)))
+            arg(p, "provenance", list[str], None)))
         return json_response(branch, 201)
 
     async def branch_delete(request: Request) -> Response:
@@ -294,13 +356,22 @@ def build_app(
 
     async def file_get(request: Request) -> Response:
         q = dict(request.query_params)
-        commit, entry = await run(pfs.files.open, arg(q, "ref"), arg(q, "path", str, None))
-        return StreamingResponse(
-            pfs.files.read(entry, arg(q, "offset", int, 0), arg(q, "size", int, None)),
-            media_type="application/octet-stream",
-            headers={"x-pfs-commit": commit.id, "content-length": str(entry.size)}
-            if "offset" not in q and "size" not in q else {"x-pfs-commit": commit.id},
-        )
+        ref, path = arg(q, "ref"), arg(q, "path", str, None)
+        offset, size = arg(q, "offset", int, 0), arg(q, "size", int, None)
+        if offset < 0 or (size is not None and size < 0):
+            raise InvalidArgument("offset and size must not be negative")
+        commit, entry = await run(pfs.files.open, ref, path)
+        if offset > entry.size:
+            raise InvalidArgument(f"offset {offset} is past the end of the file "
+                                  f"({entry.size} bytes)")
+        length = entry.size - offset if size is None else min(size, entry.size - offset)
+        where = pfs.files.describe(commit, parse_ref(ref, path).path)
+        pieces = pfs.files.read(entry, offset, length, where)
+        # Damage in the first chunk is an ordinary error answer; later damage breaks the
+        # body off (see ``_FileBody``).
+        first = await anyio.to_thread.run_sync(next, pieces, b"")
+        return _FileBody(itertools.chain([first], pieces), media_type="application/octet-stream",
+                         headers={"x-pfs-commit": commit.id, "content-length": str(length)})
 
     async def file_export(request: Request) -> Response:
         p = await body(request)
@@ -308,7 +379,7 @@ def build_app(
         if not dest.is_absolute():
             raise InvalidArgument("export destinations must be absolute")
         recursive = arg(p, "recursive", bool, True)
-        return json_response(await run(lambda: _export(pfs, arg(p, "ref"), dest, recursive)))
+        return json_response(await run(lambda: export(pfs, arg(p, "ref"), dest, recursive)))
 
     async def file_list(request: Request) -> Response:
         q = dict(request.query_params)
@@ -395,61 +466,3 @@ def _start_readers(pfs: Pfs) -> None:
         pfs.store.readers.start()
     except Exception:  # a put starts them again, or reports why it cannot
         log.exception("reader processes did not start")
-
-
-def _export(pfs: Pfs, ref: str, dest: Path, recursive: bool = True) -> Counts:
-    """Write a file, or every file below a directory, to local ``dest`` (made as needed).
-
-    A directory with ``recursive`` false is refused before anything is written. A local
-    failure (no permission, a directory in the way ...) is a one-line error naming the path.
-    """
-    info = pfs.files.inspect(ref)
-    if info.type == "dir" and not recursive:
-        raise InvalidArgument(f"{info.path} is a directory (use -r)")
-    pinned = f"{parse_ref(ref).repo}@{info.commit}"  # one snapshot, even if the branch moves
-    counts = Counts()
-    base = info.path.rstrip("/")
-    target = dest
-    try:
-        if info.type == "dir":
-            dest.mkdir(parents=True, exist_ok=True)
-        for item in (pfs.files.walk(pinned, info.path, dirs=True) if info.type == "dir"
-                     else [info]):
-            rel = item.path[len(base):].lstrip("/") if info.type == "dir" else ""
-            target = dest / rel if rel else dest
-            if item.type == "dir":  # made here too, so that empty directories come back
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if item.type == "symlink":
-                target.unlink(missing_ok=True)
-                os.symlink(item.target or "", target)
-                continue
-            _export_file(pfs, pinned, item, target)
-            counts.files += 1
-            counts.bytes += item.size
-    except OSError as e:
-        cls = {errno.EISDIR: IsADirectory, errno.ENOTDIR: NotADirectory}.get(e.errno or 0,
-                                                                             PfsError)
-        raise cls(f"cannot write {e.filename or target}: {e.strerror}") from None
-    return counts
-
-
-def _export_file(pfs: Pfs, pinned: str, item: FileInfo, target: Path) -> None:
-    """Write one file beside ``target`` and rename it into place: never half a file, and no
-    temporary left behind when that fails."""
-    if target.is_dir() and not target.is_symlink():
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
-    _, entry = pfs.files.open(pinned, item.path)
-    tmp = target.with_name(f".{target.name}.pfsmount-tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pfs.files.copy_to(entry, f.fileno())
-        os.chmod(tmp, item.mode & 0o777)
-        os.replace(tmp, target)
-    except OSError as e:  # named after the file the caller asked for, not the temporary
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror, str(target)) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

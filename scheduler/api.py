@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
 from pfsmount.api.server import arg, body, json_response, route
+from pfsmount.pfs.refs import check_name
 from scheduler.engine import Scheduler
 from scheduler.records import TERMINAL, Pipeline
 from scheduler.spec import parse_specs
@@ -32,8 +33,7 @@ def routes(scheduler: Scheduler) -> list[BaseRoute]:
         update, reprocess = arg(p, "update", bool, False), arg(p, "reprocess", bool, False)
 
         def go() -> list[Pipeline]:
-            specs = parse_specs(arg(p, "spec"))
-            return [s.create_pipeline(spec, update, reprocess) for spec in specs]
+            return s.create_pipelines(parse_specs(arg(p, "spec")), update, reprocess)
 
         return json_response(await run(go), 201)
 
@@ -74,7 +74,7 @@ def routes(scheduler: Scheduler) -> list[BaseRoute]:
 
     async def logs(request: Request) -> Response:
         q = dict(request.query_params)
-        pipeline = arg(q, "pipeline")
+        pipeline = check_name("pipeline", arg(q, "pipeline"))
         job_id, datum = arg(q, "job", str, None), arg(q, "datum", str, None)
         follow = arg(q, "follow", bool, False)
         files = await run(s.logs_for, pipeline, job_id, datum)

@@ -11,6 +11,7 @@ commit triggers downstream pipelines in turn. A failed job moves nothing.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -26,8 +27,16 @@ from typing import TypeVar
 import lmdb
 import trio
 
-from pfsmount.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PfsError
+from pfsmount.errors import (
+    AlreadyExists,
+    Conflict,
+    Corrupt,
+    InvalidArgument,
+    NotFound,
+    PfsError,
+)
 from pfsmount.pfs import Commit, Event, Pfs
+from pfsmount.pfs.export import export
 from pfsmount.store import KIND_DIR, KIND_FILE, Entry, WriteBatch
 from pfsmount.store.tree import Change
 from scheduler.datums import Datum, DatumFile, datums
@@ -154,11 +163,26 @@ class Scheduler:
                 todo.extend(leaf.repo for leaf in other.spec.input.leaves())
         return seen
 
-    def create_pipeline(self, spec: Spec, update: bool = False,
-                        reprocess: bool = False) -> Pipeline:
+    def create_pipelines(self, specs: list[Spec], update: bool = False,
+                         reprocess: bool = False) -> list[Pipeline]:
+        """Create (or update) every pipeline of one spec file, or, when any is refused,
+        none: all are checked before the first is created. A later spec may read an
+        earlier one's output."""
+        planned: set[str] = set()
+        for spec in specs:
+            self.check_pipeline(spec, update, planned)
+            planned.add(spec.name)
+        return [self.create_pipeline(spec, update, reprocess) for spec in specs]
+
+    def check_pipeline(self, spec: Spec, update: bool = False,
+                       planned: set[str] | frozenset[str] = frozenset()) -> Pipeline | None:
+        """Refuse what ``create_pipeline`` would refuse; ``planned`` names pipelines created
+        just before this one. The existing pipeline of that name, if any."""
+        if spec.name in planned:
+            raise AlreadyExists(f"pipeline {spec.name} is given twice")
         with self.meta.read() as txn:
             for leaf in spec.input.leaves():
-                if not self.pfs.records.has_repo(txn, leaf.repo):
+                if not self.pfs.records.has_repo(txn, leaf.repo) and leaf.repo not in planned:
                     raise InvalidArgument(f"pipeline {spec.name}: input repo {leaf.repo} "
                                           "does not exist")
             if spec.name in self._upstream(txn, spec):
@@ -172,10 +196,22 @@ class Scheduler:
             if (existing is None and self.pfs.records.has_repo(txn, spec.name)
                     and self.pfs.records.repo(txn, spec.name).kind != "pipeline"):
                 raise Conflict(f"repo {spec.name} already exists and is not a pipeline's output")
+        return existing
+
+    def create_pipeline(self, spec: Spec, update: bool = False,
+                        reprocess: bool = False) -> Pipeline:
+        existing = self.check_pipeline(spec, update)
+        with self.meta.read() as txn:
+            made = not self.pfs.records.has_repo(txn, spec.name)
         self.pfs.repos.create(spec.name, spec.description, kind="pipeline", exist_ok=True)
-        self.pfs.repos.create_branch(
-            spec.name, spec.output_branch,
-            provenance=[f"{x.repo}@{x.branch}" for x in spec.input.leaves()])
+        try:
+            self.pfs.repos.create_branch(
+                spec.name, spec.output_branch,
+                provenance=[f"{x.repo}@{x.branch}" for x in spec.input.leaves()])
+        except BaseException:
+            if made:  # no output repo left behind without its pipeline
+                self.pfs.repos.delete(spec.name, force=True)
+            raise
         now = time.time()
         with self.meta.write() as txn:
             version = existing.version + 1 if existing else 1
@@ -337,8 +373,8 @@ class Scheduler:
             return
         try:
             pipeline = self.inspect_pipeline(job.pipeline)
-        except NotFound:
-            job.state, job.finished = "killed", time.time()
+        except (NotFound, Corrupt) as e:  # deleted, or its record cannot be read
+            job.state, job.finished, job.error = "killed", time.time(), e.message
             self._save(job)
             return
         if pipeline.stopped:
@@ -452,19 +488,17 @@ class Scheduler:
         shared = not image or os.getuid() != 0
         if shared and self.mountpoint is not None and self.mountpoint.is_dir():
             return self.mountpoint / f.repo / f.commit / rel
-        target = scratch / "in" / f.input / rel
-        for info in self.pfs.files.walk(f"{f.repo}@{f.commit}", f.path):
-            dest = scratch / "in" / f.input / info.path.lstrip("/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if info.type == "symlink":
-                dest.symlink_to(info.target or "")
-                continue
-            _, entry = self.pfs.files.open(f"{f.repo}@{f.commit}", info.path)
-            with open(dest, "wb") as out:
-                for piece in self.pfs.files.read(entry):
-                    out.write(piece)
-        if f.type == "dir":
-            target.mkdir(parents=True, exist_ok=True)
+        # A directory of its own per input file set: two inputs of one name share no path,
+        # so a link one of them holds cannot lead the other's copy out (nor does ``export``
+        # follow one below ``target``).
+        base = scratch / "in"
+        base.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count():
+            with contextlib.suppress(FileExistsError):
+                (base / str(n)).mkdir()
+                break
+        target = base / str(n) / rel if rel else base / str(n)
+        export(self.pfs, f"{f.repo}@{f.commit}", target, path=f.path, readable=True)
         return target
 
     def _save_results(self, job: Job, spec: Spec,

@@ -7,13 +7,14 @@ datum result remembers what a successful datum wrote, so a later job with the sa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import lmdb
 import msgspec
 
-from pfsmount.errors import NotFound
+from pfsmount.errors import Corrupt, NotFound
 from pfsmount.store import Entry
 from pfsmount.store.meta import Meta
 from scheduler.spec import Spec
@@ -54,6 +55,9 @@ class DatumResult(msgspec.Struct, kw_only=True):
     outputs: list[tuple[str, Entry]]
 
 
+log = logging.getLogger("pfsmount.scheduler")
+_R = TypeVar("_R")
+_MAX_KEY = 511  # bytes in an LMDB key
 _enc = msgspec.msgpack.Encoder()
 _pipeline = msgspec.msgpack.Decoder(Pipeline)
 _job = msgspec.msgpack.Decoder(Job)
@@ -61,21 +65,52 @@ _datum = msgspec.msgpack.Decoder(DatumResult)
 
 
 class Records:
+    """Reads every row checked against its type. A row that cannot be read (written by a
+    version that checked less, or damaged) is named in the log once and left out of
+    listings, so that the daemon starts and serves everything else; asked for by name, it
+    is a ``Corrupt`` error."""
+
     def __init__(self, meta: Meta) -> None:
         self.meta = meta
         self.pipelines_db = meta.db["pipelines"]
         self.jobs_db = meta.db["jobs"]
         self.datums_db = meta.db["datums"]
+        self._reported: set[tuple[str, bytes]] = set()
+
+    def _decode(self, kind: str, decoder: msgspec.msgpack.Decoder[_R], key: bytes,
+                raw: bytes | memoryview) -> _R | None:
+        try:
+            return decoder.decode(raw)
+        except (msgspec.DecodeError, ValueError) as e:
+            if (kind, key) not in self._reported:
+                self._reported.add((kind, key))
+                log.warning("stored %s %s cannot be read (%s); it is left out",
+                            kind, key.decode(errors="backslashreplace"), e)
+            return None
+
+    def _one(self, kind: str, decoder: msgspec.msgpack.Decoder[_R], key: bytes,
+             raw: bytes | memoryview) -> _R:
+        found = self._decode(kind, decoder, key, raw)
+        if found is None:
+            raise Corrupt(f"stored {kind} {key.decode(errors='backslashreplace')} cannot be "
+                          "read; delete it")
+        return found
+
+    @staticmethod
+    def _get(txn: lmdb.Transaction, key: str, db: Any) -> bytes | memoryview | None:
+        """The row under ``key``; a key LMDB cannot hold (empty, too long) is no row."""
+        raw = key.encode(errors="surrogateescape")
+        return txn.get(raw, db=db) if 0 < len(raw) <= _MAX_KEY else None
 
     def pipeline(self, txn: lmdb.Transaction, name: str) -> Pipeline:
-        raw = txn.get(name.encode(), db=self.pipelines_db)
+        raw = self._get(txn, name, self.pipelines_db)
         if raw is None:
             raise NotFound(f"pipeline {name} not found")
-        return _pipeline.decode(raw)
+        return self._one("pipeline", _pipeline, name.encode(), raw)
 
     def find_pipeline(self, txn: lmdb.Transaction, name: str) -> Pipeline | None:
-        raw = txn.get(name.encode(), db=self.pipelines_db)
-        return None if raw is None else _pipeline.decode(raw)
+        raw = self._get(txn, name, self.pipelines_db)
+        return None if raw is None else self._one("pipeline", _pipeline, name.encode(), raw)
 
     def put_pipeline(self, txn: lmdb.Transaction, p: Pipeline) -> None:
         txn.put(p.name.encode(), _enc.encode(p), db=self.pipelines_db)
@@ -90,21 +125,23 @@ class Records:
                     break
 
     def pipelines(self, txn: lmdb.Transaction) -> Iterator[Pipeline]:
-        for _, raw in txn.cursor(db=self.pipelines_db):
-            yield _pipeline.decode(raw)
+        for key, raw in txn.cursor(db=self.pipelines_db):
+            if (p := self._decode("pipeline", _pipeline, bytes(key), raw)) is not None:
+                yield p
 
     def job(self, txn: lmdb.Transaction, job_id: str) -> Job:
-        raw = txn.get(job_id.encode(), db=self.jobs_db)
+        raw = self._get(txn, job_id, self.jobs_db)
         if raw is None:
             raise NotFound(f"job {job_id} not found")
-        return _job.decode(raw)
+        return self._one("job", _job, job_id.encode(), raw)
 
     def put_job(self, txn: lmdb.Transaction, job: Job) -> None:
         txn.put(job.id.encode(), _enc.encode(job), db=self.jobs_db)
 
     def jobs(self, txn: lmdb.Transaction) -> Iterator[Job]:
-        for _, raw in txn.cursor(db=self.jobs_db):
-            yield _job.decode(raw)
+        for key, raw in txn.cursor(db=self.jobs_db):
+            if (job := self._decode("job", _job, bytes(key), raw)) is not None:
+                yield job
 
     def datum_outputs(self, txn: lmdb.Transaction) -> Iterator[Entry]:
         """Every remembered datum's outputs: later jobs reuse them, so gc keeps them."""

@@ -12,13 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import yaml
 
 from pfsmount.errors import InvalidArgument
 from pfsmount.pfs.refs import check_name, normalize_path
+
+_T = TypeVar("_T")
 
 
 class PfsInput(msgspec.Struct, kw_only=True, frozen=True):
@@ -108,28 +110,90 @@ def _documents(text: str) -> list[Any]:
 
 
 def parse_specs(text: str) -> list[Spec]:
-    """Every spec in a file's text, checked; raises ``InvalidArgument`` naming the field."""
-    docs = _documents(text)
-    if not docs:
-        raise InvalidArgument("the spec file holds no pipeline")
-    return [parse_spec(doc) for doc in docs]
+    """Every spec in a file's text, checked whole before any is used; raises
+    ``InvalidArgument`` naming the field."""
+    try:
+        docs = _documents(text)
+        if not docs:
+            raise InvalidArgument("the spec file holds no pipeline")
+        return [parse_spec(doc) for doc in docs]
+    except RecursionError:
+        raise InvalidArgument("spec is nested too deeply") from None
 
 
-def _field(raw: dict[str, Any], name: str, kind: type, where: str, default: Any = ...) -> Any:
-    value = raw.get(name, default)
-    if value is ...:
-        raise InvalidArgument(f"spec field {where}{name} is missing")
-    if kind is float and isinstance(value, int):
-        value = float(value)
-    if kind is int and isinstance(value, str) and value.isdigit():
-        value = int(value)  # Pachyderm's JSON often quotes numbers ("constant": "1")
-    if value is not None and not isinstance(value, kind):
-        raise InvalidArgument(f"spec field {where}{name} must be {kind.__name__}")
-    return value
+# The raw shape of a spec (after ``_norm``), checked by msgspec: every field's type, so that
+# nothing of the wrong type can reach a stored record. ``strict=False`` reads the quoted
+# numbers Pachyderm's JSON often has ("constant": "1").
+_Name = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-def _glob(raw: dict[str, Any], where: str, default: str = "/*") -> str:
-    glob: str = _field(raw, "glob", str, where, default)
+class _RawPipeline(msgspec.Struct):
+    name: _Name
+
+
+class _RawTransform(msgspec.Struct):
+    cmd: Annotated[list[str], msgspec.Meta(min_length=1)]
+    stdin: list[str] = []
+    image: str = ""
+    env: dict[str, str | int | float | bool] = {}
+    working_dir: str = ""
+    accept_return_code: list[int] = []
+
+
+class _RawPfs(msgspec.Struct):
+    repo: _Name
+    branch: _Name = "master"
+    glob: str = "/*"
+    name: str = ""
+
+
+class _RawRepo(msgspec.Struct):
+    name: _Name
+
+
+class _RawLegacyInput(msgspec.Struct):
+    repo: _RawRepo
+    branch: _Name = "master"
+    glob: str | None = None
+    name: str = ""
+    method: str | dict[str, Any] | None = None
+
+
+class _RawParallelism(msgspec.Struct):
+    constant: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+
+
+class _RawSpec(msgspec.Struct):
+    pipeline: _RawPipeline
+    transform: _RawTransform
+    input: dict[str, Any] | None = None
+    inputs: Annotated[list[_RawLegacyInput], msgspec.Meta(min_length=1)] | None = None
+    description: str = ""
+    parallelism_spec: _RawParallelism | None = None
+    datum_tries: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
+    datum_timeout: str | float | None = None
+    output_branch: _Name = "master"
+
+
+_MAX_DEPTH = 32  # levels of cross/union nesting
+
+
+def _typed(raw: Any, kind: type[_T], where: str) -> _T:
+    """``raw`` as ``kind``, or the first wrong field as one line: ``spec field a.b ...``."""
+    try:
+        return msgspec.convert(raw, kind, strict=False)
+    except msgspec.ValidationError as e:
+        text, _, at = str(e).partition(" - at `$")
+        at = (where + at.rstrip("`").lstrip(".")).rstrip(".")
+        missing = re.fullmatch(r"Object missing required field `(.+)`", text)
+        if missing:
+            field = f"{at}.{missing[1]}" if at else missing[1]
+            raise InvalidArgument(f"spec field {field} is missing") from None
+        raise InvalidArgument(f"spec field {at or '(the spec)'}: "
+                              f"{text[:1].lower()}{text[1:]}") from None
+
+
+def _glob(glob: str, where: str) -> str:
     parts = [p for p in glob.split("/") if p]
     if not glob.startswith("/") or ".." in parts or any(p in ("", ".") for p in parts):
         raise InvalidArgument(f"spec field {where}glob {glob!r} must be like / or /* or /*/*")
@@ -142,85 +206,74 @@ def _glob(raw: dict[str, Any], where: str, default: str = "/*") -> str:
     return glob
 
 
-def _pfs(raw: Any, where: str) -> PfsInput:
-    if not isinstance(raw, dict):
-        raise InvalidArgument(f"spec field {where} must be an object")
-    repo = _field(raw, "repo", str, where)
+def _leaf(repo: str, branch: str, glob: str, name: str, where: str) -> Input:
+    """A pfs input whose names are names (an input name is a directory under /pfs)."""
     check_name("repo", repo)
-    name = _field(raw, "name", str, where, "") or repo
-    check_name("input name", name)
-    branch = _field(raw, "branch", str, where, "master")
     check_name("branch", branch)
-    return PfsInput(repo=repo, branch=branch, glob=_glob(raw, where), name=name)
+    check_name("input", name or repo)
+    return Input(pfs=PfsInput(repo=repo, branch=branch, glob=_glob(glob, where),
+                              name=name or repo))
 
 
-def _input(raw: Any, where: str) -> Input:
-    if not isinstance(raw, dict) or len([k for k in raw if raw[k] is not None]) != 1:
+def _input(raw: Any, where: str, depth: int = 0) -> Input:
+    if depth > _MAX_DEPTH:
+        raise InvalidArgument(f"spec field {where.rstrip('.')} nests deeper than "
+                              f"{_MAX_DEPTH} levels")
+    if not isinstance(raw, dict) or len(raw) != 1:
         raise InvalidArgument(
             f"spec field {where.rstrip('.')} must have exactly one of pfs, atom, cross, union")
-    kind, value = next((k, v) for k, v in raw.items() if v is not None)
+    kind, value = next(iter(raw.items()))
     if kind in ("pfs", "atom"):
-        return Input(pfs=_pfs(value, f"{where}{kind}."))
+        leaf = _typed(value, _RawPfs, f"{where}{kind}.")
+        return _leaf(leaf.repo, leaf.branch, leaf.glob, leaf.name, f"{where}{kind}.")
     if kind in ("cross", "union"):
         if not isinstance(value, list) or not value:
             raise InvalidArgument(f"spec field {where}{kind} must be a non-empty list")
-        children = [_input(v, f"{where}{kind}[{i}].") for i, v in enumerate(value)]
+        children = [_input(v, f"{where}{kind}[{i}].", depth + 1) for i, v in enumerate(value)]
         return Input(cross=children) if kind == "cross" else Input(union=children)
     raise InvalidArgument(f"spec field {where}{kind} is not supported "
                           "(use pfs, atom, cross or union)")
 
 
-def _legacy_inputs(raw: Any) -> Input:
+def _legacy_inputs(raw: list[_RawLegacyInput]) -> Input:
     """The 1.3 form: ``inputs: [{repo: {name}, glob|method}]``, several crossed."""
-    if not isinstance(raw, list) or not raw:
-        raise InvalidArgument("spec field inputs must be a non-empty list")
     leaves = []
     for i, item in enumerate(raw):
-        where = f"inputs[{i}]."
-        if not isinstance(item, dict) or not isinstance(item.get("repo"), dict):
-            raise InvalidArgument(f"spec field {where}repo.name is missing")
-        repo = _field(item["repo"], "name", str, f"{where}repo.")
-        check_name("repo", repo)
-        method = item.get("method")
+        method = item.method
         default = "/" if method == "reduce" or (isinstance(method, dict) and
                                                 method.get("partition_unit") == "repo") else "/*"
-        leaves.append(Input(pfs=PfsInput(repo=repo, branch=item.get("branch") or "master",
-                                         glob=_glob(item, where, default),
-                                         name=item.get("name") or repo)))
+        leaves.append(_leaf(item.repo.name, item.branch, item.glob or default, item.name,
+                            f"inputs[{i}]."))
     return leaves[0] if len(leaves) == 1 else Input(cross=leaves)
+
+
+def _without_nulls(value: Any) -> Any:
+    """A null field reads as an absent one, as in Pachyderm's own JSON."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def parse_spec(raw: Any) -> Spec:
     if not isinstance(raw, dict):
         raise InvalidArgument("a pipeline spec must be an object")
-    raw = _norm(raw)
-    pipeline = raw.get("pipeline")
-    if not isinstance(pipeline, dict) or not pipeline.get("name"):
+    raw = _without_nulls(_norm(raw))
+    if not isinstance(raw.get("pipeline"), dict) or not raw["pipeline"].get("name"):
         raise InvalidArgument("spec field pipeline.name is missing")
-    name = _field(pipeline, "name", str, "pipeline.")
-    check_name("pipeline", name)
-    t = raw.get("transform")
-    if not isinstance(t, dict):
-        raise InvalidArgument("spec field transform is missing")
-    cmd = _field(t, "cmd", list, "transform.")
-    if not cmd or not all(isinstance(c, str) for c in cmd):
-        raise InvalidArgument("spec field transform.cmd must be a non-empty list of strings")
-    stdin = _field(t, "stdin", list, "transform.", []) or []
-    env = _field(t, "env", dict, "transform.", {}) or {}
+    spec = _typed(raw, _RawSpec, "")
+    name = check_name("pipeline", spec.pipeline.name)
+    t = spec.transform
     transform = Transform(
-        cmd=cmd,
-        stdin=[str(s) for s in stdin],
-        image=_field(t, "image", str, "transform.", "") or "",
-        env={str(k): str(v) for k, v in env.items()},
-        working_dir=_field(t, "working_dir", str, "transform.", "") or "",
-        accept_return_code=[int(c) for c in
-                            (_field(t, "accept_return_code", list, "transform.", []) or [])],
-    )
-    legacy = "inputs" in raw and "input" not in raw
-    if legacy:
-        inp = _legacy_inputs(raw["inputs"])
-    elif "input" in raw:
-        inp = _input(raw["input"], "input.")
+        cmd=t.cmd, stdin=t.stdin, image=t.image,
+        env={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in t.env.items()},
+        working_dir=t.working_dir, accept_return_code=t.accept_return_code)
+    legacy = spec.inputs is not None and spec.input is None
+    if spec.inputs is not None and spec.input is None:
+        inp = _legacy_inputs(spec.inputs)
+    elif spec.input is not None:
+        inp = _input(spec.input, "input.")
     else:
         raise InvalidArgument("spec field input is missing")
     names = [leaf.name for leaf in inp.leaves()]
@@ -230,39 +283,30 @@ def parse_spec(raw: Any) -> Spec:
         raise InvalidArgument(f"spec input repo {name} is the pipeline's own output")
     if "out" in names:
         raise InvalidArgument("spec input name 'out' is reserved for /pfs/out")
-    par = raw.get("parallelism_spec") or {}
-    parallelism = _field(par, "constant", int, "parallelism_spec.", 1) if isinstance(
-        par, dict) else 1
-    if parallelism < 1:
-        raise InvalidArgument("spec field parallelism_spec.constant must be at least 1")
-    tries = _field(raw, "datum_tries", int, "", 3)
-    if tries < 1:
-        raise InvalidArgument("spec field datum_tries must be at least 1")
-    timeout = raw.get("datum_timeout")
-    output_branch = _field(raw, "output_branch", str, "", "master")
-    check_name("branch", output_branch)
+    check_name("branch", spec.output_branch)
+    timeout = spec.datum_timeout
     return Spec(
         name=name,
         transform=transform,
         input=inp,
-        description=_field(raw, "description", str, "", "") or "",
-        parallelism=parallelism,
-        datum_tries=tries,
+        description=spec.description,
+        parallelism=spec.parallelism_spec.constant if spec.parallelism_spec else 1,
+        datum_tries=spec.datum_tries,
         datum_timeout=_duration(timeout) if timeout is not None else None,
-        output_branch=output_branch,
+        output_branch=spec.output_branch,
         legacy=legacy,
     )
 
 
-def _duration(value: Any) -> float:
-    """``30``, ``"30s"``, ``"5m"``, ``"1h"``."""
-    if isinstance(value, int | float):
-        return float(value)
+def _duration(value: str | float) -> float:
+    """``30``, ``"30s"``, ``"5m"``, ``"1h"``: a finite number of seconds above zero."""
+    seconds = float(value) if isinstance(value, int | float) else -1.0
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value))
-    if not m:
+    if m and not isinstance(value, int | float):
+        seconds = float(m[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m[2]]
+    if not 0 < seconds < 1e9:
         raise InvalidArgument(f"spec field datum_timeout {value!r} is not a duration like 30s")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m[2]]
-    return float(m[1]) * scale
+    return seconds
 
 
 __all__ = ["Input", "PfsInput", "Spec", "Transform", "normalize_path", "parse_specs"]

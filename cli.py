@@ -213,6 +213,14 @@ class Main(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs["standalone_mode"] = False
         kwargs.setdefault("prog_name", "pfsmount")
+        for text in (args[0] if args and args[0] is not None else sys.argv[1:]):
+            if isinstance(text, str) and not text.isascii():
+                try:  # names, references and paths cross the API as UTF-8 text
+                    text.encode()
+                except UnicodeEncodeError:
+                    shown = repr(text.encode(errors="surrogateescape"))[1:]
+                    fail(f"argument {shown} is not valid UTF-8 (pfsmount takes names and "
+                         "paths in UTF-8 only)", 2)
         try:
             return super().main(*args, **kwargs)
         except click.UsageError as e:

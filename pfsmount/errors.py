@@ -37,6 +37,20 @@ class InvalidArgument(PfsError):
     errno = errno.EINVAL
 
 
+class NameTooLong(InvalidArgument):
+    """A name or path longer than a file system takes (ENAMETOOLONG)."""
+
+    code = "name_too_long"
+    errno = errno.ENAMETOOLONG
+
+
+class TooLarge(InvalidArgument):
+    """A request body or a text field larger than the daemon accepts."""
+
+    code = "too_large"
+    status = 413
+
+
 class NotFound(PfsError):
     """An unknown repo, branch, commit, file, pipeline or job."""
 
@@ -132,6 +146,8 @@ ERRORS: dict[str, type[PfsError]] = {
     for cls in (
         PfsError,
         InvalidArgument,
+        NameTooLong,
+        TooLarge,
         NotFound,
         AlreadyExists,
         Conflict,

@@ -20,6 +20,8 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from pfsmount.errors import InvalidArgument
+
 # The daemon is not there (no socket, nobody listening), or went away mid-request (killed,
 # crashed, closed the connection without an answer).
 GONE: tuple[type[BaseException], ...] = (ConnectionError, FileNotFoundError,
@@ -122,14 +124,20 @@ class Transport:
         one the daemon may be closing.
         """
         url = self.prefix + path
-        if params:
-            url += "?" + urlencode({k: "" if v is None else v for k, v in params.items()})
         headers = {}
         body: bytes | Iterable[bytes] | None = content
-        if json is not None:
-            body = msgspec.json.encode(json)
-            headers["Content-Type"] = "application/json"
-        elif content is None and method in ("POST", "PUT"):
+        try:
+            url.encode()
+            if params:
+                url += "?" + urlencode({k: "" if v is None else v for k, v in params.items()})
+            if json is not None:
+                body = msgspec.json.encode(json)
+                headers["Content-Type"] = "application/json"
+        except UnicodeEncodeError as e:  # a name from the file system that is not UTF-8
+            text = e.object if isinstance(e.object, str) else str(e.object)
+            shown = repr(text.encode(errors="surrogateescape"))[1:]
+            raise InvalidArgument(f"{shown} is not valid UTF-8") from None
+        if json is None and content is None and method in ("POST", "PUT"):
             body = b""
         conn = self._take(fresh)
         try:

@@ -33,7 +33,7 @@ from pfsmount.pfs.commits import Commits
 from pfsmount.pfs.events import Event, EventKind, Events
 from pfsmount.pfs.model import Commit, Counts, FileDiff, FileInfo
 from pfsmount.pfs.records import Records
-from pfsmount.pfs.refs import Ref, normalize_path, parse_ref
+from pfsmount.pfs.refs import Ref, check_component, normalize_path, parse_ref, shown
 from pfsmount.store import (
     KIND_DIR,
     KIND_FILE,
@@ -580,6 +580,11 @@ def _list_tree(top: str, prefix: str, changes: dict[str, Change],
     if not entries and prefix:
         changes[prefix.rstrip("/")] = MKDIR
     for e in entries:
+        try:
+            check_component(e.name)
+        except InvalidArgument as err:  # refused whole, as the mount refuses such a name
+            raise type(err)(f"cannot put {shown(e.path)}: {err.message.partition(': ')[2]}"
+                            ) from None
         try:
             if e.is_symlink():
                 target = os.readlink(e.path).encode(errors="surrogateescape")

@@ -10,8 +10,11 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from pfsmount.errors import InvalidArgument
+from pfsmount.errors import InvalidArgument, NameTooLong
 
+NAME_MAX = 255  # bytes in one file name, as on POSIX file systems
+PATH_MAX = 4096  # bytes in a whole path
+DEPTH_MAX = 256  # directories in a path (the store walks trees level by level)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _COMMIT_ID = re.compile(r"[0-9a-f]{32}")
 _REF = re.compile(r"(?P<repo>[^/@:^~]+)(?:[/@](?P<at>[^:^~]+))?(?P<ancestry>(?:\^+|~\d+)*)")
@@ -23,6 +26,11 @@ def is_commit_id(text: str) -> bool:
 
 def check_name(kind: str, name: str) -> str:
     """A repo or branch name: letters, digits, ``_``, ``-``, ``.``; no leading dot or dash."""
+    if not isinstance(name, str):
+        raise InvalidArgument(f"invalid {kind} name {name!r}: it must be a string")
+    if len(name) > 128:
+        raise NameTooLong(f"invalid {kind} name {shown(name[:40])}...: it is {len(name)} "
+                          "characters long, at most 128")
     if not _NAME.fullmatch(name):
         raise InvalidArgument(
             f"invalid {kind} name {name!r}: use letters, digits, '_', '-' and '.', "
@@ -33,14 +41,49 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def shown(name: str) -> str:
+    """A name quoted for a message, bytes that are not UTF-8 shown as ``\\xff``."""
+    try:
+        return repr(name.encode("utf-8", "surrogateescape"))[1:]
+    except UnicodeEncodeError:  # a lone surrogate that no byte stands for
+        return repr(name.encode("utf-8", "backslashreplace"))[1:]
+
+
+def check_component(name: str) -> str:
+    """One file name (a path component) as the store keeps it: valid UTF-8, no NUL, at most
+    ``NAME_MAX`` bytes. The API, ``put -r`` and the mount (as EINVAL / ENAMETOOLONG) share
+    it, so a name is refused the same way wherever it comes from, never stored mangled."""
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"invalid file name {shown(name)}: it is not valid UTF-8"
+                              ) from None
+    if "\0" in name or "/" in name:
+        raise InvalidArgument(f"invalid file name {shown(name)}: it contains NUL or '/'")
+    if size > NAME_MAX:
+        raise NameTooLong(f"invalid file name {shown(name[:40])}...: it is {size} bytes "
+                          f"long, at most {NAME_MAX}")
+    return name
+
+
 def normalize_path(path: str) -> str:
-    """``/a//b/`` -> ``a/b``; the repo root is ``""``. Refuses ``..`` and NUL."""
+    """``/a//b/`` -> ``a/b``; the repo root is ``""``. Refuses ``..``, NUL, names that are not
+    UTF-8, and names or paths longer than a file system takes."""
     if "\0" in path:
         raise InvalidArgument("invalid path: it contains a NUL byte")
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise InvalidArgument(f"invalid path {path!r}: '..' would leave the repo")
-    return "/".join(parts)
+        raise InvalidArgument(f"invalid path {shown(path[:200])}: '..' would leave the repo")
+    for part in parts:
+        check_component(part)
+    normal = "/".join(parts)
+    if len(parts) > DEPTH_MAX:
+        raise NameTooLong(f"invalid path {shown(normal[:40])}...: it is {len(parts)} levels "
+                          f"deep, at most {DEPTH_MAX}")
+    if len(normal.encode()) > PATH_MAX:
+        raise NameTooLong(f"invalid path {shown(normal[:40])}...: it is "
+                          f"{len(normal.encode())} bytes long, at most {PATH_MAX}")
+    return normal
 
 
 class Ref(NamedTuple):

@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from pfsmount import Client
 from tests.conftest import Pfsmount
 
@@ -97,3 +99,106 @@ def test_malformed_framing_is_refused_and_the_daemon_serves_on(
         assert answer == b"" or 400 <= status_of(answer) < 500, (data[:40], answer[:200])
     assert pfsd.pid() == pid
     assert client.list_repos() is not None
+
+
+def state(client: Client) -> object:
+    """What a refused request must leave as it was."""
+    return ([(r.name, r.description) for r in client.list_repos()],
+            [c.id for r in client.list_repos() for c in client.list_commits(r.name)])
+
+
+def put(sock_path: Path, ref: str, path: str, data: bytes) -> bytes:
+    from urllib.parse import urlencode
+    return raw(sock_path, request("POST", "/v1/files/put?" + urlencode({"ref": ref,
+                                                                          "path": path}), data))
+
+
+BAD_REQUESTS: list[tuple[str, str, bytes]] = [
+    ("POST", "/v1/repos", b'{"name": null}'),
+    ("POST", "/v1/repos", b'{"name": 5}'),
+    ("POST", "/v1/repos", b'{"name": "ok", "description": ["x"]}'),
+    ("POST", "/v1/repos", json.dumps({"name": "x" * 300}).encode()),
+    ("POST", "/v1/repos", b"[" * 100_000 + b"]" * 100_000),
+    ("POST", "/v1/repos", b'{"a":' * 10_000 + b"1" + b"}" * 10_000),
+    ("POST", "/v1/repos", b"not json"),
+    ("POST", "/v1/commits/wait", b'{"ref": "held@master", "timeout": "abc"}'),
+    ("POST", "/v1/commits/wait", b'{"ref": "held@master", "timeout": NaN}'),
+    ("POST", "/v1/commits/start", b'{"repo": "held", "branch": "master", "description": 5}'),
+    ("POST", "/v1/repos/held/branches", b'{"branch": "b", "provenance": [5]}'),
+    ("GET", "/v1/logs?pipeline=", b""),
+    ("GET", "/v1/files/inspect?ref=held@master&path=" + "/a" * 1000, b""),
+    ("GET", "/v1/files/inspect?ref=held@master&path=/" + "n" * 256, b""),
+    ("GET", "/v1/repos/held/commits?limit=many", b""),
+    ("POST", "/v1/pipelines", json.dumps({"spec": json.dumps({
+        "pipeline": {"name": "q"}, "transform": {"cmd": ["true"], "accept_return_code": ["x"]},
+        "input": {"pfs": {"repo": "held"}}})}).encode()),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), BAD_REQUESTS,
+                         ids=[f"{m} {p[:40]} {b[:30]!r}" for m, p, b in BAD_REQUESTS])
+def test_malformed_arguments_are_a_400_and_change_nothing(
+        pfsd: Pfsmount, client: Client, method: str, path: str, body: bytes) -> None:
+    if "held" not in [r.name for r in client.list_repos()]:
+        client.create_repo("held")
+        client.put_file("held@master:/f", b"kept")
+    before = state(client)
+    answer = raw(pfsd.root / "pfsmount.sock", request(method, path, body,
+                                                      content_type="application/json"))
+    assert status_of(answer) == 400, answer[:300]
+    message = json.loads(answer.partition(b"\r\n\r\n")[2])["message"]
+    assert "internal" not in message and "\n" not in message
+    assert state(client) == before
+
+
+def test_names_longer_than_a_file_system_takes_are_refused_by_name(
+        pfsd: Pfsmount, client: Client) -> None:
+    client.create_repo("long")
+    sock_path = pfsd.root / "pfsmount.sock"
+    answer = put(sock_path, "long@master", "/" + "é" * 128, b"x")  # 256 bytes
+    assert status_of(answer) == 400
+    assert b"name_too_long" in answer and b"256 bytes long, at most 255" in answer
+    answer = put(sock_path, "long@master", "/" + "é" * 127, b"x")  # 254 bytes: taken
+    assert status_of(answer) == 200
+    assert status_of(put(sock_path, "long@master", "/a" * 257, b"x")) == 400
+    assert [f.path for f in client.walk_files("long@master")] == ["/" + "é" * 127]
+    for what in ("repo", "branch"):
+        r = pfsd.fails(*(("repo", "create", "r" * 300) if what == "repo" else
+                         ("branch", "create", "long@" + "b" * 300)), code=2)
+        assert "at most 128" in r.err
+
+
+def test_bodies_and_descriptions_are_bounded_but_uploads_are_not(
+        pfsd: Pfsmount, client: Client) -> None:
+    sock_path = pfsd.root / "pfsmount.sock"
+    before = state(client)
+    huge = json.dumps({"name": "huge", "description": "x" * (32 << 20)}).encode()
+    head = request("POST", "/v1/repos", b"", content_type="application/json")
+    head = head.replace(b"Content-Length: 0", f"Content-Length: {len(huge)}".encode())
+    with socket.socket(socket.AF_UNIX) as s:  # refused from its headers, unread
+        s.settimeout(30)
+        s.connect(str(sock_path))
+        s.sendall(head)
+        answer = s.recv(65536)
+    assert status_of(answer) == 413 and b"at most" in answer
+    status, reply = call(sock_path, "POST", "/v1/repos",
+                         {"name": "huge", "description": "x" * (2 << 20)})
+    assert status == 413 and "description" in reply["message"]
+    assert state(client) == before
+    # An upload streams: far above the JSON limit, and stored whole.
+    client.create_repo("upload")
+    data = bytes(range(256)) * (80 << 12)  # 80 MiB
+    client.put_file("upload@master:/big", data)
+    assert client.inspect_file("upload@master:/big").size == len(data)
+
+
+def test_put_r_of_a_name_that_is_not_utf8_is_refused_naming_it(
+        pfsd: Pfsmount, client: Client, tmp_path: Path) -> None:
+    client.create_repo("names")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok").write_bytes(b"fine")
+    (src / "x\udcff").write_bytes(b"latin-1 name")  # the file system holds b"x\xff"
+    r = pfsd.fails("file", "put", "-r", "names@master:/dir", "-f", src, code=2)
+    assert r"x\xff" in r.err and "not valid UTF-8" in r.err
+    assert client.list_commits("names") == []

@@ -81,10 +81,19 @@ def closed_port() -> int:
     (["commit", "finish", "data@master"], 5, "no open commit"),
     (["finish-commit", "data", "dev"], 5, "no open commit"),
     (["commit", "squash", "data@master"], 5, None),
+    (["repo", "create", "r\udcff"], 2, r"argument 'r\\xff' is not valid UTF-8"),
+    (["file", "put", "data@master:/x\udcff", "-"], 2, r"x\\xff' is not valid UTF-8"),
+    (["file", "get", "data@master:/x\udcff"], 2, "not valid UTF-8"),
+    (["file", "put", "data@master:/x", "/tmp/\udcfe"], 2, "not valid UTF-8"),
+    (["file", "put", "data@master:/" + "n" * 256, "-"], 2, "256 bytes long, at most 255"),
+    (["pipeline", "create", "-f", "-"], 2, r"inputs\[0\]\.name"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(pfsd, unchanged, args, code,
                                                    match) -> None:
-    pfsd.fails(*args, code=code, match=match, input="some data\n")
+    spec = ('{"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}, '
+            '"inputs": [{"repo": {"name": "data"}, "name": 5}]}')
+    pfsd.fails(*args, code=code, match=match,
+               input=spec if args[0] == "pipeline" else "some data\n")
 
 
 def test_a_big_upload_refused_at_once_still_gets_its_answer(pfsd, unchanged) -> None:

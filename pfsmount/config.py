@@ -1,14 +1,21 @@
 """Where things live: the root directory, its socket, lock, log and store, the default mount.
 
-Pure path arithmetic shared by the daemon (which creates these) and the client (which finds
-them). Reads only environment variables; touches nothing on disk.
+Path arithmetic shared by the daemon (which creates these) and the client (which finds
+them), reading only environment variables; and ``private_root``, the one place that makes
+the root directory (store and socket) private to its user.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from pathlib import Path
 from typing import NamedTuple
+
+from pfsmount.errors import PfsError
+
+log = logging.getLogger("pfsmount.config")
 
 
 def default_root() -> Path:
@@ -51,3 +58,17 @@ class Layout(NamedTuple):
 
 def layout(root: Path | str | None = None) -> Layout:
     return Layout(Path(root).expanduser().absolute() if root else default_root())
+
+
+def private_root(root: Path) -> None:
+    """Make ``root`` (made as needed) a 0700 directory of this user: the socket in it is
+    0600, and the directory too keeps everyone else from the socket and the store. A root
+    owned by another user is refused, since its owner could swap the socket."""
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.stat(root)
+    if st.st_uid != os.geteuid():
+        raise PfsError(f"{root} belongs to uid {st.st_uid}, not to uid {os.geteuid()} "
+                       "(the daemon's user); pick a --root of your own")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        log.info("making %s private (mode %o -> 700)", root, stat.S_IMODE(st.st_mode))
+        os.chmod(root, 0o700)

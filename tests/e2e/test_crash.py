@@ -18,73 +18,19 @@ waits until that process has connected to the daemon, sleeps a seeded random 0-3
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import blake3
 
 from pfsmount import Client
-from tests.conftest import alive
+from tests.reliability.crashing import Talk, Tree, kill9, wait_connected
 
 REPO = "crash"
 ROUNDS = 15
 SEED = 20261127
-Tree = dict[str, bytes]  # path ("/a/b") -> content
-
-
-def wait_connected(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
-    """Until ``proc`` holds a socket (its connection to the daemon) or exits."""
-    deadline = time.monotonic() + timeout
-    fd_dir = Path(f"/proc/{proc.pid}/fd")
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            for fd in fd_dir.iterdir():
-                try:
-                    if os.readlink(fd).startswith("socket:"):
-                        return True
-                except OSError:
-                    pass
-        except OSError:
-            pass
-        time.sleep(0.002)
-    return False
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (its reader processes, their fork server...)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def kill9(pid: int) -> None:
-    """SIGKILL the daemon; every process it started must go away with it."""
-    below = descendants(pid)
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while alive(pid):
-        assert time.monotonic() < deadline, f"daemon {pid} survived SIGKILL"
-        time.sleep(0.01)
-    while left := {p for p in below if alive(p)}:
-        assert time.monotonic() < deadline, f"processes {left} outlived the daemon {pid}"
-        time.sleep(0.05)
 
 
 def make_dir(top: Path, rng: random.Random) -> Tree:
@@ -175,7 +121,7 @@ def test_sigkill_during_writes_loses_no_finished_commit(no_daemon, tmp_path: Pat
         proc = subprocess.Popen(pfs.argv(*args), stdin=subprocess.PIPE if stdin else
                                 subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        talk = _Talk(proc, stdin)
+        talk = Talk(proc, stdin)
         assert wait_connected(proc) or proc.poll() is not None
         time.sleep(rng.uniform(0, 0.05 if kind == "finish" else 0.3))
         kill9(pid)
@@ -250,20 +196,3 @@ def test_sigkill_during_writes_loses_no_finished_commit(no_daemon, tmp_path: Pat
     assert outcomes["lost"] >= 1 and outcomes["landed"] >= 1, outcomes
 
 
-
-class _Talk(threading.Thread):
-    """``communicate`` in a thread: feeds stdin and collects output while the test kills."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], stdin: bytes | None) -> None:
-        super().__init__(daemon=True)
-        self.proc, self.stdin = proc, stdin
-        self.out = self.err = b""
-        self.start()
-
-    def run(self) -> None:
-        self.out, self.err = self.proc.communicate(self.stdin, timeout=120)
-
-    def result(self) -> tuple[bytes, bytes]:
-        self.join(timeout=130)
-        assert not self.is_alive(), "the interrupted command did not exit"
-        return self.out, self.err

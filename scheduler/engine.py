@@ -480,14 +480,18 @@ class Scheduler:
         content = self.pfs.store.contents.write_bytes(batch, b"".join(pieces()))
         return Entry(KIND_FILE, content.size, entries[0].mode, time.time_ns(), content.digest)
 
-    def _source(self, f: DatumFile, scratch: Path, image: str) -> Path:
-        """Where the runner finds a datum's input on this machine: the mount, or a copy.
+    def _source(self, f: DatumFile, scratch: Path, image: str, inside: str
+                ) -> tuple[Path, str]:
+        """The bind that shows a datum's input at ``inside``: (the mount, or a copy; where).
         A container of a root daemon runs as another uid (65534), which a mount private to
-        root does not let in: it gets a copy."""
+        root does not let in: it gets a copy. A symlink is never a bind's source (the bind
+        would show what it points to on this machine, e.g. /etc/shadow): its copy's
+        directory is bound in its parent's place, so the link resolves inside."""
         rel = f.path.lstrip("/")
         shared = not image or os.getuid() != 0
-        if shared and self.mountpoint is not None and self.mountpoint.is_dir():
-            return self.mountpoint / f.repo / f.commit / rel
+        if (shared and f.type != "symlink" and self.mountpoint is not None
+                and self.mountpoint.is_dir()):
+            return self.mountpoint / f.repo / f.commit / rel, inside
         # A directory of its own per input file set: two inputs of one name share no path,
         # so a link one of them holds cannot lead the other's copy out (nor does ``export``
         # follow one below ``target``).
@@ -497,9 +501,13 @@ class Scheduler:
             with contextlib.suppress(FileExistsError):
                 (base / str(n)).mkdir()
                 break
+        if f.type == "symlink":
+            link = base / str(n) / rel.rsplit("/", 1)[-1]
+            export(self.pfs, f"{f.repo}@{f.commit}", link, path=f.path)
+            return link.parent, inside.rsplit("/", 1)[0]
         target = base / str(n) / rel if rel else base / str(n)
         export(self.pfs, f"{f.repo}@{f.commit}", target, path=f.path, readable=True)
-        return target
+        return target, inside
 
     def _save_results(self, job: Job, spec: Spec,
                       unsaved: list[tuple[str, list[tuple[str, Entry]], WriteBatch]]) -> None:
@@ -529,7 +537,7 @@ class Scheduler:
                "PPS_PIPELINE_NAME": spec.name, "PFS_OUT": "/pfs/out"}
         for f in d.files:
             inside = f"/pfs/{f.input}{f.path if f.path != '/' else ''}"
-            binds.append((self._source(f, scratch, spec.transform.image), inside))
+            binds.append(self._source(f, scratch, spec.transform.image, inside))
             env[f.input] = inside
         runner = self.docker if spec.transform.image else self.sandbox
         for attempt in range(1, spec.datum_tries + 1):

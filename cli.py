@@ -266,13 +266,22 @@ def main(ctx: click.Context, root: Path | None) -> None:
 @click.option("--mount", "mountpoint", type=click.Path(path_type=Path),
               help="Where to mount the repos [default: /pfs for root, else ~/pfs].")
 @click.option("--no-mount", is_flag=True, help="Serve the API only, without a mount.")
+@click.option("--allow-other", is_flag=True,
+              help="Let other users use the mount, as its mode bits allow (default: only you).")
 @click.pass_context
-def up(ctx: click.Context, foreground: bool, mountpoint: Path | None, no_mount: bool) -> None:
+def up(ctx: click.Context, foreground: bool, mountpoint: Path | None, no_mount: bool,
+       allow_other: bool) -> None:
     """Start the daemon (store, mount and API); returns once it serves."""
     from pfsmount.daemon import launch
 
     lay = layout(ctx.obj.get("root"))
     mountpoint = (mountpoint or default_mount()).absolute()
+    if not no_mount:
+        from pfsmount.fuse.mount import mount_problem
+
+        problem = mount_problem(mountpoint, allow_other)
+        if problem:
+            raise PfsError(problem)
     if foreground:
         import logging
 
@@ -290,14 +299,16 @@ def up(ctx: click.Context, foreground: bool, mountpoint: Path | None, no_mount: 
             scheduler = Scheduler(pfs, lay.root, mount)
             services: list[Service] = []
             if mount is not None:
-                services.append(mount_service(pfs, mount, lay.root / "mount-staging"))
+                services.append(mount_service(pfs, mount, lay.root / "mount-staging",
+                                              allow_other))
             services.append(scheduler.service)
             return services, routes(scheduler)
 
         Daemon(lay, setup, info=lambda: {"mount": str(mount)} if mount else {}).run()
         return
     argv = [sys.executable, os.path.abspath(__file__), "--root", str(lay.root), "up",
-            "--foreground", *(["--no-mount"] if no_mount else ["--mount", str(mountpoint)])]
+            "--foreground", *(["--no-mount"] if no_mount else ["--mount", str(mountpoint)]),
+            *(["--allow-other"] if allow_other and not no_mount else [])]
     status = launch.start(lay, argv)
     where = f", mounted at {status['mount']}" if "mount" in status else ""
     say(f"pfsmount serving {status['root']} (pid {status['pid']}){where}")
@@ -329,19 +340,25 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @main.command()
 @click.option("--verify", is_flag=True, help="Also read every chunk and check its hash.")
+@click.option("--repair", is_flag=True,
+              help="Drop files whose data is damaged from every commit that holds them "
+                   "(each is named), keep the rest readable; implies --verify.")
 @json_option
 @click.pass_context
-def fsck(ctx: click.Context, verify: bool, as_json: bool) -> None:
+def fsck(ctx: click.Context, verify: bool, repair: bool, as_json: bool) -> None:
     """Check every metadata invariant (and with --verify, all data)."""
-    result = client(ctx).fsck(verify)
+    result = client(ctx).repair() if repair else client(ctx).fsck(verify)
     if as_json:
         print_json(result)
     else:
+        for line in result.lost:
+            say(f"lost: {line}")
         for line in result.errors:
             say(f"error: {line}")
         say(f"checked {result.repos} repos, {result.commits} commits, {result.pages} "
             f"tree pages, {result.files} files, {result.chunks} chunks: "
-            f"{len(result.errors)} errors")
+            f"{len(result.errors)} errors"
+            + (f"; repair dropped {len(result.lost)} files" if repair else ""))
     if result.errors:
         sys.exit(1)
 

@@ -10,6 +10,7 @@ the standard library's, and the model's structs are imported on first use.
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,7 +19,7 @@ from urllib.parse import quote
 import msgspec
 
 from pfsmount.config import layout
-from pfsmount.errors import DaemonNotRunning, InvalidArgument, PfsError, from_code
+from pfsmount.errors import Corrupt, DaemonNotRunning, InvalidArgument, PfsError, from_code
 
 from .transport import GONE, Transport
 from .wire import API_PREFIX
@@ -136,6 +137,13 @@ class Client:
         from pfsmount.pfs.model import FsckReport
 
         return self.call("GET", "/fsck", FsckReport, params={"verify": int(verify)})
+
+    def repair(self, wait: float = 30.0) -> FsckReport:
+        """``fsck --repair``: drop the files whose data is damaged from every commit that
+        holds them (``lost`` names each), then check again; writes pause meanwhile."""
+        from pfsmount.pfs.model import FsckReport
+
+        return self.call("POST", "/fsck/repair", FsckReport, json={"wait": wait})
 
     def gc(self, dry_run: bool = False, wait: float = 30.0) -> GcReport:
         """Remove what no commit reaches; writes pause meanwhile (up to ``wait`` seconds
@@ -272,7 +280,40 @@ class Client:
             params["offset"] = offset
         if size is not None:
             params["size"] = size
-        return self.stream_bytes("GET", "/files/get", params=params)
+        return self._file_bytes(params)
+
+    def _file_bytes(self, params: dict[str, Any]) -> Iterator[bytes]:
+        """The body of ``/files/get``, which must hold ``content-length`` bytes. The daemon
+        breaks the body off when it finds damage after the first bytes went out; then the
+        same read from where it broke off fails at once, with the daemon's reason."""
+        got = 0
+        try:
+            with self.transport.stream("GET", "/files/get", params=params) as response:
+                self.raise_for(response)
+                length = int(response.raw.getheader("content-length") or -1)
+                try:
+                    for piece in response.iter_bytes():
+                        got += len(piece)
+                        yield piece
+                except http.client.IncompleteRead:
+                    pass
+                if got == length:
+                    return
+        except GONE:
+            raise self._not_running() from None
+        except TimeoutError:
+            raise self._timed_out() from None
+        # The daemon breaks off at the first chunk of the run it could not read; a read
+        # from there fails before its first byte, with the reason.
+        rest = {**params, "offset": int(params.get("offset") or 0) + got}
+        if params.get("size") is not None:
+            rest["size"] = max(0, int(params["size"]) - got)
+        try:
+            with self.transport.stream("GET", "/files/get", params=rest) as retry:
+                self.raise_for(retry)
+        except GONE:
+            raise self._not_running() from None
+        raise Corrupt(f"reading {params['ref']} broke off after {got} bytes; see the daemon log")
 
     def read_file(self, ref: str) -> bytes:
         return b"".join(self.get_file(ref))

@@ -33,6 +33,7 @@ from pfsmount.pfs.files import LocalPath, Source, Stream, Url
 from pfsmount.pfs.fsck import fsck
 from pfsmount.pfs.garbage import collect
 from pfsmount.pfs.refs import parse_ref
+from pfsmount.pfs.repair import repair
 
 from .wire import API_PREFIX, encode, encode_line, error_body
 
@@ -420,6 +421,10 @@ def build_app(
         verify = arg(dict(request.query_params), "verify", bool, False)
         return json_response(await run(lambda: fsck(pfs, verify_data=verify)))
 
+    async def post_fsck_repair(request: Request) -> Response:
+        p = await body(request)
+        return json_response(await run(lambda: repair(pfs, wait=arg(p, "wait", float, 30.0))))
+
     async def post_gc(request: Request) -> Response:
         p = await body(request)
         return json_response(await run(lambda: collect(
@@ -432,6 +437,7 @@ def build_app(
         route("/status", get_status, "GET"),
         route("/shutdown", post_shutdown, "POST"),
         route("/fsck", get_fsck, "GET"),
+        route("/fsck/repair", post_fsck_repair, "POST"),
         route("/gc", post_gc, "POST"),
         route("/repos", repo_list, "GET"),
         route("/repos", repo_create, "POST"),

@@ -27,6 +27,7 @@ from pfsmount.errors import (
     InvalidArgument,
     IsADirectory,
     NotFound,
+    PfsError,
     SourceError,
 )
 from pfsmount.pfs.commits import Commits
@@ -382,27 +383,35 @@ class Files:
             raise IsADirectory(f"{ref.path or '/'} is a directory (use -r)")
         return commit, entry
 
-    def read(self, entry: Entry, offset: int = 0, size: int | None = None) -> Iterator[bytes]:
-        """A file's bytes, chunk by chunk; symlinks read as their target."""
+    def read(self, entry: Entry, offset: int = 0, size: int | None = None, where: str = ""
+             ) -> Iterator[bytes]:
+        """A file's bytes, chunk by chunk, each checked against its BLAKE3 name before it
+        leaves; symlinks read as their target. An error names ``where`` (the path and
+        commit, from ``describe``), since the store only knows chunks."""
+        if offset < 0 or (size is not None and size < 0):
+            raise InvalidArgument(f"offset {offset} and size {size} must not be negative")
         if entry.kind == KIND_LINK:
-            yield entry.ref
+            yield entry.ref[offset : None if size is None else offset + size]
             return
-        contents = self.store.contents
-        with self.meta.read() as txn:
-            table = contents.table(txn, entry.ref)
-        end = table.size if size is None else min(table.size, offset + size)
-        while offset < end:
-            with self.meta.read() as txn:
-                for piece in contents.iter_range(txn, entry.ref, offset, min(end - offset,
-                                                                              8 << 20)):
-                    offset += len(piece)
-                    yield piece
+        try:
+            for piece in self.store.contents.read_range(entry.ref, offset, size):
+                yield piece if isinstance(piece, bytes) else bytes(piece)
+        except PfsError as e:
+            raise _placed(e, where) from None
 
-    def copy_to(self, entry: Entry, fd: int) -> int:
-        """Write a file's bytes into local ``fd`` (see ``ContentStore.copy_to``)."""
+    def copy_to(self, entry: Entry, fd: int, where: str = "") -> int:
+        """Write a file's checked bytes into local ``fd`` (see ``ContentStore.copy_to``)."""
         if entry.kind == KIND_LINK:
             return os.write(fd, entry.ref)
-        return self.store.contents.copy_to(entry.ref, fd)
+        try:
+            return self.store.contents.copy_to(entry.ref, fd)
+        except PfsError as e:
+            raise _placed(e, where) from None
+
+    @staticmethod
+    def describe(commit: Commit, path: str) -> str:
+        """How errors name a file: its path and the commit it was read from."""
+        return f"/{path.lstrip('/')} in {commit.repo}@{commit.id}"
 
     def list(
         self, ref_text: str, path: str | None = None, after: str | None = None,
@@ -555,6 +564,13 @@ def _every(seconds: float, fn: Callable[[_T], None]) -> Callable[[_T], None]:
             fn(value)
 
     return call
+
+
+def _placed(err: PfsError, where: str) -> PfsError:
+    """``err`` with the file it happened in put first (same class: same exit code)."""
+    if not where:
+        return err
+    return type(err)(f"cannot read {where}: {err.message}")
 
 
 class _Retry(Exception):

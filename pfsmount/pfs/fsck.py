@@ -1,11 +1,12 @@
-"""``fsck``: check every invariant that ``store.meta`` documents, and report, never repair.
+"""``fsck``: check every invariant that ``store.meta`` documents, and report, never repair
+(``repair`` acts on the ``Damage`` found here).
 
 Owns the consistency check of one store: repos, commits and their ``commit_log`` rows,
 branches, every tree page reachable from any commit (open or finished), every ``contents``
 row and every ``chunks`` location, and optionally the bytes of every referenced chunk. It
 reads inside one LMDB read transaction, so it sees one consistent snapshot while writers go
-on, and it must never write, delete or repair anything: repairing is ``gc``'s or a human's
-decision.
+on, and it must never write, delete or repair anything: repairing is ``pfs.repair``'s,
+run only when a human asks (``fsck --repair``).
 
 Work is shared: tree pages are content-addressed, so a page checked once is never read
 again, and a thousand commits of a million-file repo cost the pages they differ by, not a
@@ -15,22 +16,22 @@ thousand walks. Each error is one line naming the repo, commit and path where th
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import lmdb
 import msgspec
-import zstandard
 
 from pfsmount.errors import Corrupt
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.model import Branch, Commit, FsckReport, Repo
 from pfsmount.pfs.refs import is_commit_id
 from pfsmount.store import KIND_DIR, KIND_FILE, KIND_LINK
-from pfsmount.store.chunking import CODEC_RAW, CODEC_ZSTD
 from pfsmount.store.content import EMPTY_DIGEST
-from pfsmount.store.packs import Location, pack_name
+from pfsmount.store.packs import Location, checked_location, pack_name, runs
 from pfsmount.store.tree import Inner, Leaf, Node
 
 MAX_ERRORS = 1000  # past this, errors are counted, not listed
@@ -42,12 +43,31 @@ _branch_dec = msgspec.msgpack.Decoder(Branch)
 _commit_dec = msgspec.msgpack.Decoder(Commit)
 
 
+class Damage(NamedTuple):
+    """What reads cannot be served from: chunk index rows (missing, malformed, pointing
+    outside or into a missing pack, or bytes that fail their name) and ``contents`` rows
+    (missing, malformed, or naming a chunk the index lacks). ``repair`` drops these."""
+
+    chunks: set[bytes]
+    contents: set[bytes]
+
+
 def fsck(pfs: Pfs, verify_data: bool = False) -> FsckReport:
     """Check the store under ``pfs``; with ``verify_data`` also re-hash referenced chunks."""
+    return check(pfs, verify_data)[0]
+
+
+def check(pfs: Pfs, verify_data: bool = False) -> tuple[FsckReport, Damage]:
+    """``fsck``, and the damage it found in a form ``repair`` can act on.
+
+    A pack that cannot be read for a reason that is not damage (out of descriptors, an I/O
+    error) fails the whole check with that reason: it must never be reported as damage.
+    """
     report = FsckReport()
     with pfs.store.meta.read() as txn:
-        _Checker(pfs, txn, report).run(verify_data)
-    return report
+        checker = _Checker(pfs, txn, report)
+        checker.run(verify_data)
+    return report, Damage(checker.bad_chunks, checker.bad_contents)
 
 
 class _Summary(NamedTuple):
@@ -75,6 +95,8 @@ class _Checker:
         # Referenced chunks -> where first referenced (for verify_data's messages).
         self.chunk_refs: dict[bytes, str] = {}
         self.bad_chunks: set[bytes] = set()
+        self.bad_contents: set[bytes] = set()
+        self.named: set[str] = set()  # files already named by a damage line
 
     def error(self, message: str) -> None:
         if len(self.report.errors) < MAX_ERRORS:
@@ -345,6 +367,7 @@ class _Checker:
                 label += f" (of {next(iter(claims.values()))})"
             if len(key) != 32 or len(raw) % _ROW.size:
                 self.error(f"{label}: malformed contents row ({len(raw)} bytes)")
+                self.bad_contents.add(key)
                 continue
             unseen.discard(key)
             end = 0
@@ -358,6 +381,7 @@ class _Checker:
                 if self.txn.get(digest, db=chunks_db) is None:
                     self.error(f"{label}: chunk {digest.hex()} is not in the chunk index")
                     self.bad_chunks.add(digest)
+                    self.bad_contents.add(key)
             if (not digests and key != EMPTY_DIGEST) or (len(digests) == 1
                                                          and digests[0] != key):
                 self.error(f"{label}: its name does not match its chunks")
@@ -372,6 +396,19 @@ class _Checker:
         for digest in sorted(unseen):
             path = next(iter(self.contents[digest].values()))
             self.error(f"{path}: file content {digest.hex()} is missing")
+            self.bad_contents.add(digest)
+
+    def damaged(self, digest: bytes, why: str, alone: bool = True) -> None:
+        """A chunk reads cannot be served from: one line per file that uses it (the first
+        damage found in it), or, for a chunk no file uses, ``why`` itself when ``alone``."""
+        self.bad_chunks.add(digest)
+        path = self.chunk_refs.get(digest)
+        if path is None:
+            if alone:
+                self.error(why)
+        elif path not in self.named:
+            self.named.add(path)
+            self.error(f"{path}: {why}")
 
     def check_chunks(self) -> None:
         packs = self.pfs.store.packs
@@ -384,44 +421,54 @@ class _Checker:
                 self.error(f"{label}: malformed chunk index key")
                 continue
             try:
-                loc = Location.decode(raw)
-            except struct.error:
-                self.error(f"{label}: malformed location ({len(raw)} bytes)")
-                self.bad_chunks.add(key)
+                loc = checked_location(key, raw)
+            except Corrupt as e:
+                self.damaged(key, str(e))
                 continue
             if loc.pack not in sizes:
                 sizes[loc.pack] = packs.pack_size(loc.pack)
             size = sizes[loc.pack]
             if size is None:
                 missing[loc.pack] = missing.get(loc.pack, 0) + 1
-                self.bad_chunks.add(key)
+                self.damaged(key, f"{label} is in pack {pack_name(loc.pack)}, which is missing",
+                             alone=False)
             elif loc.offset + loc.stored > size:
-                self.error(f"{label}: bytes {loc.offset}..{loc.offset + loc.stored} lie "
-                           f"outside pack {pack_name(loc.pack)} of {size} bytes")
-                self.bad_chunks.add(key)
-            if loc.codec not in (CODEC_RAW, CODEC_ZSTD):
-                self.error(f"{label}: unknown codec {loc.codec}")
-                self.bad_chunks.add(key)
-            elif loc.codec == CODEC_RAW and loc.stored != loc.raw:
-                self.error(f"{label}: stored raw but {loc.stored} bytes for {loc.raw}")
+                why = (f"{label}: bytes {loc.offset}..{loc.offset + loc.stored} lie outside "
+                       f"pack {pack_name(loc.pack)} of {size} bytes")
+                self.damaged(key, why)
         for pack, count in sorted(missing.items()):
             self.error(f"pack {pack_name(pack)} is missing; {count} chunks point into it")
 
     def verify_chunks(self) -> None:
-        """Read every referenced chunk from its pack, in pack order, and check its name."""
-        packs = self.pfs.store.packs
+        """Read every referenced chunk from its pack and check its name: chunks that lie
+        back to back are read with one call, by a few threads (hashing releases the GIL)."""
         chunks_db = self.db["chunks"]
         todo: list[tuple[Location, bytes]] = []
         for digest in self.chunk_refs:
             raw = self.txn.get(digest, db=chunks_db)
             if raw is not None and digest not in self.bad_chunks:
-                todo.append((Location.decode(bytes(raw)), digest))
+                todo.append((checked_location(digest, bytes(raw)), digest))
         todo.sort()
-        for _, digest in todo:
+        with ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="pfsmount-fsck") as pool:
+            for bad in pool.map(self.verify_run, runs(todo)):
+                for digest, err in bad:
+                    self.damaged(digest, str(err))
+
+    def verify_run(self, run: list[tuple[Location, bytes]]) -> list[tuple[bytes, Corrupt]]:
+        """The damaged chunks of one run (each chunk alone once the run fails)."""
+        packs = self.pfs.store.packs
+        try:
+            packs.read_run(run)
+            return []
+        except Corrupt:
+            pass
+        bad: list[tuple[bytes, Corrupt]] = []
+        for item in run:
             try:
-                packs.verify(self.txn, digest)
-            except (Corrupt, zstandard.ZstdError, OSError) as e:
-                self.error(f"{self.chunk_refs[digest]}: chunk {digest.hex()} is damaged: {e}")
+                packs.read_run([item])
+            except Corrupt as e:
+                bad.append((item[1], e))
+        return bad
 
 
 def _children(node: Node, at: str) -> Iterator[tuple[bytes, str]]:

@@ -111,6 +111,7 @@ class FsckReport(msgspec.Struct, kw_only=True):
     pages: int = 0
     files: int = 0
     chunks: int = 0
+    lost: list[str] = msgspec.field(default_factory=list)  # what ``--repair`` dropped
 
     @property
     def ok(self) -> bool:

@@ -178,7 +178,17 @@ def compress(raw: bytes | memoryview) -> tuple[int, bytes | memoryview]:
     return CODEC_ZSTD, packed
 
 
-def decompress(codec: int, stored: bytes, raw_size: int) -> bytes:
+def decompress(codec: int, stored: bytes | memoryview, raw_size: int) -> bytes | memoryview:
+    """The raw bytes of a stored chunk; ``ValueError`` when they cannot be (a damaged
+    frame, or one that holds more than ``raw_size`` bytes)."""
     if codec == CODEC_RAW:
         return stored
-    return _decompressor().decompress(stored, max_output_size=raw_size)
+    if codec != CODEC_ZSTD:
+        raise ValueError(f"unknown codec {codec}")
+    try:
+        # A damaged header may claim any size, which ``decompress`` would allocate.
+        if zstandard.frame_content_size(stored) > raw_size:
+            raise ValueError("zstd: the frame claims more bytes than the chunk holds")
+        return _decompressor().decompress(stored, max_output_size=raw_size)
+    except zstandard.ZstdError as e:
+        raise ValueError(f"zstd: {e}") from None

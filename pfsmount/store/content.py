@@ -25,14 +25,15 @@ import lmdb
 from pfsmount.errors import Corrupt
 from pfsmount.store import chunking
 from pfsmount.store.meta import Meta
-from pfsmount.store.packs import ChunkBatch, PackStore, Stored
+from pfsmount.store.packs import ChunkBatch, Location, PackStore, Stored, runs
 from pfsmount.store.readers import Prepared
 
 _ROW = struct.Struct(">32sQ")
 EMPTY_DIGEST = blake3.blake3(b"").digest()
 _GROUP = 4 << 20  # bytes of chunks per task in a pipelined write
 _WINDOW = 4  # tasks in flight beyond the one being filled
-_AHEAD = 16  # chunks read ahead of the writes in an export
+_AHEAD = 4  # runs of chunks (up to ``packs.RUN_BYTES`` each) read ahead of a reader
+_LOOKUP = 256  # chunk locations looked up per read transaction
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -238,12 +239,7 @@ class ContentStore:
         raw = txn.get(digest, db=self.meta.db["contents"])
         if raw is None:
             raise Corrupt(f"file content {digest.hex()} is missing")
-        digests: list[bytes] = []
-        ends: list[int] = []
-        for name, end in _ROW.iter_unpack(raw):
-            digests.append(name)
-            ends.append(end)
-        table = ChunkTable(digests, ends)
+        table = parse_table(digest, raw)
         with self._lock:
             self._tables[digest] = table
             if len(self._tables) > 4096:
@@ -268,50 +264,76 @@ class ContentStore:
         return chunks, dead
 
     def copy_to(self, digest: bytes, fd: int) -> int:
-        """Write a whole file into ``fd`` from offset 0; returns its size.
+        """Write a whole file into ``fd`` from offset 0; returns its size. Every chunk is
+        checked before it is written (see ``chunks``); the chunk cache is left alone."""
+        start = 0
+        for data in self.chunks(digest):
+            _pwrite_all(fd, data, start)
+            start += len(data)
+        return start
 
-        Raw chunks are copied inside the kernel; compressed ones are read and decompressed
-        by worker threads a few chunks ahead of the writes. The chunk cache is left alone.
+    def chunks(self, digest: bytes, first: int = 0, last: int | None = None
+               ) -> Iterator[bytes | memoryview]:
+        """The checked bytes of chunks ``first`` to ``last`` (excluded) of a file, in order.
+
+        Chunks that lie back to back in a pack are read with one call, and worker threads
+        read, decompress and check runs a few ahead of the caller: zstd and BLAKE3 release
+        the GIL, so checking a large file uses every core. Memory stays bounded by the
+        window. Locations are looked up in short read transactions, a batch at a time.
         """
         with self.meta.read() as txn:
             table = self.table(txn, digest)
-            locations = [self.packs.location(txn, d) for d in table.digests]
+        last = len(table.digests) if last is None else min(last, len(table.digests))
         workers = _workers()
-        ahead: dict[int, Future[bytes]] = {}
-        submitted = i = 0
-        start = 0
-        count = len(locations)
+        window: deque[Future[list[bytes | memoryview]]] = deque()
+        i = first
         try:
-            while i < count:
-                while submitted < count and submitted < i + _AHEAD:
-                    later = locations[submitted]
-                    if later.codec != chunking.CODEC_RAW:
-                        ahead[submitted] = workers.submit(self.packs.read_uncached, later,
-                                                          table.digests[submitted])
-                    submitted += 1
-                loc = locations[i]
-                future = ahead.pop(i, None)
-                if future is not None:
-                    _pwrite_all(fd, future.result(), start)
-                    start, i = table.ends[i], i + 1
-                    continue
-                # Raw chunks that lie back to back in one pack (a file put in one go) are
-                # copied with one call: per-chunk calls run at half the speed.
-                j, length = i + 1, loc.stored
-                while (j < count and locations[j].codec == chunking.CODEC_RAW
-                       and locations[j].pack == loc.pack
-                       and locations[j].offset == loc.offset + length):
-                    length += locations[j].stored
-                    j += 1
-                if self.packs.copy_raw(loc._replace(stored=length, raw=length), fd, start):
-                    start, i = table.ends[j - 1], j
-                else:
-                    _pwrite_all(fd, self.packs.read_uncached(loc, table.digests[i]), start)
-                    start, i = table.ends[i], i + 1
+            for run in runs(self._locations(table, first, last)):
+                window.append(workers.submit(self.packs.read_run, run))
+                if len(window) > _AHEAD:
+                    for data in window.popleft().result():
+                        i = _check_size(table, i, data)
+                        yield data
+            while window:
+                for data in window.popleft().result():
+                    i = _check_size(table, i, data)
+                    yield data
         finally:
-            for future in ahead.values():
+            for future in window:
                 future.cancel()
-        return table.size
+
+    def _locations(self, table: ChunkTable, first: int, last: int
+                   ) -> Iterator[tuple[Location, bytes]]:
+        for lo in range(first, last, _LOOKUP):
+            with self.meta.read() as txn:
+                found = [(self.packs.location(txn, d), d)
+                         for d in table.digests[lo : min(last, lo + _LOOKUP)]]
+            yield from found
+
+    def read_range(self, digest: bytes, offset: int = 0, size: int | None = None
+                   ) -> Iterator[bytes | memoryview]:
+        """The checked bytes of a range, a chunk (or a slice of one) at a time. A range of
+        a chunk or two (the mount's reads) goes through the chunk cache; longer ranges are
+        read ahead in parallel (``chunks``)."""
+        if offset < 0 or (size is not None and size < 0):
+            raise ValueError("negative offset or size")
+        with self.meta.read() as txn:
+            table = self.table(txn, digest)
+        stop = table.size if size is None else min(table.size, offset + size)
+        if offset >= stop:
+            return
+        i = bisect.bisect_right(table.ends, offset)
+        j = bisect.bisect_left(table.ends, stop) + 1
+        if j - i <= 2:
+            with self.meta.read() as txn:
+                yield from self.iter_range(txn, digest, offset, stop - offset)
+            return
+        start = table.ends[i - 1] if i else 0
+        for data in self.chunks(digest, i, j):
+            end = start + len(data)
+            lo, hi = max(offset, start) - start, min(stop, end) - start
+            yield data if (lo == 0 and hi == len(data)) else data[lo:hi]
+            start = end
 
     def read(self, txn: lmdb.Transaction, digest: bytes, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset``; short only at end of file."""
@@ -320,13 +342,15 @@ class ContentStore:
     def iter_range(
         self, txn: lmdb.Transaction, digest: bytes, offset: int = 0, size: int | None = None
     ) -> Iterator[bytes]:
-        """The bytes of a range as a sequence of slices, one chunk at a time."""
+        """The checked bytes of a range as a sequence of slices, one chunk at a time,
+        through the chunk cache."""
         table = self.table(txn, digest)
         stop = table.size if size is None else min(table.size, offset + size)
         i = bisect.bisect_right(table.ends, offset)
         while offset < stop and i < len(table.digests):
             start = table.ends[i - 1] if i else 0
             data = self.packs.read(txn, table.digests[i])
+            _check_size(table, i, data)
             lo = offset - start
             hi = min(stop, table.ends[i]) - start
             yield data if (lo == 0 and hi == len(data)) else data[lo:hi]
@@ -334,12 +358,43 @@ class ContentStore:
             i += 1
 
 
+def parse_table(digest: bytes, raw: bytes | memoryview) -> ChunkTable:
+    """Decode a ``contents`` row, checking what every read relies on: whole rows, end
+    offsets that increase by at most a chunk, one chunk naming the file. A damaged row is
+    ``Corrupt``, never a read that loops or returns what is not in the file."""
+    where = f"file content {digest.hex()}"
+    if len(raw) % _ROW.size:
+        raise Corrupt(f"{where}: its chunk table is malformed ({len(raw)} bytes)")
+    digests: list[bytes] = []
+    ends: list[int] = []
+    previous = 0
+    for name, end in _ROW.iter_unpack(raw):
+        if not previous < end <= previous + chunking.MAX_CHUNK:
+            raise Corrupt(f"{where}: its chunk table is damaged (a chunk ends at {end} "
+                          f"after one at {previous})")
+        digests.append(name)
+        ends.append(end)
+        previous = end
+    if (len(digests) == 1 and digests[0] != digest) or (not digests and digest != EMPTY_DIGEST):
+        raise Corrupt(f"{where}: its chunk table does not match its name")
+    return ChunkTable(digests, ends)
+
+
+def _check_size(table: ChunkTable, i: int, data: bytes | memoryview) -> int:
+    """Chunk ``i`` holds the bytes its file's table says (the index says so too, but the
+    two rows could disagree); the next chunk's index."""
+    if i >= len(table.digests) or len(data) != table.ends[i] - (table.ends[i - 1] if i else 0):
+        raise Corrupt(f"chunk {table.digests[min(i, len(table.digests) - 1)].hex()} holds "
+                      f"{len(data)} bytes, not what its file's chunk table says")
+    return i + 1
+
+
 def _update(hasher: blake3.blake3, chunks: list[bytes | memoryview]) -> None:
     for chunk in chunks:
         hasher.update(chunk)
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)

@@ -3,21 +3,25 @@
 An object is written once, whole, and then only read by byte range, listed or deleted. The
 local backend keeps objects as files in one directory; an S3 backend implements the same
 ``ObjectStore`` protocol. Nothing here knows what is inside an object.
+
+A read that cannot happen for a reason that says nothing about the data (out of
+descriptors, an I/O error) is a ``PfsError`` naming the object and the cause; only a missing
+or short object is ``Corrupt``.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import shutil
 import threading
-import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from pfsmount.errors import Corrupt
-
-RETIRE_GRACE = 600.0  # seconds a deleted object's descriptor stays reserved
+from pfsmount.errors import Corrupt, PfsError
 
 
 class ObjectStore(Protocol):
@@ -27,28 +31,56 @@ class ObjectStore(Protocol):
         """Store the finished local file ``path`` as ``name``; ``path`` may be consumed."""
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
-        """Return exactly ``length`` bytes at ``offset`` or raise ``Corrupt``."""
+        """Return exactly ``length`` bytes at ``offset``; ``Corrupt`` when the object is
+        missing or shorter, ``PfsError`` when it cannot be read now."""
 
     def size(self, name: str) -> int | None:
         """The object's size in bytes, or None when there is no such object."""
-
-    def fileno(self, name: str) -> int | None:
-        """A local descriptor to read the object from (valid while the object exists), or
-        None for a remote backend. Lets exports copy raw bytes inside the kernel."""
 
     def list(self) -> Iterator[str]: ...
 
     def delete(self, name: str) -> None: ...
 
 
-class LocalObjectStore:
-    """Objects as files in one directory; reads use cached descriptors and ``pread``."""
+def descriptor_budget() -> int:
+    """How many pack descriptors to keep open: a small share of the process's limit, so
+    that a low ``ulimit -n`` leaves room for sockets, LMDB and the mount."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 128
+    return max(2, min(128, soft // 8))
 
-    def __init__(self, directory: Path) -> None:
+
+def unreadable(name: str, err: OSError) -> PfsError:
+    """A read that failed for want of a resource or by I/O: never mistaken for damage."""
+    hint = " (raise `ulimit -n`)" if err.errno in (errno.EMFILE, errno.ENFILE) else ""
+    return PfsError(f"cannot read pack object {name}: {err.strerror or err}{hint}")
+
+
+class _Handle:
+    """An open descriptor and how many reads use it; closed once evicted and unused."""
+
+    __slots__ = ("doomed", "fd", "users")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.users = 0
+        self.doomed = False
+
+
+class LocalObjectStore:
+    """Objects as files in one directory, read with ``pread`` through a bounded LRU of
+    descriptors (thousands of packs must not exhaust the process's descriptors).
+
+    A descriptor is pinned while a read uses it, so eviction or ``delete`` never closes a
+    number another thread is reading from (the number could be reused by another file).
+    """
+
+    def __init__(self, directory: Path, max_open: int | None = None) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self._fds: dict[str, int] = {}
-        self._retired: list[tuple[float, int]] = []  # (when, descriptor) of deleted objects
+        self.max_open = max_open or descriptor_budget()
+        self._fds: OrderedDict[str, _Handle] = OrderedDict()
         self._lock = threading.Lock()
 
     def _path(self, name: str) -> Path:
@@ -69,24 +101,75 @@ class LocalObjectStore:
         finally:
             os.close(dirfd)
 
-    def _fd(self, name: str) -> int:
-        fd = self._fds.get(name)
-        if fd is None:
-            with self._lock:
-                fd = self._fds.get(name)
-                if fd is None:
-                    try:
-                        fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
-                    except FileNotFoundError:
-                        raise Corrupt(f"pack object {name} is missing") from None
-                    self._fds[name] = fd
-        return fd
+    def _open(self, name: str) -> int:
+        path = self._path(name)
+        for attempt in range(2):
+            try:
+                return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise Corrupt(f"pack object {name} is missing") from None
+            except OSError as e:
+                if attempt or e.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise unreadable(name, e) from None
+                with self._lock:  # out of descriptors: give back every idle one, retry
+                    self._evict_locked(0)
+        raise AssertionError("unreachable")
 
-    def fileno(self, name: str) -> int | None:
-        return self._fd(name)
+    def _pin(self, name: str) -> _Handle:
+        with self._lock:
+            handle = self._fds.get(name)
+            if handle is not None:
+                self._fds.move_to_end(name)
+                handle.users += 1
+                return handle
+        fd = self._open(name)  # outside the lock: opening may wait on the disk
+        with self._lock:
+            handle = self._fds.get(name)
+            if handle is None:
+                handle = self._fds[name] = _Handle(fd)
+                self._evict_locked(self.max_open)
+            else:  # another reader opened it meanwhile
+                os.close(fd)
+            handle.users += 1
+            return handle
+
+    def _unpin(self, handle: _Handle) -> None:
+        with self._lock:
+            handle.users -= 1
+            if handle.doomed and not handle.users:
+                os.close(handle.fd)
+
+    def _evict_locked(self, keep: int) -> None:
+        """Close least recently used descriptors until at most ``keep`` are open; one in
+        use is closed by its last reader instead."""
+        for name in list(self._fds):
+            if len(self._fds) <= keep:
+                break
+            self._retire_locked(self._fds.pop(name))
+
+    def _retire_locked(self, handle: _Handle) -> None:
+        if handle.users:
+            handle.doomed = True
+        else:
+            os.close(handle.fd)
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
-        data = os.pread(self._fd(name), length, offset)
+        handle = self._pin(name)
+        try:
+            parts: list[bytes] = []
+            got = 0
+            while got < length:  # pread may return less than asked before the end
+                try:
+                    part = os.pread(handle.fd, length - got, offset + got)
+                except OSError as e:
+                    raise unreadable(name, e) from None
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+        finally:
+            self._unpin(handle)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         if len(data) != length:
             raise Corrupt(f"pack object {name} is shorter than {offset + length} bytes")
         return data
@@ -103,27 +186,14 @@ class LocalObjectStore:
                 yield entry.name
 
     def delete(self, name: str) -> None:
-        """Remove an object. A descriptor a reader may still hold (``fileno``) is pointed at
-        an empty file instead of closed: the space comes back now, a late read fails as a
-        short read rather than reading whatever file reuses the number, and the number is
-        closed for good after ``RETIRE_GRACE`` seconds."""
+        """Remove an object. A read in progress keeps its descriptor (and so the bytes it
+        looked up) until it ends; the space comes back then."""
         with self._lock:
-            fd = self._fds.pop(name, None)
-            if fd is not None:
-                empty = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-                os.dup2(empty, fd)
-                os.close(empty)
-                self._retired.append((time.monotonic(), fd))
-            self._reap_locked(time.monotonic() - RETIRE_GRACE)
+            handle = self._fds.pop(name, None)
+            if handle is not None:
+                self._retire_locked(handle)
         self._path(name).unlink(missing_ok=True)
-
-    def _reap_locked(self, before: float) -> None:
-        while self._retired and self._retired[0][0] <= before:
-            os.close(self._retired.pop(0)[1])
 
     def close(self) -> None:
         with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
-            self._reap_locked(float("inf"))
+            self._evict_locked(0)

@@ -11,13 +11,12 @@ unreferenced garbage, never visible.
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -28,12 +27,12 @@ from pfsmount.errors import Corrupt
 from pfsmount.store import chunking
 from pfsmount.store.gate import WriteGate
 from pfsmount.store.meta import Meta
-from pfsmount.store.objects import ObjectStore
+from pfsmount.store.objects import ObjectStore, unreadable
 
 PACK_TARGET = 64 * 1024 * 1024
-CACHE_BYTES = 256 * 1024 * 1024
+CACHE_BYTES = 64 * 1024 * 1024
+RUN_BYTES = 4 * 1024 * 1024  # at most this much is read from a pack with one call
 _LOC = struct.Struct(">QQIIB")
-_NO_COPY_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
 
 
 class Location(NamedTuple):
@@ -60,6 +59,40 @@ class Location(NamedTuple):
 
 def pack_name(pack: int) -> str:
     return f"{pack:016x}.pack"
+
+
+def checked_location(digest: bytes, raw: bytes) -> Location:
+    """Decode an index row and check that it could describe a chunk: a damaged row is
+    ``Corrupt``, never a read of gigabytes or of the wrong codec."""
+    where = f"chunk {digest.hex()}"
+    if len(raw) != _LOC.size:
+        raise Corrupt(f"{where}: its index row is malformed ({len(raw)} bytes)")
+    loc = Location.decode(raw)
+    if loc.codec not in (chunking.CODEC_RAW, chunking.CODEC_ZSTD):
+        raise Corrupt(f"{where}: its index row names unknown codec {loc.codec}")
+    if not 0 < loc.raw <= chunking.MAX_CHUNK or not 0 < loc.stored <= loc.raw or (
+            loc.codec == chunking.CODEC_RAW and loc.stored != loc.raw):
+        raise Corrupt(f"{where}: its index row gives impossible sizes ({loc.stored} stored, "
+                      f"{loc.raw} raw)")
+    return loc
+
+
+def runs(items: Iterable[tuple[Location, bytes]], limit: int = RUN_BYTES
+         ) -> Iterator[list[tuple[Location, bytes]]]:
+    """Group chunks in order into runs that lie back to back in one pack (a file put in one
+    go), each at most ``limit`` bytes: one read per run instead of one per chunk."""
+    run: list[tuple[Location, bytes]] = []
+    end = size = 0
+    for loc, digest in items:
+        if run and (loc.pack != run[0][0].pack or loc.offset != end
+                    or size + loc.stored > limit):
+            yield run
+            run, size = [], 0
+        run.append((loc, digest))
+        end = loc.offset + loc.stored
+        size += loc.stored
+    if run:
+        yield run
 
 
 class Stored(NamedTuple):
@@ -285,69 +318,77 @@ class PackStore:
         return moved
 
     # -- reading -----------------------------------------------------------------------------
+    #
+    # Every chunk that leaves this class was checked against its BLAKE3 name (and its size
+    # against the index): a damaged pack, a bad zstd frame or a damaged index row is
+    # ``Corrupt``, never wrong bytes. A pack that cannot be read for another reason (out of
+    # descriptors, an I/O error) is a ``PfsError`` saying so, never damage.
 
     def location(self, txn: lmdb.Transaction, digest: bytes) -> Location:
         raw = txn.get(digest, db=self.meta.db["chunks"])
         if raw is None:
             raise Corrupt(f"chunk {digest.hex()} is not in the chunk index")
-        return Location.decode(bytes(raw))
+        return checked_location(digest, bytes(raw))
 
     def _read_stored(self, loc: Location) -> bytes:
         with self._lock:
             fd = self._open.get(loc.pack)
-            if fd is not None:
-                return os.pread(fd, loc.stored, loc.offset)
+            if fd is not None:  # still staged (pread under the lock: sealing closes it)
+                try:
+                    return os.pread(fd, loc.stored, loc.offset)
+                except OSError as e:
+                    raise unreadable(pack_name(loc.pack), e) from None
         return self.objects.get_range(pack_name(loc.pack), loc.offset, loc.stored)
 
-    def read_uncached(self, loc: Location, digest: bytes) -> bytes:
-        """One chunk's raw bytes straight from its pack, leaving the cache alone (a long
-        sequential read would only evict what others use)."""
+    def _decode(self, loc: Location, digest: bytes, stored: bytes | memoryview
+                ) -> bytes | memoryview:
+        """The raw bytes of a chunk read from its pack, checked against its name."""
+        where = f"chunk {digest.hex()} in pack {pack_name(loc.pack)}"
+        if len(stored) != loc.stored:
+            raise Corrupt(f"{where} is truncated: {len(stored)} of {loc.stored} bytes")
+        try:
+            data = chunking.decompress(loc.codec, stored, loc.raw)
+        except ValueError as e:
+            raise Corrupt(f"{where} is damaged: {e}") from None
+        if len(data) != loc.raw or chunking.digest(data) != digest:
+            raise Corrupt(f"{where} is damaged: its bytes do not match its name")
+        return data
+
+    def read_uncached(self, loc: Location, digest: bytes) -> bytes | memoryview:
+        """One chunk's checked raw bytes straight from its pack, leaving the cache alone (a
+        long sequential read would only evict what others use)."""
         data = self._cache.get(digest)
         if data is not None:
             return data
-        stored = self._read_stored(loc)
-        if len(stored) != loc.stored:
-            raise Corrupt(f"chunk {digest.hex()} is truncated in {pack_name(loc.pack)}")
-        return chunking.decompress(loc.codec, stored, loc.raw)
+        return self._decode(loc, digest, self._read_stored(loc))
 
-    def copy_raw(self, loc: Location, fd: int, offset: int) -> bool:
-        """Copy a raw chunk into ``fd`` at ``offset`` inside the kernel (no trip through
-        Python); False when that is not possible (compressed, or a remote backend)."""
-        if loc.codec != chunking.CODEC_RAW:
-            return False
-        with self._lock:
-            staged = loc.pack in self._open
-        src = None if staged else self.objects.fileno(pack_name(loc.pack))
-        if src is None:
-            return False
-        done = 0
-        while done < loc.stored:
-            try:
-                n = os.copy_file_range(src, fd, loc.stored - done, loc.offset + done,
-                                       offset + done)
-            except OSError as e:
-                if done == 0 and e.errno in _NO_COPY_RANGE:
-                    return False  # the caller writes the bytes itself
-                raise
-            if n <= 0:
-                raise Corrupt(f"pack {pack_name(loc.pack)} is shorter than its index says")
-            done += n
-        return True
+    def read_run(self, run: Sequence[tuple[Location, bytes]]) -> list[bytes | memoryview]:
+        """Chunks that lie back to back in one pack (see ``runs``), read with one call and
+        each checked against its name; the cache is left alone."""
+        first = run[0][0]
+        if len(run) == 1:
+            return [self._decode(first, run[0][1], self._read_stored(first))]
+        last = run[-1][0]
+        span = last.offset + last.stored - first.offset
+        view = memoryview(self._read_stored(first._replace(stored=span)))
+        out: list[bytes | memoryview] = []
+        for loc, digest in run:
+            start = loc.offset - first.offset
+            out.append(self._decode(loc, digest, view[start : start + loc.stored]))
+        return out
 
     def read(self, txn: lmdb.Transaction, digest: bytes) -> bytes:
-        """The raw bytes of one chunk, from the cache or its pack."""
+        """The checked raw bytes of one chunk, from the cache or its pack."""
         data = self._cache.get(digest)
         if data is None:
-            data = self.read_uncached(self.location(txn, digest), digest)
+            data = bytes(self.read_uncached(self.location(txn, digest), digest))
             self._cache.put(digest, data)
         return data
 
     def verify(self, txn: lmdb.Transaction, digest: bytes) -> None:
         """Read a chunk from its pack, bypassing the cache, and check its name."""
         loc = self.location(txn, digest)
-        data = chunking.decompress(loc.codec, self._read_stored(loc), loc.raw)
-        if chunking.digest(data) != digest:
-            raise Corrupt(f"chunk {digest.hex()} does not match its content")
+        self._decode(loc, digest, self._read_stored(loc))
 
     def pack_size(self, pack: int) -> int | None:
         with self._lock:

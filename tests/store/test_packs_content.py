@@ -253,10 +253,12 @@ def test_fsck_finds_a_truncated_pack(tmp_path: Path) -> None:
 
 
 def test_fsck_finds_a_missing_pack(tmp_path: Path) -> None:
-    root, pack, _ = _damaged_store(tmp_path)
+    root, pack, commit = _damaged_store(tmp_path)
     pack.unlink()
     errors = _fsck(root)
-    assert len(errors) == 1 and f"pack {pack.name} is missing" in errors[0]
+    assert len(errors) == 2  # the file that loses data, then the pack
+    assert errors[0].startswith(f"data@{commit}:/dir/file: ") and "missing" in errors[0]
+    assert f"pack {pack.name} is missing" in errors[1]
 
 
 def test_fsck_verify_data_finds_a_flipped_byte(tmp_path: Path) -> None:

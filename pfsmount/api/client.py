@@ -11,6 +11,7 @@ the standard library's, and the model's structs are imported on first use.
 from __future__ import annotations
 
 import http.client
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -56,7 +57,14 @@ class Client:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _not_running(self) -> DaemonNotRunning:
+    def _not_running(self) -> PfsError:
+        try:
+            owner = os.stat(self.layout.socket).st_uid
+        except OSError:
+            owner = None
+        if owner is not None and os.geteuid() not in (0, owner):  # it refuses us: say why
+            return PfsError(f"the pfsmount daemon serving {self.layout.root} belongs to uid "
+                            f"{owner}; only that user and root may use it")
         return DaemonNotRunning(
             f"no pfsmount daemon is serving {self.layout.root}; start one with `pfsmount up`"
         )

@@ -31,6 +31,8 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
+from pfsmount.api.peer import refusal
+
 log = logging.getLogger("pfsmount.api")
 SEND_TIMEOUT = 60.0  # seconds a client may leave an answer unread before it is dropped
 
@@ -76,6 +78,11 @@ async def serve(app: Any, config: Config, sock: socket.socket,
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
 
     async def handle(stream: trio.SocketStream) -> None:
+        why = refusal(stream.socket)  # before a byte is read: see pfsmount.api.peer
+        if why is not None:
+            log.warning("refused a connection: %s", why)
+            await stream.aclose()
+            return
         try:
             await _Connection(wrapped, config, context, state, stream)  # type: ignore[arg-type]
         except Exception as e:  # contained: this connection ends, the daemon serves on

@@ -23,8 +23,9 @@ import msgspec
 from pfsmount.errors import InvalidArgument
 
 # The daemon is not there (no socket, nobody listening), or went away mid-request (killed,
-# crashed, closed the connection without an answer).
-GONE: tuple[type[BaseException], ...] = (ConnectionError, FileNotFoundError,
+# crashed, closed the connection without an answer), or is not ours to talk to (a socket of
+# another user: EACCES, or a connection it refused and closed).
+GONE: tuple[type[BaseException], ...] = (ConnectionError, FileNotFoundError, PermissionError,
                                           http.client.HTTPException)
 
 

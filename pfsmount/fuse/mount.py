@@ -15,6 +15,7 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -219,17 +220,61 @@ def _invalidate(inodes: list[int], entries: list[tuple[int, str]]) -> None:
             pyfuse3.invalidate_inode(ino)
 
 
-def mount_service(pfs: Pfs, mountpoint: Path, staging: Path) -> Service:
+def mount_problem(mountpoint: Path, allow_other: bool = False) -> str | None:
+    """Why this user cannot mount at ``mountpoint`` here, with what to do; None if it can.
+
+    Checked before the daemon starts, so that ``up`` says it in one line instead of libfuse's
+    "fuse_session_mount failed" (an ordinary user mounts through the setuid ``fusermount3``,
+    which opens ``/dev/fuse`` as that user).
+    """
+    what = f"cannot mount {mountpoint}"
+    uid = os.getuid()
+    if not os.path.exists("/dev/fuse"):
+        return (f"{what}: /dev/fuse does not exist (load the fuse kernel module: "
+                "modprobe fuse); use --no-mount to serve without a mount")
+    if uid != 0:
+        if shutil.which("fusermount3") is None:
+            return (f"{what}: fusermount3 is not installed (Debian package fuse3); "
+                    "use --no-mount to serve without a mount")
+        if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+            return (f"{what}: /dev/fuse is not accessible to uid {uid}; use --no-mount, or "
+                    "add the user to the fuse group / chmod 0666 /dev/fuse")
+        if allow_other and not _user_allow_other():
+            return (f"{what} with --allow-other: /etc/fuse.conf does not set "
+                    "user_allow_other; add it there, or mount without --allow-other")
+    return None
+
+
+def _user_allow_other() -> bool:
+    try:
+        lines = Path("/etc/fuse.conf").read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.split("#", 1)[0].strip() == "user_allow_other" for line in lines)
+
+
+def mount_options(source: str, allow_other: bool) -> set[str]:
+    """The mount's options. Private to the user who mounted it unless ``allow_other``; then
+    the kernel checks every access against the modes and owner the mount shows
+    (``default_permissions``: others get what the mode bits give them, and only the
+    daemon's user or root may chmod). Never set-uid programs or devices (``nosuid``,
+    ``nodev``), also for a mount made by root."""
+    options = {"default_permissions", "nosuid", "nodev", f"fsname={source}",
+               "subtype=pfsmount"}
+    if allow_other:
+        options.add("allow_other")
+    return options
+
+
+def mount_service(pfs: Pfs, mountpoint: Path, staging: Path,
+                  allow_other: bool = False) -> Service:
     """The daemon service that mounts ``pfs`` at ``mountpoint`` until cancelled."""
 
     async def service(nursery: trio.Nursery) -> None:
         source = fsname(pfs.store.root)
         clear_stale(mountpoint, source)
         ops = Operations(pfs, staging)
-        options = set(pyfuse3.default_options) | {f"fsname={source}", "subtype=pfsmount"}
-        if os.geteuid() == 0:
-            options.add("allow_other")
-        pyfuse3.init(ops, str(mountpoint), options)
+        pyfuse3.init(ops, str(mountpoint), mount_options(source, allow_other))
         invalidator = Invalidator(pfs, ops)
         unsubscribe = pfs.events.subscribe(invalidator.listener)
 

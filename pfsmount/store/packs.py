@@ -30,7 +30,7 @@ from pfsmount.store.meta import Meta
 from pfsmount.store.objects import ObjectStore, unreadable
 
 PACK_TARGET = 64 * 1024 * 1024
-CACHE_BYTES = 64 * 1024 * 1024
+CACHE_BYTES = 64 * 1024 * 1024  # decompressed chunks kept: a few per reader; more is RSS
 RUN_BYTES = 4 * 1024 * 1024  # at most this much is read from a pack with one call
 _LOC = struct.Struct(">QQIIB")
 

@@ -94,7 +94,7 @@ def _within(seconds: float, fn: Callable[[], object]) -> BaseException | None:
         try:
             fn()
             outcome.append(None)
-        except BaseException as e:  # noqa: BLE001 - handed to the test
+        except BaseException as e:
             outcome.append(e)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -269,7 +269,7 @@ def test_out_of_descriptors_is_a_clear_error_never_damage_or_success(tmp_path: P
     lines = p.stdout.splitlines()
     assert len(lines) == 2, p.stdout
     for line in lines:
-        what, kind, message = line.split(" ", 2)
+        _, kind, message = line.split(" ", 2)
         assert kind == "error" and "Too many open files" in message, line
 
 

@@ -148,7 +148,7 @@ def _damage_contents(pfs: Pfs, name: str, change: Callable[[bytes], bytes]) -> N
     _, entry = pfs.files.open(f"r@master:/{name}")
     with pfs.store.meta.write() as txn:
         db = pfs.store.meta.db["contents"]
-        txn.put(entry.ref, change(txn.get(entry.ref, db=db)), db=db)
+        txn.put(entry.ref, change(bytes(txn.get(entry.ref, db=db) or b"")), db=db)
 
 
 def _set_end(i: int, end: int) -> Callable[[bytes], bytes]:

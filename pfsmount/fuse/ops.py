@@ -33,7 +33,7 @@ from pfsmount.fuse.dirty import Dirty
 from pfsmount.fuse.nodes import Node, Nodes
 from pfsmount.fuse.prefetch import Prefetcher
 from pfsmount.pfs import Commit, Pfs
-from pfsmount.pfs.refs import is_commit_id
+from pfsmount.pfs.refs import check_component, is_commit_id
 from pfsmount.store import KIND_DIR, KIND_FILE, KIND_LINK, MKDIR, Content, Entry, WriteBatch
 from pfsmount.store.tree import Change, Retouch
 
@@ -51,6 +51,13 @@ _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 def fail(code: int) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(code)
+
+
+def storable_name(name: bytes) -> str:
+    """A name the kernel asks to create, as the store keeps it. A name the store cannot keep
+    (not UTF-8: EINVAL; over 255 bytes: ENAMETOOLONG) is refused here, at create, so that no
+    program is told a file was written that the commit would then lack."""
+    return check_component(os.fsdecode(name))
 
 
 @dataclass(frozen=True)
@@ -481,7 +488,7 @@ class Operations(pyfuse3.Operations):
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        text = os.fsdecode(name)
+        text = storable_name(name)
         if mode & 0o7777 != 0o755:  # a mode of its own: written to the tree at once
             parent, view = await self.changing(parent_inode)
             path = self._check_new(parent, view, text)
@@ -581,7 +588,7 @@ class Operations(pyfuse3.Operations):
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise fail(errno.EINVAL)
         old_key = old_parent.child_key(os.fsdecode(name_old))
-        new_key = new_parent.child_key(os.fsdecode(name_new))
+        new_key = new_parent.child_key(storable_name(name_new))
         old_path, new_path = old_key[2], new_key[2]
         if new_path.startswith(old_path + "/"):
             raise fail(errno.EINVAL)
@@ -631,8 +638,8 @@ class Operations(pyfuse3.Operations):
 
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        text = storable_name(name)
         parent, view = await self.changing(parent_inode)
-        text = os.fsdecode(name)
         path = self.child_path(parent, text)
         if self.entry(self.nodes.child(parent, text), view) is not None:
             raise fail(errno.EEXIST)
@@ -645,6 +652,7 @@ class Operations(pyfuse3.Operations):
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        storable_name(new_name)
         raise fail(errno.EPERM)  # no hard links: a path names one file
 
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
@@ -707,7 +715,7 @@ class Operations(pyfuse3.Operations):
                      ctx: pyfuse3.RequestContext
                      ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent, view = self.writable(parent_inode)
-        text = os.fsdecode(name)
+        text = storable_name(name)
         node = self.nodes.child(parent, text)
         if self.entry(node, view) is not None:
             if flags & os.O_EXCL:

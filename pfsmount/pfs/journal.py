@@ -140,17 +140,28 @@ class Journal:
         for r in records:
             by_ref.setdefault(r.ref, []).append(r)
         for ref, group in by_ref.items():
-            batch = WriteBatch()
-            for r in group:
-                batch.chunks.pending.update((d, Location.decode(loc)) for d, loc in r.chunks)
-                batch.contents.update(r.contents)
-            # The last write of a path wins.
-            changes: dict[str, Change] = {r.path: MKDIR if r.mkdir else r.entry
-                                          for r in group}
             try:
-                self.files.apply(ref, dict(changes), batch=batch, finish=False)
-            except PfsError as e:  # the branch or repo went away meanwhile
-                log.warning("dropping %d staged files for %s: %s", len(group), ref, e)
+                self._apply_group(ref, group)
+            except PfsError as e:
+                if len(group) == 1:  # the branch or repo went away meanwhile
+                    log.warning("dropping staged %s in %s: %s", group[0].path, ref, e)
+                    continue
+                # One record that cannot land (its path is a file now, say) must not take
+                # the others down with it: each is applied on its own, in order.
+                for r in group:
+                    try:
+                        self._apply_group(ref, [r])
+                    except PfsError as e:
+                        log.warning("dropping staged %s in %s: %s", r.path, ref, e)
+
+    def _apply_group(self, ref: str, group: list[Record]) -> None:
+        batch = WriteBatch()
+        for r in group:
+            batch.chunks.pending.update((d, Location.decode(loc)) for d, loc in r.chunks)
+            batch.contents.update(r.contents)
+        # The last write of a path wins.
+        changes: dict[str, Change] = {r.path: MKDIR if r.mkdir else r.entry for r in group}
+        self.files.apply(ref, changes, batch=batch, finish=False)
 
     def replay(self) -> None:
         """Apply the records a daemon that died left behind, oldest segment first."""

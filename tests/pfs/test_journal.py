@@ -192,3 +192,17 @@ def test_a_staged_directory_lands_with_the_files_staged_in_it(tmp_path: Path) ->
         assert read(pfs, "data@master:/d/f") == b"in a new directory"
     finally:
         pfs.close()
+
+
+def test_a_staged_file_that_cannot_land_does_not_drop_the_others(pfs: Pfs) -> None:
+    pfs.repos.create("data")
+    stage(pfs, "a", b"a file")
+    pfs.journal.flush()
+    stage(pfs, "before", b"1")
+    stage(pfs, "a/below", b"cannot land: a is a file")
+    stage(pfs, "after", b"2")
+    pfs.journal.flush()
+    assert read(pfs, "data@master:/before") == b"1"
+    assert read(pfs, "data@master:/after") == b"2"
+    assert read(pfs, "data@master:/a") == b"a file"
+    assert pfs.journal.pending() == 0

@@ -30,13 +30,13 @@ from pfsmount.pfs import Pfs
 from pfsmount.pfs.model import Branch, Commit, FsckReport, Repo
 from pfsmount.pfs.refs import is_commit_id
 from pfsmount.store import KIND_DIR, KIND_FILE, KIND_LINK
-from pfsmount.store.content import EMPTY_DIGEST
+from pfsmount.store.content import parse_table
 from pfsmount.store.packs import Location, checked_location, pack_name, runs
 from pfsmount.store.tree import Inner, Leaf, Node
 
 MAX_ERRORS = 1000  # past this, errors are counted, not listed
 
-_ROW = struct.Struct(">32sQ")  # one chunk of a ``contents`` row: digest, end offset
+_LOC_SIZE = len(Location(0, 0, 0, 0, 0).encode())
 _NS = struct.Struct(">Q")
 _repo_dec = msgspec.msgpack.Decoder(Repo)
 _branch_dec = msgspec.msgpack.Decoder(Branch)
@@ -365,33 +365,38 @@ class _Checker:
             label = f"content {key.hex()}"
             if claims:
                 label += f" (of {next(iter(claims.values()))})"
-            if len(key) != 32 or len(raw) % _ROW.size:
-                self.error(f"{label}: malformed contents row ({len(raw)} bytes)")
+            unseen.discard(key)
+            if len(key) != 32:
+                self.error(f"{label}: malformed contents key")
+                continue
+            try:  # the checks every read makes (increasing ends, its name)
+                table = parse_table(key, raw, label)
+            except Corrupt as e:
+                self.error(str(e))
                 self.bad_contents.add(key)
                 continue
-            unseen.discard(key)
-            end = 0
-            digests = []
-            for digest, chunk_end in _ROW.iter_unpack(raw):
-                if chunk_end <= end:
-                    self.error(f"{label}: chunk end offsets do not increase ({chunk_end} "
-                               f"after {end})")
-                end = chunk_end
-                digests.append(digest)
-                if self.txn.get(digest, db=chunks_db) is None:
+            start = 0
+            for digest, end in zip(table.digests, table.ends, strict=True):
+                loc = self.txn.get(digest, db=chunks_db)
+                if loc is None:
                     self.error(f"{label}: chunk {digest.hex()} is not in the chunk index")
                     self.bad_chunks.add(digest)
                     self.bad_contents.add(key)
-            if (not digests and key != EMPTY_DIGEST) or (len(digests) == 1
-                                                         and digests[0] != key):
-                self.error(f"{label}: its name does not match its chunks")
+                elif len(loc) == _LOC_SIZE and (held := Location.decode(bytes(loc)).raw) != (
+                        end - start):
+                    self.error(f"{label}: chunk {digest.hex()} holds {held} bytes, its table "
+                               f"says {end - start}")
+                    self.bad_contents.add(key)
+                start = end
             if claims is None:
                 continue
             for size, path in claims.items():
-                if size != end:
-                    self.error(f"{path}: file size {size} but its content holds {end} bytes")
+                if size != table.size:
+                    self.error(f"{path}: file size {size} but its content holds {table.size} "
+                               "bytes")
+                    self.bad_contents.add(key)
             first = next(iter(claims.values()))
-            for digest in digests:
+            for digest in table.digests:
                 self.chunk_refs.setdefault(digest, first)
         for digest in sorted(unseen):
             path = next(iter(self.contents[digest].values()))

@@ -358,11 +358,12 @@ class ContentStore:
             i += 1
 
 
-def parse_table(digest: bytes, raw: bytes | memoryview) -> ChunkTable:
+def parse_table(digest: bytes, raw: bytes | memoryview, where: str = "") -> ChunkTable:
     """Decode a ``contents`` row, checking what every read relies on: whole rows, end
     offsets that increase by at most a chunk, one chunk naming the file. A damaged row is
-    ``Corrupt``, never a read that loops or returns what is not in the file."""
-    where = f"file content {digest.hex()}"
+    ``Corrupt`` (its message starting with ``where``), never a read that loops or returns
+    what is not in the file."""
+    where = where or f"file content {digest.hex()}"
     if len(raw) % _ROW.size:
         raise Corrupt(f"{where}: its chunk table is malformed ({len(raw)} bytes)")
     digests: list[bytes] = []

@@ -50,7 +50,7 @@ def repair(pfs: Pfs, wait: float = 30.0) -> FsckReport:
         _, damage = check(pfs, verify_data=True)
         if damage.chunks or damage.contents:
             with store.meta.write() as txn:
-                bad = _drop_rows(pfs, txn, damage.chunks) | damage.contents
+                bad = _drop_rows(pfs, txn, damage.chunks, damage.contents)
                 for commit in list(pfs.records.commits(txn)):
                     paths = _damaged_files(store.trees, txn, commit, bad)
                     if not paths:
@@ -71,13 +71,14 @@ def repair(pfs: Pfs, wait: float = 30.0) -> FsckReport:
     return report
 
 
-def _drop_rows(pfs: Pfs, txn: lmdb.Transaction, chunks: set[bytes]) -> set[bytes]:
-    """Delete the damaged chunk rows and every ``contents`` row that uses one, or that is
-    malformed; returns the contents deleted."""
+def _drop_rows(pfs: Pfs, txn: lmdb.Transaction, chunks: set[bytes], contents: set[bytes]
+               ) -> set[bytes]:
+    """Delete the damaged chunk rows, the damaged ``contents`` rows and every ``contents``
+    row that uses a damaged chunk; returns the contents no file may name any more."""
     db = pfs.store.meta.db
     for digest in chunks:
         txn.delete(digest, db=db["chunks"])
-    dropped: set[bytes] = set()
+    dropped = set(contents)
     rows = cast(Iterator[tuple[bytes, bytes]], txn.cursor(db=db["contents"]))
     for key, raw in rows:
         if len(raw) % _ROW or any(raw[i : i + 32] in chunks for i in range(0, len(raw), _ROW)):

@@ -9,13 +9,17 @@ image ``pfsmount-test/busybox:latest`` (``packaging/dockerd.sh`` makes both).
 
 from __future__ import annotations
 
+import json
+import os
 import re
-from typing import TYPE_CHECKING
+import subprocess
 
 import pytest
 
-if TYPE_CHECKING:
-    from tests.scheduler.conftest import Pfsd
+from pfsmount import Client
+from tests.confine import confined
+from tests.conftest import PROJECT, Pfsmount, require_fuse, running, short_root
+from tests.scheduler.conftest import Pfsd
 
 IMAGE = "pfsmount-test/busybox:latest"
 HEX32 = r"[0-9a-f]{32}"
@@ -155,3 +159,70 @@ def test_whole_commit_glob_is_read_only(pfsd: Pfsd, image: str, request: pytest.
     assert "new: refused" in log and "mkdir: refused" in log, log
     listing = pfsd.get(f"{name}@master:/listing").decode()
     assert "a" in listing.split() and "b" in listing.split() and "new" not in listing
+
+
+def test_datums_that_never_read_stdin_at_parallelism_4(pfsd: Pfsd) -> None:
+    """The sandbox once wrote each datum's stdin into a pipe and closed it: a command that
+    exited without reading it broke the whole job ("internal error: [Errno 32] Broken
+    pipe"). A stdin just over a pipe's 64 KiB makes that certain, not a matter of timing."""
+    pfsd.repos("nostdin_in")
+    names = [f"f{i:03}" for i in range(100)]
+    pfsd.put("nostdin_in", {n: f"{n}\n" for n in names})
+    spec = pfsd.spec("nostdin", ["sh", "-c", "cp /pfs/nostdin_in/* /pfs/out/"],
+                     pfsd.pin("nostdin_in"), parallelism_spec={"constant": 4})
+    spec["transform"]["stdin"] = ["# not read " + "x" * 65_988]  # 66,000 bytes with "\n"
+    pfsd.create(spec)
+    out = pfsd.wait("nostdin_in@master")
+    job = pfsd.quick_job("nostdin")
+    assert (job["state"], job["processed"], job["failed"]) == ("success", 100, 0), job
+    with pfsd.api() as c:
+        files = {f.path for f in c.walk_files(f"nostdin@{out['nostdin']}:/")}
+        assert files == {f"/{n}" for n in names}
+        assert c.read_file("nostdin@master:/f042") == b"f042\n"
+
+
+class Hostless(Pfsmount):
+    """A root daemon on a machine without /pfs: every command runs in a mount namespace whose
+    root is rebuilt without it (tests/confine.py), the mount (if any) at ROOT/mnt."""
+
+    def __init__(self, mount: bool) -> None:
+        super().__init__(short_root("psnp"))
+        self.scratch = self.root / ".newroot"
+        self.scratch.mkdir()
+        self.mount = mount
+
+    def argv(self, *args: str | os.PathLike[str]) -> list[str]:
+        return confined(super().argv(*args), self.scratch, PROJECT)
+
+    def up(self) -> int:
+        if not self.mount:
+            return super().up()
+        (self.root / "mnt").mkdir()
+        return self.start("--mount", self.root / "mnt")[0]
+
+
+@pytest.mark.parametrize("mount", [False, True], ids=["no-mount", "mount-elsewhere"])
+def test_runners_on_a_machine_without_pfs(mount: bool, docker_ready: None) -> None:
+    """No /pfs on the host (the old sandbox failed with "bwrap: Can't mkdir /pfs"), the
+    mount elsewhere or none: both runners give every datum the same /pfs."""
+    require_fuse("CI must run the scheduler tests with it")
+    with running(Hostless(mount)) as d:
+        r = subprocess.run(confined(["test", "-e", "/pfs"], d.scratch, PROJECT), timeout=60)
+        assert r.returncode == 1, "the namespace has a /pfs"
+        cmd = 'cp -r /pfs/np_in/* /pfs/out/; ls /pfs > /pfs/out/pfs.txt; id -u > /pfs/out/uid'
+        with Client(d.root, timeout=120) as c:
+            c.create_repo("np_in")
+            c.start_commit("np_in", "master")
+            c.put_file("np_in@master:/a", b"1\n")
+            c.put_file("np_in@master:/d/b", b"2\n")
+            c.finish_commit("np_in@master")
+            for name, extra in (("np_bwrap", {}), ("np_docker", {"image": IMAGE})):
+                spec = Pfsd.spec(name, cmd, Pfsd.pin("np_in", "/"), **extra)
+                d.ok("pipeline", "create", "-f", "-", input=json.dumps(spec))
+            assert {o.repo for o in c.wait_commit("np_in@master", 90)} == {"np_bwrap",
+                                                                          "np_docker"}
+            for name in ("np_bwrap", "np_docker"):
+                assert c.read_file(f"{name}@master:/a") == b"1\n"
+                assert c.read_file(f"{name}@master:/d/b") == b"2\n"
+                assert c.read_file(f"{name}@master:/pfs.txt") == b"np_in\nout\n"
+                assert c.read_file(f"{name}@master:/uid") == b"65534\n"

@@ -26,7 +26,7 @@ from pathlib import Path
 import blake3
 
 from pfsmount import Client
-from tests.reliability.crashing import Talk, Tree, kill9, wait_connected
+from tests.reliability.crashing import Talk, Tree, descendants, kill9, wait_connected
 
 REPO = "crash"
 ROUNDS = 15
@@ -122,9 +122,10 @@ def test_sigkill_during_writes_loses_no_finished_commit(no_daemon, tmp_path: Pat
                                 subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         talk = Talk(proc, stdin)
+        known = descendants(pid)
         assert wait_connected(proc) or proc.poll() is not None
         time.sleep(rng.uniform(0, 0.05 if kind == "finish" else 0.3))
-        kill9(pid)
+        kill9(pid, known=known)
         out, err = talk.result()
         code, out_text, err_text = proc.returncode, out.decode(), err.decode()
         assert "Traceback" not in err_text, f"round {n} ({kind}):\n{err_text}"

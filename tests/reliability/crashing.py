@@ -21,6 +21,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -51,15 +52,21 @@ def wait_connected(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool
     return False
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (its reader processes, their fork server...)."""
-    children: dict[int, list[int]] = {}
+def _processes() -> Iterator[tuple[int, int, int]]:
+    """(pid, parent pid, session id) of every process."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        yield int(stat.parent.name), int(fields[1]), int(fields[3])
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (its reader processes, their fork server...)."""
+    children: dict[int, list[int]] = {}
+    for child, parent, _ in _processes():
+        children.setdefault(parent, []).append(child)
     found: set[int] = set()
     todo = [pid]
     while todo:
@@ -70,11 +77,14 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def kill9(pid: int, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """SIGKILL the daemon; every process it started must go away with it. ``proc``: the
+def kill9(pid: int, proc: subprocess.Popen[bytes] | None = None,
+          known: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+    """SIGKILL the daemon at once; then every process it started must go away with it:
+    those in its session (it leads one, as ``pfsmount up`` starts it) and the ``known``
+    ones (``descendants`` from before, for any that left the session). ``proc``: the
     daemon's Popen when this process is its parent (it is reaped then)."""
-    below = descendants(pid)
     os.kill(pid, signal.SIGKILL)
+    below = set(known) | {p for p, _, session in _processes() if session == pid and p != pid}
     if proc is not None:
         proc.wait(timeout=10)
     deadline = time.monotonic() + 10
@@ -169,10 +179,11 @@ class Crashable(Commands):
             assert time.monotonic() < deadline, f"{self.mnt} is not mounted\n{self.log_tail()}"
             time.sleep(0.01)
 
-    def crash(self) -> None:
-        """SIGKILL the daemon (its mount, if any, is left dead, as after a real crash)."""
+    def crash(self, known: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        """SIGKILL the daemon (its mount, if any, is left dead, as after a real crash);
+        ``known``: processes it had started, as ``kill9`` takes them."""
         assert self.pid is not None
-        kill9(self.pid, self._proc)
+        kill9(self.pid, self._proc, known)
         self.pid, self._proc = None, None
 
     def client(self, timeout: float = 60) -> Client:

@@ -33,7 +33,7 @@ import os
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,7 +47,7 @@ import pytest
 from pfsmount import Client
 from scheduler.client import PipelineClient
 from tests.conftest import require_fuse
-from tests.reliability.crashing import Crashable, Tree, hashes, listing
+from tests.reliability.crashing import Crashable, Tree, descendants, hashes, listing
 
 _LONG = os.environ.get("PFSMOUNT_LONG_KILLS", "")
 KILLS = 2000 if _LONG == "1" else int(_LONG) if _LONG.isdigit() and _LONG != "0" else 200
@@ -123,8 +123,10 @@ class Op(threading.Thread):
 class Lane:
     """One daemon, its store, and ``kills`` cycles of operation, kill, restart, check."""
 
-    def __init__(self, number: int, seed: int, kills: int, scratch: Path) -> None:
+    def __init__(self, number: int, seed: int, kills: int, scratch: Path,
+                 stop: threading.Event) -> None:
         self.number, self.seed = number, seed
+        self.stop = stop  # set when any lane fails: the others end at once
         self.rng = random.Random(seed)
         self.kills = kills
         self.scratch = scratch
@@ -135,7 +137,7 @@ class Lane:
         self.window: dict[str, float] = {}
         self.kinds: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
-        self.restart_time = 0.0
+        self.spent: dict[str, float] = defaultdict(float)  # seconds, by what they went to
         self.n = 0
 
     # -- the loop -----------------------------------------------------------------------------
@@ -150,6 +152,8 @@ class Lane:
                 PipelineClient(c).create(SPEC)
             kinds = list(MIX)
             for n in range(self.kills):
+                if self.stop.is_set():
+                    return self.kinds
                 self.n = n
                 kind = self.rng.choices(kinds, [MIX[k] for k in kinds])[0]
                 self.cycle(kind)
@@ -158,6 +162,9 @@ class Lane:
             self.full_check()
             d.check_log()
             d.down()
+        except BaseException:
+            self.stop.set()
+            raise
         finally:
             d.cleanup()
         return self.kinds
@@ -166,8 +173,10 @@ class Lane:
         return f"lane {self.number} (seed {self.seed}) kill {self.n}"
 
     def cycle(self, kind: str) -> None:
+        t = time.monotonic()
         getattr(self, f"cycle_{kind}")()
         self.kinds[kind] += 1
+        self.spent[kind] += time.monotonic() - t
 
     def restart(self) -> None:
         """The daemon mounts, always (as ``pfsmount up`` does by default): it costs no more
@@ -177,20 +186,23 @@ class Lane:
             self.d.up(mount=True)  # now and then the user's own command
         else:
             self.d.restart(mount=True)
-        self.restart_time += time.monotonic() - t
+        self.spent["restarts"] += time.monotonic() - t
 
     def crash_during(self, kind: str, steps: list[Callable[[], Any]], late: bool = False
                      ) -> Op:
         """Run ``steps``, SIGKILL the daemon at a random instant of their window, start it
         again. The first run of a kind measures its window (the kill comes after it)."""
         window = self.window.get(kind)
+        known = descendants(self.d.pid or 0)
+        t = time.monotonic()
         op = Op(steps)
         if window is None:
             op.join(timeout=JOB_WAIT + 30)
         else:
             low = 0.5 * window if late and self.rng.random() < 0.5 else 0.0
-            time.sleep(self.rng.uniform(low, window * 1.1))
-        self.d.crash()
+            time.sleep(self.rng.uniform(low, window))
+        self.d.crash(known)
+        self.spent["ops"] += time.monotonic() - t
         op.join(timeout=60)
         assert not op.is_alive(), f"{self.where()}: a {kind} call hangs after the crash"
         if op.elapsed is not None:
@@ -209,7 +221,7 @@ class Lane:
         base = h.tree
         c = self.d.client()
         variant = rng.choice(["new", "new", "append", "dir", "stream", "delete"])
-        if variant == "delete" or (len(base) > KEEP_FILES and variant != "dir"):
+        if base and (variant == "delete" or (len(base) > KEEP_FILES and variant != "dir")):
             victim = rng.choice(sorted(base))
             after = {p: v for p, v in base.items() if p != victim}
             step: Callable[[], Any] = partial(c.delete_file, f"k@master:{victim}")
@@ -359,6 +371,7 @@ class Lane:
         if keep_open and op.elapsed is None:  # the first write opened a commit, then died
             allowed.append(("open", states[op.done][1]))
         where = f"{self.where()} ({len(states) - 1} steps, {op.done} returned)"
+        t = time.monotonic()
         with self.d.client() as c:
             branch = next(b for b in c.list_branches(h.name) if b.name == "master")
             commits = [x.id for x in c.list_commits(h.name) if x.finished is not None]
@@ -391,6 +404,7 @@ class Lane:
                             f"{where}: {path} in the open commit")
             self.read_new(c, h)
             self.fsck(c)
+        self.spent["settle"] += time.monotonic() - t
         return opened
 
     def read_new(self, c: Client, h: History) -> None:
@@ -404,7 +418,9 @@ class Lane:
         h.unread.clear()
 
     def fsck(self, c: Client) -> None:
+        t = time.monotonic()
         report = c.fsck(verify=True)
+        self.spent["fsck"] += time.monotonic() - t
         assert report.errors == [], f"{self.where()}: fsck --verify: {report.errors}"
 
     def histories(self) -> list[History]:
@@ -429,6 +445,7 @@ class Lane:
         """Every finished commit of every repo lists exactly its files, and every distinct
         content stored is read back once, byte for byte."""
         seen: set[bytes] = set()
+        t = time.monotonic()
         with self.d.client(timeout=120) as c:
             for h in self.histories():
                 for cid in h.order:
@@ -442,14 +459,16 @@ class Lane:
                             assert c.read_file(f"{h.name}@{cid}:{path}") == data, (
                                 f"{self.where()}: {h.name}@{cid}:{path} reads other bytes")
             self.fsck(c)
+        self.spent["full checks"] += time.monotonic() - t
 
 
 def test_sigkill_loops_lose_no_finished_commit(tmp_path: Path) -> None:
     require_fuse("CI must run the kill loops with a mount", "pyfuse3")
     print(f"\nkill loops: seed {SEED} (PFSMOUNT_KILL_SEED={SEED} replays it), {KILLS} kills")
     started = time.monotonic()
-    lanes = [Lane(i, SEED + i, KILLS // LANES + (i < KILLS % LANES), tmp_path / f"lane{i}")
-             for i in range(LANES)]
+    stop = threading.Event()
+    lanes = [Lane(i, SEED + i, KILLS // LANES + (i < KILLS % LANES), tmp_path / f"lane{i}",
+                  stop) for i in range(LANES)]
     for lane in lanes:
         lane.scratch.mkdir()
     with ThreadPoolExecutor(LANES) as pool:
@@ -457,9 +476,13 @@ def test_sigkill_loops_lose_no_finished_commit(tmp_path: Path) -> None:
     kinds = sum(done, Counter[str]())
     outcomes = sum((lane.outcomes for lane in lanes), Counter[str]())
     elapsed = time.monotonic() - started
-    restarts = sum(lane.restart_time for lane in lanes)
-    print(f"{sum(kinds.values())} SIGKILLs survived in {elapsed:.0f} s "
-          f"(restarts {restarts:.0f} s over {LANES} lanes): {dict(kinds)} {dict(outcomes)}")
+    spent: dict[str, float] = defaultdict(float)
+    for lane in lanes:
+        for what, seconds in lane.spent.items():
+            spent[what] += seconds
+    print(f"{sum(kinds.values())} SIGKILLs survived in {elapsed:.0f} s: {dict(kinds)} "
+          f"{dict(outcomes)}")
+    print(f"seconds over {LANES} lanes: " + ", ".join(f"{k} {v:.0f}" for k, v in spent.items()))
     print("windows (s): " + ", ".join(f"{k} {v:.3f}" for k, v in lanes[0].window.items()))
     assert sum(kinds.values()) == KILLS
     # The kills must land inside operations, not only after them, or this tests nothing.

@@ -135,6 +135,22 @@ class Corrupt(PfsError):
     exit_code = 10
 
 
+class StoreFull(PfsError):
+    """The disk under the store is full (ENOSPC, EDQUOT, or LMDB out of space): the store is
+    to blame, not the data being put, and freeing space there fixes it."""
+
+    code = "store_full"
+    status = 507  # Insufficient Storage
+    exit_code = 11
+    errno = errno.ENOSPC
+
+    @classmethod
+    def under(cls, root: object) -> StoreFull:
+        return cls(f"the store's disk is full: no space left on the device holding "
+                   f"{root}; free space there (delete files or commits, then run "
+                   "`pfsmount gc`) and try again")
+
+
 class Internal(PfsError):
     code = "internal"
     status = 500
@@ -159,6 +175,7 @@ ERRORS: dict[str, type[PfsError]] = {
         DaemonNotRunning,
         DaemonRunning,
         Corrupt,
+        StoreFull,
         Internal,
     )
 }

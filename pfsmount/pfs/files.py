@@ -10,12 +10,14 @@ and a crash mid-write leaves no visible trace.
 from __future__ import annotations
 
 import builtins
+import errno
 import fnmatch
 import io
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -29,6 +31,7 @@ from pfsmount.errors import (
     NotFound,
     PfsError,
     SourceError,
+    StoreFull,
 )
 from pfsmount.pfs.commits import Commits
 from pfsmount.pfs.events import Event, EventKind, Events
@@ -55,6 +58,7 @@ Build = Callable[[lmdb.Transaction, Commit], dict[str, Change]]
 
 _TYPES = {KIND_FILE: "file", KIND_DIR: "dir", KIND_LINK: "symlink"}
 _BATCH = 256  # consecutive files per reader batch
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # the store's disk, never the source, runs out
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ class Files:
         ``finish`` None finishes the commit only when this write opened it (one commit per
         command); True/False force it.
         """
-        with self.meta.write() as txn:
+        with self.space(), self.meta.write() as txn:
             commit, opened = self.commits.writable_locked(txn, ref, system)
             finished = opened if finish is None else finish
             if batch is not None:  # data of an open commit needs to survive the daemon only
@@ -216,6 +220,11 @@ class Files:
         """Store ``source`` at the reference's path; a local directory is put recursively."""
         ref = parse_ref(ref_text, path)
         self.check_writable(ref, system)
+        with self.space():
+            return self._put(ref, source, append, progress, system)
+
+    def _put(self, ref: Ref, source: Source, append: bool, progress: Progress | None,
+             system: bool) -> Commit:
         if isinstance(source, LocalPath) and source.path.is_dir():
             return self._put_tree(ref, source.path, progress, system)
         if not ref.path:
@@ -248,6 +257,13 @@ class Files:
         """One attempt at a single-file put: the commit and the file's size, or None when an
         append raced another writer."""
         batch = WriteBatch()
+        with self.leaving(batch):
+            return self._put_batch(ref, source, append, system, batch, progress)
+
+    def _put_batch(
+        self, ref: Ref, source: Source, append: bool, system: bool, batch: WriteBatch,
+        progress: Progress | None,
+    ) -> tuple[Commit, int] | None:
         if progress is not None and not append:
             batch.progress = _every(0.1, lambda n: progress(Counts(files=0, bytes=n)))
         base = self._current_entry(ref) if append else None
@@ -291,7 +307,7 @@ class Files:
                     with open(source.path, "rb", buffering=0) as f:
                         return contents.write_stream(batch, _Chain(old, f))
                 except OSError as e:
-                    raise SourceError(f"cannot read {source.path}: {e.strerror}") from None
+                    raise self.read_failed(source.path, e) from None
             return contents.write_stream(batch, _Chain(old, _readable(source)))
         if isinstance(source, Data):
             return contents.write_bytes(batch, source.data)
@@ -299,15 +315,17 @@ class Files:
             try:
                 return contents.write_file(batch, source.path)
             except OSError as e:
-                raise SourceError(f"cannot read {source.path}: {e.strerror}") from None
+                raise self.read_failed(source.path, e) from None
         return contents.write_stream(batch, _readable(source))
 
     def _put_tree(
         self, ref: Ref, top: Path, progress: Progress | None, system: bool
     ) -> Commit:
         batch = WriteBatch()
-        changes = self.ingest_tree(batch, top, f"{ref.path}/" if ref.path else "", progress)
-        return self.write(ref, lambda txn, commit: changes, batch, system=system)
+        with self.leaving(batch):
+            changes = self.ingest_tree(batch, top, f"{ref.path}/" if ref.path else "",
+                                       progress)
+            return self.write(ref, lambda txn, commit: changes, batch, system=system)
 
     def ingest_tree(
         self, batch: WriteBatch, top: Path, prefix: str = "", progress: Progress | None = None
@@ -319,6 +337,12 @@ class Files:
         batch costs this thread one index lookup transaction and one pack write. Files too
         big for a batch are stored here, pipelined. Empty directories and symlinks are kept.
         """
+        with self.space():
+            return self._ingest_tree(batch, top, prefix, progress)
+
+    def _ingest_tree(
+        self, batch: WriteBatch, top: Path, prefix: str, progress: Progress | None
+    ) -> dict[str, Change]:
         changes: dict[str, Change] = {}
         files: list[tuple[str, str]] = []
         _list_tree(str(top), prefix, changes, files)
@@ -357,7 +381,36 @@ class Files:
                 mode = 0o755 if os.fstat(f.fileno()).st_mode & 0o111 else 0o644
                 return self.store.contents.write_fd(batch, f.fileno()), mode
         except OSError as e:
-            raise SourceError(f"cannot read {full}: {e.strerror}") from None
+            raise self.read_failed(full, e) from None
+
+    # -- failures while storing --------------------------------------------------------------
+
+    @contextmanager
+    def space(self) -> Iterator[None]:
+        """Running out of space while storing is said as what it is: the store's disk is
+        full (not "internal error", and never blamed on the source)."""
+        try:
+            yield
+        except OSError as e:
+            if e.errno in _FULL:
+                raise StoreFull.under(self.store.root) from None
+            raise
+
+    def read_failed(self, path: object, e: OSError) -> PfsError:
+        """The error for an ``OSError`` while a source was read and stored: reading fails
+        with the source's own errors, appending to a pack with the store's."""
+        if e.errno in _FULL:
+            return StoreFull.under(self.store.root)
+        return SourceError(f"cannot read {path}: {e.strerror}")
+
+    @contextmanager
+    def leaving(self, batch: WriteBatch) -> Iterator[None]:
+        """A write that failed leaves the store's write gate at once (gc waits for every
+        batch inside), and its appended chunks are garbage that gc reclaims."""
+        try:
+            yield
+        finally:
+            self.store.packs.gate.leave(batch.chunks)
 
     # -- reading -----------------------------------------------------------------------------
 

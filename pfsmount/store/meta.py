@@ -48,7 +48,7 @@ from pathlib import Path
 
 import lmdb
 
-from pfsmount.errors import Corrupt
+from pfsmount.errors import Corrupt, StoreFull
 
 SCHEMA_VERSION = 1
 SUBDBS = (
@@ -77,6 +77,7 @@ class Meta:
 
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.env = lmdb.open(
             str(path),
             map_size=MAP_SIZE,
@@ -105,9 +106,16 @@ class Meta:
 
     @contextmanager
     def write(self) -> Iterator[lmdb.Transaction]:
-        """A write transaction: committed on success, aborted if the block raises."""
-        with self.env.begin(write=True) as txn:
-            yield txn
+        """A write transaction: committed on success, aborted if the block raises. Out of
+        space (the disk, or LMDB's map) is ``StoreFull``, naming what is full."""
+        try:
+            with self.env.begin(write=True) as txn:
+                yield txn
+        except lmdb.MapFullError:
+            raise StoreFull(f"the store's metadata is full: LMDB's map of {MAP_SIZE} bytes "
+                            f"under {self.path} is used up; run `pfsmount gc`") from None
+        except lmdb.DiskError:  # ENOSPC
+            raise StoreFull.under(self.path.parent) from None
 
     def close(self) -> None:
         self.env.close()

@@ -11,6 +11,7 @@ unreferenced garbage, never visible.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import struct
@@ -250,7 +251,12 @@ class PackStore:
                 self._rotate_locked()
             assert self._current is not None
             pack, offset = self._current, self._size
-            _write_all(self._open[pack], [c.data for c in chunks], offset)
+            try:
+                _write_all(self._open[pack], [c.data for c in chunks], offset)
+            except OSError:  # a full disk: what part of it was written goes at once
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._open[pack], offset)
+                raise
             for c in chunks:
                 batch.pending[c.digest] = Location(pack, offset, len(c.data), c.raw, c.codec)
                 offset += len(c.data)

@@ -60,7 +60,7 @@ class Scheduler:
         self.logs = root / "logs"
         self.work = root / "work"
         self.mountpoint = mountpoint
-        self.sandbox = SandboxRunner()
+        self.sandbox = SandboxRunner(hidden=(root, *([mountpoint] if mountpoint else [])))
         self.docker = DockerRunner()
         self._changed = threading.Condition()
         self._cancel: dict[str, threading.Event] = {}

@@ -107,9 +107,17 @@ class SandboxRunner:
     That uid maps to the daemon's own outside, so what it writes to /pfs/out stays the
     daemon's to read and remove; and it works alike for root and for an ordinary user."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: tuple[Path, ...] = ()) -> None:
+        """``hidden``: the daemon's own places (its root, the mount), covered with an empty
+        tmpfs should they lie under a directory the datum sees (a root in /usr/local)."""
         self.bwrap = shutil.which("bwrap")
-        self.base = [*_host(TOP, "/"), "--dir", "/etc", *_host(ETC, "/etc")]
+        top, etc = _host(TOP, "/"), _host(ETC, "/etc")
+        self.base = [*top, "--dir", "/etc", *etc]
+        shown = [Path(a) for a in top[2::3] + etc[2::3]]  # where each one shows inside
+        for path in hidden:
+            path = path.resolve()
+            if any(path == s or s in path.parents for s in shown):
+                self.base += ["--tmpfs", str(path)]
 
     def argv(self, task: Task) -> list[str]:
         """The bwrap command line of ``task``."""
@@ -124,6 +132,9 @@ class SandboxRunner:
         argv += ["--remount-ro", "/"]  # only /pfs/out and /tmp are writable
         argv += ["--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", "/tmp",
                  "--setenv", "TMPDIR", "/tmp"]
+        for key in ("LANG", "LC_ALL", "TZ"):  # the host's locale, nothing else of its env
+            if key in os.environ:
+                argv += ["--setenv", key, os.environ[key]]
         for key, value in task.env.items():
             argv += ["--setenv", key, value]
         return [*argv, "--chdir", task.working_dir or "/", "--", *task.cmd]

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.scheduler.conftest import IMAGE, Pfsd, serving
+from scheduler.runners import SandboxRunner, Task
+from tests.scheduler.conftest import IMAGE, Pfsd, require_bwrap, serving
 
 PROBE = r"""
 out=/pfs/out; r=$out/report; mkdir -p "$out/loot"
@@ -192,3 +193,20 @@ def test_a_sandboxed_datum_cannot_get_out(jail: Pfsd) -> None:
 
 def test_a_docker_datum_cannot_get_out(jail: Pfsd, docker_ready: None) -> None:
     escape(jail, "sb_docker", image=IMAGE)
+
+
+def test_the_daemons_places_stay_hidden_under_a_shown_directory(tmp_path: Path) -> None:
+    """A root (or mount) under a directory a datum sees, like /usr/local/..., is covered
+    with an empty tmpfs; the rest of that directory stays as it is. (/usr/share/doc stands
+    in for it: it exists and is not empty on any machine with bwrap.)"""
+    require_bwrap()
+    hidden = Path("/usr/share/doc")
+    assert any(hidden.iterdir())
+    out, log = tmp_path / "out", tmp_path / "log"
+    out.mkdir()
+    code = SandboxRunner(hidden=(hidden,)).run(Task(
+        cmd=["sh", "-c", f"ls -A {hidden} | wc -l; ls /usr/share | wc -l"], stdin="", env={},
+        binds=[], out=out, log=log))
+    assert code == 0, log.read_text()
+    inside, beside = log.read_text().split()
+    assert inside == "0" and int(beside) > 1, log.read_text()

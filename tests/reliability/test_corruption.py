@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import random
 import re
 import resource
@@ -36,7 +37,7 @@ from pfsmount.errors import Corrupt, InvalidArgument, PfsError
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.files import Data
 from pfsmount.store.packs import Location
-from tests.conftest import Pfsmount, env, short_root
+from tests.conftest import Mounted, Pfsmount, alive, env, require_fuse, short_root
 
 MIB = 1 << 20
 TIMEOUT = 60.0  # no read may take longer: a hang is a failure
@@ -340,6 +341,31 @@ def test_many_packs_under_a_low_descriptor_limit(tmp_path: Path) -> None:
         code, lines = _fsck(daemon, "--verify")
         assert code == 0 and "0 errors" in lines[-1], "\n".join(lines)
         assert json.loads(daemon.ok("status", "--json"))["pid"] == pid
+        daemon.teardown()
+    finally:
+        daemon.cleanup()
+
+
+def test_the_mount_answers_eio_for_damage_and_right_bytes_otherwise(template: Template) -> None:
+    """``cat`` through the FUSE mount: a damaged file is an I/O error, never wrong bytes."""
+    require_fuse("CI must run the corruption suite with a mount", "pyfuse3")
+    daemon = Mounted("pfscm")
+    try:
+        shutil.copytree(template.root / "store", daemon.root / "store")
+        damaged = _damage_packs(template, daemon.root)
+        daemon.up()
+        base = daemon.mnt / "r" / "master"
+        for name in ("raw0", "zst1", "big0", "gone0", "raw7", "zst7"):
+            p = subprocess.run(["cat", str(base / _path(name).lstrip("/"))],
+                               capture_output=True, timeout=TIMEOUT)
+            if name in damaged:
+                assert p.returncode != 0, f"cat {name} succeeded on damaged data"
+                assert b"Input/output error" in p.stderr, p.stderr
+                assert template.files[name].startswith(p.stdout)
+            else:
+                assert p.returncode == 0 and p.stdout == template.files[name]
+        assert alive(daemon.pid or 0) and os.path.ismount(daemon.mnt)
+        daemon.call("fsck", "--repair", timeout=TIMEOUT)
         daemon.teardown()
     finally:
         daemon.cleanup()

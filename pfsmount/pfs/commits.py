@@ -127,6 +127,7 @@ class Commits:
         provenance: list[str] | None = None,
         system: bool = False,
     ) -> Commit:
+        check_name("repo", repo)  # before LMDB sees it as a key (an empty one is an error)
         with self.meta.write() as txn:
             commit = self.open_locked(
                 txn, repo, branch, parent=parent, description=description,

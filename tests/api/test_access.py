@@ -73,8 +73,9 @@ def test_another_user_or_namespace_is_refused_even_through_an_open_socket(
         other: Other, tmp_path: Path) -> None:
     with running(Pfsmount(short_root("pfac"))) as daemon:
         daemon.ok("repo", "create", "data")
-        status = [PFSMOUNT, "--root", daemon.root, "status"]
-        shadow = [PFSMOUNT, "--root", daemon.root, "file", "put", "data@master:/s", "/etc/shadow"]
+        status: list[str | Path] = [PFSMOUNT, "--root", daemon.root, "status"]
+        shadow: list[str | Path] = [PFSMOUNT, "--root", daemon.root, "file", "put",
+                                    "data@master:/s", "/etc/shadow"]
         # As shipped, the other user cannot even enter the root.
         error_line(other.run(*status), "status as another user", match="is not readable")
         root_only = "belongs to uid 0; only that user and root may use it"

@@ -78,19 +78,18 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # to start; no secrets (shadow, ssh keys, credentials) and no host configuration beyond it.
 ETC = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group",
        "nsswitch.conf", "host.conf", "localtime", "timezone", "locale.alias", "locale.conf",
-       "default/locale", "mime.types", "magic", "magic.mime", "R", "python3", "python3.11",
-       "python3.12", "python3.13", "perl", "ssl/openssl.cnf", "fonts", "terminfo",
+       "default/locale", "mime.types", "magic", "magic.mime", "R", "python3*", "perl",
+       "ssl/openssl.cnf", "fonts", "terminfo",
        "debian_version", "os-release", "environment", "profile", "bash.bashrc", "inputrc",
        "protocols", "services")
 TOP = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")  # host programs, read-only
 
 
 def _host(names: tuple[str, ...], base: str) -> list[str]:
-    """bwrap arguments that show ``base/name`` as on the host, read-only: symlinks as
-    symlinks (``/bin -> usr/bin``), the rest bound; what the host lacks is left out."""
+    """bwrap arguments that show ``base/name`` (a glob) as on the host, read-only: symlinks
+    as symlinks (``/bin -> usr/bin``), the rest bound; what the host lacks is left out."""
     argv: list[str] = []
-    for name in names:
-        path = Path(base, name)
+    for path in (p for name in names for p in sorted(Path(base).glob(name))):
         if path.is_symlink():
             argv += ["--symlink", str(path.readlink()), str(path)]
         elif path.exists():

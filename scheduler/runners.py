@@ -206,9 +206,10 @@ class DockerRunner:
             volumes[str(_stdin(task))] = {"bind": "/.pfsmount-stdin", "mode": "ro"}
             cmd = ["sh", "-c", 'exec "$@" < /.pfsmount-stdin', "sh", *cmd]
         container = client.containers.create(
-            task.image, cmd, volumes=volumes, environment=task.env, network_mode="none",
-            user=self._user(task), cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            read_only=True, tmpfs={"/pfs": "ro", "/tmp": ""},  # writable: /pfs/out, /tmp
+            task.image, cmd, volumes=volumes, environment={"HOME": "/tmp", **task.env},
+            network_mode="none", user=self._user(task), cap_drop=["ALL"],
+            security_opt=["no-new-privileges"], read_only=True,
+            tmpfs={"/pfs": "ro", "/tmp": "exec"},  # as in the sandbox: /pfs/out and /tmp
             working_dir=task.working_dir or None, detach=True,
         )
         exited = threading.Event()

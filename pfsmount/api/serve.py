@@ -7,8 +7,8 @@ connection, with two differences from ``hypercorn.trio.serve``:
   sends EOF without it, so when a client disconnects mid-body, the reading task (sending its
   400 for the truncated body) and the app task (ending its own response, which closes the
   connection) both send at once, and trio raises ``BusyResourceError`` (hypercorn issue
-  #203). A send that the peer does not drain within ``SEND_TIMEOUT`` ends the connection
-  instead of blocking shutdown (hypercorn shields every send).
+  #203). Sends are not shielded from cancellation as hypercorn's are, so that a client
+  that never reads its answer cannot keep the daemon from shutting down.
 - Whatever still goes wrong in one connection is logged on one line and ends that
   connection only; it never reaches the nursery that serves the others, the mount and the
   scheduler.
@@ -34,7 +34,7 @@ from hypercorn.utils import wrap_app
 from pfsmount.api.peer import refusal
 
 log = logging.getLogger("pfsmount.api")
-SEND_TIMEOUT = 60.0  # seconds a client may leave an answer unread before it is dropped
+CLOSE_TIMEOUT = 5.0  # seconds a close waits for a send in progress before it cuts it
 
 
 class _Connection(TCPServer):
@@ -45,28 +45,26 @@ class _Connection(TCPServer):
             await super().protocol_send(event)
             return
         if isinstance(event, RawData):
+            # Not shielded (hypercorn shields it): a client that stops reading (a pager)
+            # may hold its answer as long as it likes, and shutdown still cancels the send.
             async with self.send_lock:
                 try:
-                    with trio.CancelScope(shield=True) as scope:
-                        scope.deadline = trio.current_time() + SEND_TIMEOUT
-                        await self.stream.send_all(event.data)
-                    sent = not scope.cancelled_caught
+                    await self.stream.send_all(event.data)
+                    return
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    sent = False
-            if sent:
-                return
+                    pass
         await self._close()
         await self.protocol.handle(Closed())
 
     async def _close(self) -> None:
         # Shielded and bounded: it runs in ``finally`` blocks of cancelled tasks too.
         with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + SEND_TIMEOUT
+            scope.deadline = trio.current_time() + CLOSE_TIMEOUT
             async with self.send_lock:
                 with contextlib.suppress(trio.BrokenResourceError, trio.BusyResourceError,
                                          trio.ClosedResourceError, AttributeError):
                     await self.stream.send_eof()  # unless the peer or the stream is gone
-        await self.stream.aclose()
+        await self.stream.aclose()  # a send still waiting on the peer fails now
 
 
 async def serve(app: Any, config: Config, sock: socket.socket,

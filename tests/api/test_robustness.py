@@ -202,3 +202,25 @@ def test_put_r_of_a_name_that_is_not_utf8_is_refused_naming_it(
     r = pfsd.fails("file", "put", "-r", "names@master:/dir", "-f", src, code=2)
     assert r"x\xff" in r.err and "not valid UTF-8" in r.err
     assert client.list_commits("names") == []
+
+
+def test_a_client_that_never_reads_its_answer_holds_up_neither_others_nor_down(
+        fresh_pfsd: Pfsmount) -> None:
+    with Client(fresh_pfsd.root) as c:
+        c.create_repo("unread")
+        c.put_file("unread@master:/big", bytes(16 << 20))  # far more than a socket holds
+    sock_path = fresh_pfsd.root / "pfsmount.sock"
+    stuck = socket.socket(socket.AF_UNIX)
+    try:
+        stuck.connect(str(sock_path))
+        stuck.sendall(request("GET", "/v1/files/get?ref=unread@master&path=/big"))
+        assert stuck.recv(100).startswith(b"HTTP/1.1 200")  # then reads no more
+        time.sleep(1)
+        started = time.monotonic()
+        with Client(fresh_pfsd.root) as c:
+            assert c.read_file("unread@master:/big") == bytes(16 << 20)
+        assert time.monotonic() - started < 10
+        fresh_pfsd.down()  # fails unless the daemon is gone within 15 s
+    finally:
+        stuck.close()
+    fresh_pfsd.up()

@@ -16,6 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import anyio
 import anyio.to_thread
@@ -56,6 +57,7 @@ def guarded(handler: Handler) -> Handler:
 
     async def wrapper(request: Request) -> Response:
         try:
+            _check_utf8(request)
             return await handler(request)
         except PfsError as e:
             return error_response(e)
@@ -68,6 +70,20 @@ def guarded(handler: Handler) -> Handler:
                                   "daemon log"}, 500)
 
     return wrapper
+
+
+def _check_utf8(request: Request) -> None:
+    """Percent-escapes in the path and query must decode as UTF-8: the server would read
+    ``x%FF`` as ``x\ufffd``, and a file would be stored under a name nobody gave."""
+    raw = request.scope.get("raw_path") or b""
+    query = request.scope.get("query_string") or b""
+    for part in (raw, *query.split(b"&")):
+        if b"%" in part or not part.isascii():
+            try:
+                unquote_to_bytes(part.replace(b"+", b" ")).decode()
+            except UnicodeDecodeError:
+                shown = part.decode("latin-1")[:80]
+                raise InvalidArgument(f"{shown!r} is not valid UTF-8 once decoded") from None
 
 
 async def body(request: Request) -> dict[str, Any]:

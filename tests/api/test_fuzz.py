@@ -38,6 +38,7 @@ from tests.conftest import Pfsmount
 SCALE = 25 if os.environ.get("PFSMOUNT_LONG_FUZZ") == "1" else 1
 DEADLINE = 30.0  # seconds any one request may take before it counts as a hang
 CASES = {"count": 0}
+pytestmark = pytest.mark.timeout(300 * SCALE)
 
 # (method, path template) of every route fuzzed ({x} is a path parameter), and the
 # arguments it reads.

@@ -129,6 +129,8 @@ BAD_REQUESTS: list[tuple[str, str, bytes]] = [
     ("GET", "/v1/files/inspect?ref=held@master&path=" + "/a" * 1000, b""),
     ("GET", "/v1/files/inspect?ref=held@master&path=/" + "n" * 256, b""),
     ("GET", "/v1/repos/held/commits?limit=many", b""),
+    ("POST", "/v1/files/put?ref=held@master&path=/x%FF", b"not stored as x-replacement-char"),
+    ("GET", "/v1/repos/held%FF", b""),
     ("POST", "/v1/pipelines", json.dumps({"spec": json.dumps({
         "pipeline": {"name": "q"}, "transform": {"cmd": ["true"], "accept_return_code": ["x"]},
         "input": {"pfs": {"repo": "held"}}})}).encode()),

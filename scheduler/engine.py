@@ -237,11 +237,14 @@ class Scheduler:
             return self.records.pipeline(txn, name)
 
     def delete_pipeline(self, name: str) -> None:
-        """Delete a pipeline and its output repo; refused while another pipeline reads it."""
+        """Delete a pipeline and its output repo; refused while another pipeline reads it.
+        A pipeline whose record cannot be read is deleted all the same."""
         with self.meta.read() as txn:
-            self.records.pipeline(txn, name)
+            with contextlib.suppress(Corrupt):
+                self.records.pipeline(txn, name)
             readers = [p.name for p in self.records.pipelines(txn)
                        if any(x.repo == name for x in p.spec.input.leaves())]
+            output = self.pfs.records.has_repo(txn, name)
         if readers:
             raise Conflict(f"pipeline {', '.join(readers)} reads {name}; delete it first")
         for job in self.list_jobs(name):
@@ -249,7 +252,8 @@ class Scheduler:
                 self.stop_job(job.id)
         with self.meta.write() as txn:
             self.records.delete_pipeline(txn, name)
-        self.pfs.repos.delete(name, force=True)
+        if output:
+            self.pfs.repos.delete(name, force=True)
 
     def set_stopped(self, name: str, stopped: bool) -> Pipeline:
         with self.meta.write() as txn:

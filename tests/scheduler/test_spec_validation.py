@@ -146,6 +146,8 @@ def test_a_stored_pipeline_that_cannot_be_read_is_named_and_left_out(
     assert [p["name"] for p in fresh_pfsd.json("pipeline", "list")] == ["good"]
     fresh_pfsd.fails("pipeline", "inspect", "bad", match="bad.*cannot be read")
     assert "stored pipeline bad cannot be read" in fresh_pfsd.log_text()
+    fresh_pfsd.ok("pipeline", "delete", "bad")
+    fresh_pfsd.fails("pipeline", "inspect", "bad", code=3)
     fresh_pfsd.ok("pipeline", "create", "-f", "-", input=json.dumps(
         {"pipeline": {"name": "other"}, "transform": {"cmd": ["true"]},
          "input": {"pfs": {"repo": "data"}}}))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # packaging/install.sh — owns the machine setup for pfsmount: the Debian packages it needs
-# (FUSE, bubblewrap, Docker engine, busybox-static for test images, tools) and the
-# Python venv with pfsmount installed editable plus its test extras.
+# (FUSE, bubblewrap, Docker engine, busybox-static for test images, R and pandas for
+# sandboxed pipelines, tools) and the Python venv with pfsmount installed editable plus its
+# test extras.
 # Idempotent and fast when everything is already there. Env: PFSMOUNT_VENV (default $REPO/.venv).
 set -euo pipefail
 
@@ -19,6 +20,9 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install 
 
 echo "==> apt packages"
 pkgs=(fuse3 libfuse3-dev pkg-config gcc bubblewrap docker.io busybox-static git rsync sqlite3 curl psmisc)
+# R and pandas for the host's own programs: pipelines without an image run them in the
+# sandbox (examples/fruit_stand: Rscript, /usr/bin/python3 with Debian's pandas).
+pkgs+=(r-base-core python3-pandas)
 # Python headers: only when the python3 we build against lacks Python.h (pyenv ships its own).
 inc=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 [ -f "$inc/Python.h" ] || pkgs+=(python3-dev)

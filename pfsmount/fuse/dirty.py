@@ -5,12 +5,15 @@ truncates go to an in-memory buffer while the file is small (most are: ``cp -r``
 source trees, ``tar x``), and to an ``O_TMPFILE`` in the root's staging directory (gone by
 itself if the daemon dies) once it grows past ``MEMORY``: opening and closing an
 ``O_TMPFILE`` costs an ext4 orphan-list update each, a large part of a small file's cost.
-When the last handle closes, or on fsync, the mount ingests it into the store.
-Nothing here talks to FUSE or to the store.
+When the last handle closes, or on fsync, the mount ingests it into the store. A write
+that fails (the disk under the staging directory is full) leaves ``error`` set: the bytes
+held are then not what the program wrote, so they are never stored, and every later
+operation on the file fails until it is closed. Nothing here talks to FUSE or to the store.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterable
@@ -32,6 +35,12 @@ class Dirty:
         self.handles = 0
         self.staged = 0  # versions in the staging journal, not yet in LMDB: keep the bytes
         self.saving = trio.Lock()  # one save at a time, so versions are staged in order
+        self.error = 0  # errno of a write or save that failed: never stored, see above
+
+    def failed(self, code: int | None) -> int:
+        """Remember that a write or save failed (with ``code``, else EIO); the errno."""
+        self.error = self.error or code or errno.EIO
+        return self.error
 
     def _spill(self) -> int:
         """Move the bytes to a local file (the file outgrew memory); its descriptor."""
@@ -75,7 +84,11 @@ class Dirty:
         return os.pwrite(self._spill(), data, offset)
 
     def write(self, offset: int, data: bytes) -> int:
-        written = self._put(offset, data)
+        try:
+            written = self._put(offset, data)
+        except OSError as e:
+            self.failed(e.errno)
+            raise
         self.changed = True
         self.mtime_ns = time.time_ns()
         return written
@@ -88,7 +101,11 @@ class Dirty:
             else:
                 buf.extend(bytes(size - len(buf)))
         else:
-            os.ftruncate(self._spill(), size)
+            try:
+                os.ftruncate(self._spill(), size)
+            except OSError as e:
+                self.failed(e.errno)
+                raise
         self.changed = True
         self.mtime_ns = time.time_ns()
 

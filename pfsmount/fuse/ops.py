@@ -677,10 +677,16 @@ class Operations(pyfuse3.Operations):
                 raise fail(errno.EISDIR)
             dirty = Dirty(self.staging, entry.mode)
             if not truncate and entry.size:
-                await trio.to_thread.run_sync(dirty.fill, self.pfs.files.read(entry))
+                try:
+                    await trio.to_thread.run_sync(dirty.fill, self.pfs.files.read(entry))
+                except BaseException:
+                    dirty.close()  # its staging file holds space until closed
+                    raise
             dirty.changed = truncate and entry.size > 0  # O_TRUNC alone changes the file
             self.dirty[node.ino] = dirty
             node.handles += 1
+        elif dirty.error:
+            raise fail(dirty.error)  # until its last handle closes and it is dropped
         elif truncate:
             dirty.truncate(0)
         dirty.handles += 1
@@ -739,6 +745,8 @@ class Operations(pyfuse3.Operations):
         # (the kernel asks when pages were never cached or have been evicted).
         dirty = handle.dirty or self.dirty.get(handle.node.ino)
         if dirty is not None:
+            if dirty.error:
+                raise fail(dirty.error)
             return dirty.read(off, size)
         assert handle.entry is not None
         entry = handle.entry
@@ -753,6 +761,8 @@ class Operations(pyfuse3.Operations):
         handle = self.handles[fh]
         if handle.dirty is None:
             raise fail(errno.EBADF)
+        if handle.dirty.error:  # an earlier write or save failed: the file will not be saved
+            raise fail(handle.dirty.error)
         return handle.dirty.write(off, buf)
 
     async def store_dirty(self, node: Node, dirty: Dirty) -> None:
@@ -776,6 +786,8 @@ class Operations(pyfuse3.Operations):
             saving.release()
 
     async def _store_dirty(self, node: Node, dirty: Dirty) -> None:
+        if dirty.error:  # its bytes are not what was written: the close fails, see ``Dirty``
+            raise fail(dirty.error)
         if node.unlinked or not dirty.changed:
             return
         assert node.view is not None
@@ -784,8 +796,11 @@ class Operations(pyfuse3.Operations):
         dirty.handles += 1  # a journal flush meanwhile must not close what is being read
         try:
             content = await self._ingest(dirty, batch)
-        except BaseException:
+        except BaseException as e:
             dirty.changed = True
+            self.pfs.store.packs.gate.leave(batch.chunks)  # gc need not wait for it
+            if isinstance(e, OSError | PfsError):  # the store's disk is full, say
+                raise fail(dirty.failed(e.errno)) from None  # the close reports it
             raise
         finally:
             dirty.handles -= 1
@@ -796,8 +811,14 @@ class Operations(pyfuse3.Operations):
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(self._flushed, node, dirty)
 
+        try:
+            self.pfs.journal.stage(f"{node.repo}@{node.view}", node.path, entry, batch,
+                                   flushed)
+        except OSError as e:
+            dirty.changed = True
+            self.pfs.store.packs.gate.leave(batch.chunks)
+            raise fail(dirty.failed(e.errno)) from None
         dirty.staged += 1
-        self.pfs.journal.stage(f"{node.repo}@{node.view}", node.path, entry, batch, flushed)
         for other in self.handles.values():  # readers of this file now read what was written
             if other.node is node and other.entry is not None:
                 other.entry, other.dirty = None, dirty
@@ -841,6 +862,19 @@ class Operations(pyfuse3.Operations):
                 del self.pending[node.key]
             self.nodes.maybe_drop(node)
 
+    def forget_failed(self, node: Node) -> None:
+        """A file whose save failed was dropped: its name gets a new inode, and the kernel
+        forgets the old one's dentry, so the file shows what the store holds (or, never
+        saved, is gone). A new inode because with the writeback cache the kernel keeps its
+        own size of a cached inode, whatever the attributes say. Invalidated from a thread
+        of its own: the kernel may wait for this very request to end."""
+        parent = self.nodes.find((node.repo, node.view, node.path.rpartition("/")[0]))
+        if self.nodes.find(node.key) is node:
+            self.nodes.detach(node.key)
+        entries = [] if parent is None else [(parent.ino, node.name)]
+        threading.Thread(target=_invalidate, args=(node.ino, entries), daemon=True,
+                         name="pfsmount-forget-failed").start()
+
     async def flush(self, fh: int) -> None:
         handle = self.handles[fh]
         if handle.dirty is not None:
@@ -849,24 +883,39 @@ class Operations(pyfuse3.Operations):
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self.handles[fh]
         if handle.dirty is not None:
-            await self.store_dirty(handle.node, handle.dirty)
-            await trio.to_thread.run_sync(self.pfs.store.packs.sync)
+            dirty = handle.dirty
+            await self.store_dirty(handle.node, dirty)
+            try:
+                await trio.to_thread.run_sync(self.pfs.store.packs.sync)
+            except OSError as e:
+                raise fail(dirty.failed(e.errno)) from None
 
     async def release(self, fh: int) -> None:
         handle = self.handles.pop(fh)
         node = handle.node
         if handle.dirty is not None:
-            handle.dirty.handles -= 1
-            if handle.dirty.handles <= 0:
+            dirty = handle.dirty
+            dirty.handles -= 1
+            if dirty.handles <= 0:
                 try:
-                    await self.store_dirty(node, handle.dirty)
+                    await self.store_dirty(node, dirty)
                 finally:
                     self.drop_dirty(node)
+                    if dirty.error:
+                        self.forget_failed(node)
         else:
             node.handles -= 1
             self.nodes.maybe_drop(node)
 
 
+
+
+def _invalidate(ino: int, entries: list[tuple[int, str]]) -> None:
+    for parent, name in entries:
+        with contextlib.suppress(OSError):
+            pyfuse3.invalidate_entry(parent, os.fsencode(name))
+    with contextlib.suppress(OSError):
+        pyfuse3.invalidate_inode(ino)
 
 
 def _guard(fn: _F) -> _F:

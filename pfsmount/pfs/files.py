@@ -10,6 +10,7 @@ and a crash mid-write leaves no visible trace.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import fnmatch
 import io
@@ -220,8 +221,15 @@ class Files:
         """Store ``source`` at the reference's path; a local directory is put recursively."""
         ref = parse_ref(ref_text, path)
         self.check_writable(ref, system)
-        with self.space():
-            return self._put(ref, source, append, progress, system)
+        try:
+            with self.space():
+                return self._put(ref, source, append, progress, system)
+        except BaseException:
+            if isinstance(source, Stream):
+                # Read what is left of an upload, so that the client sending it finishes
+                # and reads the answer: left unread, it could wait on a full socket.
+                _drain(source.stream)
+            raise
 
     def _put(self, ref: Ref, source: Source, append: bool, progress: Progress | None,
              system: bool) -> Commit:
@@ -671,6 +679,13 @@ def _copy(src: Readable, dst: BinaryIO) -> None:
     buf = memoryview(bytearray(1 << 20))
     while n := src.readinto(buf) or 0:
         dst.write(buf[:n])
+
+
+def _drain(src: Readable) -> None:
+    buf = memoryview(bytearray(1 << 20))
+    with contextlib.suppress(Exception):
+        while src.readinto(buf):
+            pass
 
 
 def _readable(source: Source) -> Readable:

@@ -13,6 +13,8 @@ reads (so a staged file is visible everywhere as soon as it is closed).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import struct
@@ -91,7 +93,16 @@ class Journal:
         raw = _encoder.encode(record)
         frame = _FRAME.pack(len(raw), zlib.crc32(raw)) + raw
         with self._lock:
-            os.write(self._fd, frame)
+            end = os.lseek(self._fd, 0, os.SEEK_END)
+            try:
+                if os.write(self._fd, frame) != len(frame):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError:
+                # A torn record would hide every record after it from ``replay``: cut it
+                # off, so that the segment stays whole records (the disk is full, say).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, end)
+                raise
             self._pending.append(record)
             if on_flushed is not None:
                 self._flushed.append(on_flushed)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import msgspec
 
-from pfsmount.errors import PfsError
+from pfsmount.errors import PfsError, StoreFull
 from pfsmount.pfs.files import Files
 from pfsmount.store import KIND_DIR, MKDIR, Entry, WriteBatch
 from pfsmount.store.packs import Location
@@ -64,9 +64,10 @@ class Journal:
         self._pending: list[Record] = []
         self._flushed: list[Callable[[], None]] = []
         self._in_flight = 0  # records a flush is applying right now
+        self._unapplied: list[Path] = []  # segments of records a failed flush put back
         self._applying = threading.local()
-        self.replay()
-        self._segment = 0  # replay removed every older segment
+        # Past every segment replay kept (records it could not apply for lack of space).
+        self._segment = self.replay()
         self._fd = self._open_segment()
 
     def _segment_path(self, n: int) -> Path:
@@ -118,6 +119,7 @@ class Journal:
             with self._lock:
                 records, self._pending = self._pending, []
                 callbacks, self._flushed = self._flushed, []
+                older, self._unapplied = self._unapplied, []
                 if not records:
                     return
                 self._in_flight = len(records)
@@ -126,11 +128,21 @@ class Journal:
                 self._fd = self._open_segment()
             try:
                 self._apply(records)
-            finally:  # records that failed to apply stay in their segment for a restart
+            except _NotApplied as e:
+                # The store's disk is full, say: the records not applied go back in front
+                # of what was staged since, for the next flush, and their segments stay on
+                # disk, older first, for a restart to replay in order.
+                with self._lock:
+                    self._pending[:0] = e.records
+                    self._flushed[:0] = callbacks
+                    self._unapplied = [*older, done, *self._unapplied]
+                raise e.error from None
+            finally:
                 with self._lock:
                     self._in_flight = 0
                 os.close(done_fd)
-            done.unlink()
+            for segment in (*older, done):
+                segment.unlink()
         for callback in callbacks:
             callback()
 
@@ -150,9 +162,12 @@ class Journal:
         by_ref: dict[str, list[Record]] = {}
         for r in records:
             by_ref.setdefault(r.ref, []).append(r)
-        for ref, group in by_ref.items():
+        groups = list(by_ref.items())
+        for n, (ref, group) in enumerate(groups):
             try:
                 self._apply_group(ref, group)
+            except StoreFull as e:  # nothing is wrong with the records: they wait for space
+                raise _NotApplied([r for _, g in groups[n:] for r in g], e) from None
             except PfsError as e:
                 if len(group) == 1:  # the branch or repo went away meanwhile
                     log.warning("dropping staged %s in %s: %s", group[0].path, ref, e)
@@ -162,6 +177,9 @@ class Journal:
                 for r in group:
                     try:
                         self._apply_group(ref, [r])
+                    except StoreFull as full:
+                        rest = group[group.index(r):] + [x for _, g in groups[n + 1:] for x in g]
+                        raise _NotApplied(rest, full) from None
                     except PfsError as e:
                         log.warning("dropping staged %s in %s: %s", r.path, ref, e)
 
@@ -174,8 +192,10 @@ class Journal:
         changes: dict[str, Change] = {r.path: MKDIR if r.mkdir else r.entry for r in group}
         self.files.apply(ref, changes, batch=batch, finish=False)
 
-    def replay(self) -> None:
-        """Apply the records a daemon that died left behind, oldest segment first."""
+    def replay(self) -> int:
+        """Apply the records a daemon that died left behind, oldest segment first; the
+        number for the next segment. Records that do not fit (a full disk) stay staged for
+        the next flush, and their segments stay."""
         numbered = sorted(
             (int(p.name.rpartition(".")[2]), p)
             for p in self.path.parent.glob(f"{self.path.name}.*")
@@ -188,14 +208,29 @@ class Journal:
             records += _read_records(segment.read_bytes())
         if records:
             log.info("replaying %d staged files from %s", len(records), self.path)
-            self._apply(records)
+            try:
+                self._apply(records)
+            except _NotApplied as e:
+                log.warning("%d staged files wait for space: %s", len(e.records), e.error)
+                self._pending, self._unapplied = e.records, segments
+                return numbered[-1][0] + 1 if numbered else 0
         for segment in segments:
             segment.unlink()
+        return 0
 
     def close(self) -> None:
         self.flush()
         os.close(self._fd)
         self._segment_path(self._segment).unlink(missing_ok=True)
+
+
+class _NotApplied(Exception):
+    """A flush stopped for lack of space; ``records`` (in order) were not applied."""
+
+    def __init__(self, records: list[Record], error: StoreFull) -> None:
+        super().__init__(str(error))
+        self.records = records
+        self.error = error
 
 
 def _read_records(data: bytes) -> list[Record]:

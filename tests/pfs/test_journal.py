@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pfsmount.errors import StoreFull
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.fsck import fsck
 from pfsmount.store import KIND_FILE, MKDIR, Entry, WriteBatch
@@ -206,3 +207,69 @@ def test_a_staged_file_that_cannot_land_does_not_drop_the_others(pfs: Pfs) -> No
     assert read(pfs, "data@master:/after") == b"2"
     assert read(pfs, "data@master:/a") == b"a file"
     assert pfs.journal.pending() == 0
+
+
+def test_staged_files_wait_for_space_instead_of_being_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush that finds the store's disk full keeps every record (the writers were told
+    their files were saved): the next flush applies them, and so does a restart."""
+    root = tmp_path / "root"
+    pfs = Pfs(root)
+    pfs.repos.create("data")
+    pfs.repos.create("other")
+    real = pfs.files.apply
+
+    def full(*args: Any, **kw: Any) -> Any:
+        raise StoreFull.under(root)
+
+    monkeypatch.setattr(pfs.files, "apply", full)
+    stage(pfs, "a", b"one")
+    pfs.journal.stage("other@master", "b", *_entry(pfs, b"two"))
+    with pytest.raises(StoreFull):
+        pfs.journal.flush()
+    assert pfs.journal.pending() == 2
+    stage(pfs, "a", b"three")  # staged meanwhile: lands after, and wins
+    with pytest.raises(StoreFull):
+        pfs.journal.flush()
+    monkeypatch.setattr(pfs.files, "apply", real)
+    os.close(pfs.journal._fd)  # the daemon dies before space comes back
+    pfs.store.close()
+    pfs = Pfs(root)
+    try:
+        assert read(pfs, "data@master:/a") == b"three"
+        assert read(pfs, "other@master:/b") == b"two"
+        assert sum(p.stat().st_size for p in segments(root)) == 0
+        assert fsck(pfs, verify_data=True).errors == []
+    finally:
+        pfs.close()
+
+
+def test_a_flush_that_fails_for_space_applies_later(pfs: Pfs,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pfs.repos.create("data")
+    real = pfs.files.apply
+    calls = 0
+
+    def full_once(*args: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreFull.under(pfs.store.root)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pfs.files, "apply", full_once)
+    stage(pfs, "a", b"one")
+    with pytest.raises(StoreFull):
+        pfs.journal.flush()
+    stage(pfs, "b", b"two")
+    pfs.journal.flush()
+    assert read(pfs, "data@master:/a") == b"one"
+    assert read(pfs, "data@master:/b") == b"two"
+    assert pfs.journal.pending() == 0
+    assert [p for p in segments(pfs.journal.path.parent) if p.stat().st_size] == []
+
+
+def _entry(pfs: Pfs, data: bytes) -> tuple[Entry, WriteBatch]:
+    batch = WriteBatch()
+    content = pfs.store.contents.write_bytes(batch, data)
+    return Entry(KIND_FILE, content.size, 0o644, 0, content.digest), batch

@@ -15,7 +15,7 @@ import struct
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import NamedTuple, cast
 
@@ -25,7 +25,7 @@ import lmdb
 from pfsmount.errors import Corrupt
 from pfsmount.store import chunking
 from pfsmount.store.meta import Meta
-from pfsmount.store.packs import ChunkBatch, Location, PackStore, Stored, runs
+from pfsmount.store.packs import RUN_BYTES, ChunkBatch, Location, PackStore, Stored, runs
 from pfsmount.store.readers import Prepared
 
 _ROW = struct.Struct(">32sQ")
@@ -265,12 +265,42 @@ class ContentStore:
 
     def copy_to(self, digest: bytes, fd: int) -> int:
         """Write a whole file into ``fd`` from offset 0; returns its size. Every chunk is
-        checked before it is written (see ``chunks``); the chunk cache is left alone."""
-        start = 0
-        for data in self.chunks(digest):
-            _pwrite_all(fd, data, start)
-            start += len(data)
-        return start
+        checked before it is written; the chunk cache is left alone.
+
+        Worker threads read and check runs of chunks (see ``packs.runs``) a few ahead, each
+        into a buffer of this call's (reused: nothing is allocated per run); this thread
+        writes them in order (writers of one file would only contend for its lock). No
+        worker touches a buffer once this returns, also on an error.
+        """
+        with self.meta.read() as txn:
+            table = self.table(txn, digest)
+        workers = _workers()
+        window: deque[tuple[bytearray, int, Future[list[bytes | memoryview]]]] = deque()
+        free: list[bytearray] = []
+
+        def write_oldest() -> None:
+            buffer, first, future = window.popleft()
+            pieces = future.result()
+            for k, data in enumerate(pieces):
+                _check_size(table, first + k, data)
+            _pwritev_all(fd, pieces, table.ends[first - 1] if first else 0)
+            free.append(buffer)
+
+        i = 0
+        try:
+            for run in runs(self._locations(table, 0, len(table.digests))):
+                buffer = free.pop() if free else bytearray(RUN_BYTES)
+                window.append((buffer, i, workers.submit(self.packs.read_run, run, buffer)))
+                i += len(run)
+                if len(window) > _AHEAD:
+                    write_oldest()
+            while window:
+                write_oldest()
+        finally:
+            for _, _, future in window:
+                future.cancel()
+            wait([future for _, _, future in window])
+        return table.size
 
     def chunks(self, digest: bytes, first: int = 0, last: int | None = None
                ) -> Iterator[bytes | memoryview]:
@@ -395,9 +425,16 @@ def _update(hasher: blake3.blake3, chunks: list[bytes | memoryview]) -> None:
         hasher.update(chunk)
 
 
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
+def _pwritev_all(fd: int, pieces: list[bytes | memoryview], offset: int) -> None:
+    """Write ``pieces`` back to back at ``offset``, finishing any short write."""
+    views = [memoryview(p).cast("B") for p in pieces]
+    while views:
+        n = os.pwritev(fd, views, offset)
+        if n <= 0 and any(views):
+            raise OSError("short write")
         offset += n
-        view = view[n:]
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]

@@ -34,6 +34,10 @@ class ObjectStore(Protocol):
         """Return exactly ``length`` bytes at ``offset``; ``Corrupt`` when the object is
         missing or shorter, ``PfsError`` when it cannot be read now."""
 
+    def read_into(self, name: str, offset: int, buffer: memoryview) -> int:
+        """Fill ``buffer`` from ``offset``; the bytes read, fewer only at the object's end.
+        Lets a reader reuse one buffer instead of allocating for every read."""
+
     def size(self, name: str) -> int | None:
         """The object's size in bytes, or None when there is no such object."""
 
@@ -55,6 +59,20 @@ def unreadable(name: str, err: OSError) -> PfsError:
     """A read that failed for want of a resource or by I/O: never mistaken for damage."""
     hint = " (raise `ulimit -n`)" if err.errno in (errno.EMFILE, errno.ENFILE) else ""
     return PfsError(f"cannot read pack object {name}: {err.strerror or err}{hint}")
+
+
+def read_fully(fd: int, buffer: memoryview, offset: int, name: str) -> int:
+    """``preadv`` until ``buffer`` is full or the file ends; the bytes read."""
+    got = 0
+    while got < len(buffer):  # a read may return less than asked before the end
+        try:
+            n = os.preadv(fd, [buffer[got:]], offset + got)
+        except OSError as e:
+            raise unreadable(name, e) from None
+        if n == 0:
+            break
+        got += n
+    return got
 
 
 class _Handle:
@@ -156,23 +174,26 @@ class LocalObjectStore:
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         handle = self._pin(name)
         try:
-            parts: list[bytes] = []
-            got = 0
-            while got < length:  # pread may return less than asked before the end
-                try:
-                    part = os.pread(handle.fd, length - got, offset + got)
-                except OSError as e:
-                    raise unreadable(name, e) from None
-                if not part:
-                    break
-                parts.append(part)
-                got += len(part)
+            try:
+                data = os.pread(handle.fd, length, offset)
+            except OSError as e:
+                raise unreadable(name, e) from None
+            if 0 < len(data) < length:  # a short read before the end: finish it
+                rest = bytearray(length - len(data))
+                got = read_fully(handle.fd, memoryview(rest), offset + len(data), name)
+                data += rest[:got]
         finally:
             self._unpin(handle)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
         if len(data) != length:
             raise Corrupt(f"pack object {name} is shorter than {offset + length} bytes")
         return data
+
+    def read_into(self, name: str, offset: int, buffer: memoryview) -> int:
+        handle = self._pin(name)
+        try:
+            return read_fully(handle.fd, buffer, offset, name)
+        finally:
+            self._unpin(handle)
 
     def size(self, name: str) -> int | None:
         try:

@@ -28,7 +28,7 @@ from pfsmount.errors import Corrupt
 from pfsmount.store import chunking
 from pfsmount.store.gate import WriteGate
 from pfsmount.store.meta import Meta
-from pfsmount.store.objects import ObjectStore, unreadable
+from pfsmount.store.objects import ObjectStore, read_fully, unreadable
 
 PACK_TARGET = 64 * 1024 * 1024
 CACHE_BYTES = 64 * 1024 * 1024  # decompressed chunks kept: a few per reader; more is RSS
@@ -368,15 +368,31 @@ class PackStore:
             return data
         return self._decode(loc, digest, self._read_stored(loc))
 
-    def read_run(self, run: Sequence[tuple[Location, bytes]]) -> list[bytes | memoryview]:
+    def _read_into(self, loc: Location, buffer: bytearray) -> memoryview:
+        """A chunk's (or run's) stored bytes read into ``buffer``; short if the pack is."""
+        view = memoryview(buffer)[: loc.stored]
+        with self._lock:
+            fd = self._open.get(loc.pack)
+            if fd is not None:
+                return view[: read_fully(fd, view, loc.offset, pack_name(loc.pack))]
+        return view[: self.objects.read_into(pack_name(loc.pack), loc.offset, view)]
+
+    def read_run(self, run: Sequence[tuple[Location, bytes]], buffer: bytearray | None = None
+                 ) -> list[bytes | memoryview]:
         """Chunks that lie back to back in one pack (see ``runs``), read with one call and
-        each checked against its name; the cache is left alone."""
+        each checked against its name; the cache is left alone. With ``buffer`` (at least
+        ``RUN_BYTES``) the bytes are read into it, and raw chunks come back as views of it,
+        valid until it is reused."""
         first = run[0][0]
-        if len(run) == 1:
-            return [self._decode(first, run[0][1], self._read_stored(first))]
         last = run[-1][0]
         span = last.offset + last.stored - first.offset
-        view = memoryview(self._read_stored(first._replace(stored=span)))
+        whole = first._replace(stored=span)
+        if buffer is not None and span <= len(buffer):
+            view = self._read_into(whole, buffer)
+        elif len(run) == 1:
+            return [self._decode(first, run[0][1], self._read_stored(first))]
+        else:
+            view = memoryview(self._read_stored(whole))
         out: list[bytes | memoryview] = []
         for loc, digest in run:
             start = loc.offset - first.offset

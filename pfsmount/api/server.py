@@ -27,7 +27,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Send
 
-from pfsmount.errors import InvalidArgument, PfsError, TooLarge
+from pfsmount.errors import InvalidArgument, PfsError, StoreFull, TooLarge
 from pfsmount.pfs import Counts, Pfs
 from pfsmount.pfs.export import export
 from pfsmount.pfs.files import LocalPath, Source, Stream, Url
@@ -241,7 +241,10 @@ def build_app(
 
     def run(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         def call() -> Any:
-            pfs.journal.flush()  # files the mount staged are visible to every request
+            try:
+                pfs.journal.flush()  # files the mount staged are visible to every request
+            except StoreFull as e:  # they wait for space; reads and deletes go on
+                log.warning("staged files wait: %s", e)
             return fn(*args)
 
         return anyio.to_thread.run_sync(call)

@@ -296,7 +296,11 @@ def mount_service(pfs: Pfs, mountpoint: Path, staging: Path,
             while True:
                 await trio.sleep(FLUSH_INTERVAL)
                 if pfs.journal.pending():
-                    await trio.to_thread.run_sync(ops.flush_journal)
+                    try:
+                        await trio.to_thread.run_sync(ops.flush_journal)
+                    except PfsError as e:  # a full disk: the files stay staged, and served
+                        log.warning("staged files wait: %s", e)
+                        await trio.sleep(1.0)
 
         nursery.start_soon(serve)
         nursery.start_soon(invalidator.run)

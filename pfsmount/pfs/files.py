@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 import lmdb
+import msgspec
 
 from pfsmount.errors import (
+    Corrupt,
     DirectoryNotEmpty,
     InvalidArgument,
     IsADirectory,
@@ -178,11 +180,13 @@ class Files:
         batch: WriteBatch | None = None,
         provenance: builtins.list[str] | None = None,
         description: str = "",
+        base: str | None = None,
     ) -> Commit:
-        """A new finished commit whose tree is exactly ``changes`` over an empty tree.
+        """A new finished commit whose tree is exactly ``changes`` over an empty tree, or over
+        the tree of commit ``base`` of the same repo.
 
         Used for pipeline outputs: the output of a job is the union of its datums' outputs,
-        not an edit of the previous output.
+        not an edit of the previous output (a 1.x job's output is: ``base``).
         """
         self.store.packs.sync()  # everything the commit points at reaches the disk first
         with self.meta.write() as txn:
@@ -191,7 +195,9 @@ class Files:
             commit = self.commits.open_locked(txn, repo, branch, provenance=provenance,
                                               description=description, system=True)
             trees = self.store.trees
-            root, size = trees.apply(txn, trees.empty, changes, time.time_ns())
+            start = trees.empty if base is None else \
+                bytes.fromhex(self.records.commit(txn, base).root)
+            root, size = trees.apply(txn, start, changes, time.time_ns())
             commit.root, commit.size = root.hex(), size
             self.records.put_commit(txn, commit)
             self.commits.finish_locked(txn, commit)
@@ -438,8 +444,11 @@ class Files:
     def open(self, ref_text: str, path: str | None = None) -> tuple[Commit, Entry]:
         """The commit and file entry a reference names; directories are refused."""
         ref = parse_ref(ref_text, path)
-        with self.meta.read() as txn:
-            commit, entry = self._entry(txn, ref)
+        try:
+            with self.meta.read() as txn:
+                commit, entry = self._entry(txn, ref)
+        except (*_DAMAGED, ValueError) as e:  # a record or page that does not decode
+            raise Corrupt(f"cannot read {ref_text}: its metadata is damaged ({e})") from None
         if entry.kind == KIND_DIR:
             raise IsADirectory(f"{ref.path or '/'} is a directory (use -r)")
         return commit, entry
@@ -459,6 +468,8 @@ class Files:
                 yield piece if isinstance(piece, bytes) else bytes(piece)
         except PfsError as e:
             raise _placed(e, where) from None
+        except _DAMAGED as e:
+            raise _placed(Corrupt(f"its metadata is damaged ({e})"), where) from None
 
     def copy_to(self, entry: Entry, fd: int, where: str = "") -> int:
         """Write a file's checked bytes into local ``fd`` (see ``ContentStore.copy_to``)."""
@@ -468,6 +479,8 @@ class Files:
             return self.store.contents.copy_to(entry.ref, fd)
         except PfsError as e:
             raise _placed(e, where) from None
+        except _DAMAGED as e:
+            raise _placed(Corrupt(f"its metadata is damaged ({e})"), where) from None
 
     @staticmethod
     def describe(commit: Commit, path: str) -> str:
@@ -625,6 +638,10 @@ def _every(seconds: float, fn: Callable[[_T], None]) -> Callable[[_T], None]:
             fn(value)
 
     return call
+
+
+# What LMDB and the record decoders raise on damaged metadata: a read turns it into Corrupt.
+_DAMAGED = (lmdb.Error, msgspec.ValidationError, msgspec.DecodeError)
 
 
 def _placed(err: PfsError, where: str) -> PfsError:

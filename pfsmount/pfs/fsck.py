@@ -66,7 +66,13 @@ def check(pfs: Pfs, verify_data: bool = False) -> tuple[FsckReport, Damage]:
     report = FsckReport()
     with pfs.store.meta.read() as txn:
         checker = _Checker(pfs, txn, report)
-        checker.run(verify_data)
+        try:
+            checker.run(verify_data)
+        except (lmdb.Error, msgspec.ValidationError, msgspec.DecodeError) as e:
+            # The database's own structure (or a record the checks rely on) is damaged:
+            # the check cannot go on, and nothing may be repaired from what it saw.
+            report.errors.append(f"the metadata database is damaged, the check stopped: {e}")
+            return report, Damage(set(), set())
     return report, Damage(checker.bad_chunks, checker.bad_contents)
 
 

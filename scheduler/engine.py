@@ -5,12 +5,15 @@ that dies mid-job reruns it on restart). A job splits its inputs into datums, re
 result of every datum an earlier successful job of the same spec already ran, runs the rest
 ``parallelism`` at a time with retries, and writes the union of all datums' outputs as the
 next commit of the pipeline's output repo, whose provenance names the input commits. That
-commit triggers downstream pipelines in turn. A failed job moves nothing.
+commit triggers downstream pipelines in turn. A failed job moves nothing. A spec in the 1.3
+form runs as 1.x jobs instead (``scheduler.legacy``): containers over partitioned views, with
+``/pfs/prev``, building on the previous output.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -39,6 +42,7 @@ from pfsmount.pfs import Commit, Event, Pfs
 from pfsmount.pfs.export import export
 from pfsmount.store import KIND_DIR, KIND_FILE, Entry, WriteBatch
 from pfsmount.store.tree import Change
+from scheduler import legacy
 from scheduler.datums import Datum, DatumFile, datums
 from scheduler.records import TERMINAL, DatumResult, Job, Pipeline, Records
 from scheduler.runners import DockerRunner, SandboxRunner, Task
@@ -49,6 +53,8 @@ LOG_TAIL = 2000  # bytes of a failing datum's log kept in the job
 _T = TypeVar("_T")
 _SKIP, _STOPPED = "skip", "stopped"  # wait_commit outcomes other than a job
 _TRY = re.compile(r"^\[pfsmount\] datum \S+ try \d+ of \d+$", re.M)  # starts a try's log
+# A unit of work's outcome: its outputs (stored, not yet indexed), or its log tail on failure
+_Outcome = tuple[list[tuple[str, Entry]], WriteBatch] | str
 
 
 class Scheduler:
@@ -360,6 +366,8 @@ class Scheduler:
                     output = self.pfs.commits.inspect(job.output)
                     out.append(output)
                     frontier.append(output)
+                elif job.state == "success":
+                    continue  # a 1.x job with nothing to run (runEmpty false): no output
                 else:
                     first, *more = job.error.splitlines() or [""]
                     logs = f" (all of it: `pfsmount logs -p {job.pipeline} --job {job.id}`)"
@@ -403,34 +411,52 @@ class Scheduler:
         shutil.rmtree(self.work / job.id, ignore_errors=True)
 
     def _execute(self, job: Job, spec: Spec, cancel: threading.Event) -> None:
+        if spec.v1 is not None:
+            self._execute_v1(job, spec, cancel)
+            return
         found = datums(self.pfs, spec.input, job.inputs)
-        job.datums = len(found)
+        results = self._run_all(job, spec, [
+            (d.id, functools.partial(self._run_datum, job, spec, d, cancel)) for d in found],
+            cancel)
+        if results is None:
+            return
+        changes = self._union(spec, found, results)
+        provenance = self._provenance(job)
+        commit = self.pfs.files.write_snapshot(spec.name, spec.output_branch, changes,
+                                               provenance=provenance)
+        job.output, job.state = f"{spec.name}@{commit.id}", "success"
+
+    def _run_all(self, job: Job, spec: Spec, units: list[tuple[str, Callable[[], _Outcome]]],
+                 cancel: threading.Event) -> dict[str, list[tuple[str, Entry]]] | None:
+        """Run a job's units of work (datums, or 1.x containers) ``parallelism`` at a time,
+        reusing those an earlier job of the same spec ran: each one's outputs by its id, or
+        None when the job failed or was stopped (its state says which)."""
+        job.datums = len(units)
         results: dict[str, list[tuple[str, Entry]]] = {}
-        todo: list[Datum] = []
+        todo: list[tuple[str, Callable[[], _Outcome]]] = []
         with self.meta.read() as txn:
-            for d in found:
+            for unit_id, run in units:
                 done = None if job.reprocess else self.records.datum(
-                    txn, spec.name, spec.digest, d.id)
+                    txn, spec.name, spec.digest, unit_id)
                 if done is not None:
-                    results[d.id] = done.outputs
+                    results[unit_id] = done.outputs
                     job.skipped += 1
                 else:
-                    todo.append(d)
+                    todo.append((unit_id, run))
         self._save(job)
         failure: str | None = None
         unsaved: list[tuple[str, list[tuple[str, Entry]], WriteBatch]] = []
         last_save = time.monotonic()
         with ThreadPoolExecutor(spec.parallelism) as pool:
-            for d, outcome in zip(todo, pool.map(lambda d: self._run_datum(job, spec, d,
-                                                                            cancel), todo),
-                                  strict=True):
+            for (unit_id, _), outcome in zip(todo, pool.map(lambda u: u[1](), todo),
+                                             strict=True):
                 if isinstance(outcome, str):
                     job.failed += 1
-                    failure = failure or f"datum {d.id} failed after {spec.datum_tries} " \
-                                         f"tries{outcome}"
+                    failure = failure or f"datum {unit_id} failed after " \
+                                         f"{spec.datum_tries} tries{outcome}"
                 else:
-                    results[d.id] = outcome[0]
-                    unsaved.append((d.id, *outcome))
+                    results[unit_id] = outcome[0]
+                    unsaved.append((unit_id, *outcome))
                     job.processed += 1
                 if time.monotonic() - last_save > 0.5:  # progress and results, in batches
                     self._save_results(job, spec, unsaved)
@@ -438,15 +464,102 @@ class Scheduler:
         self._save_results(job, spec, unsaved)
         if cancel.is_set():
             job.state = "killed"
-            return
+            return None
         if failure is not None:
             job.state, job.error = "failure", failure
+            return None
+        return results
+
+    # -- 1.x jobs (scheduler.legacy says what they mean) ---------------------------------------
+
+    def _parent_job(self, job: Job, spec: Spec) -> Job | None:
+        """The job a 1.x job continues: the latest successful one of this pipeline version,
+        if it saw the same commit of every non-incremental input (else the job starts
+        over, as 1.x's ``inputsAreParental``)."""
+        assert spec.v1 is not None
+        if job.reprocess:
+            return None
+        done = [j for j in self.list_jobs(spec.name) if j.state == "success" and j.output
+                and j.version == job.version and j.created < job.created and j.id != job.id]
+        if not done:
+            return None
+        fixed = [f"{i.repo}@{i.branch}" for i in spec.v1.inputs
+                 if i.method.incremental == "NONE"]
+        last = done[0]
+        return last if all(last.inputs.get(k) == job.inputs.get(k) for k in fixed) else None
+
+    def _execute_v1(self, job: Job, spec: Spec, cancel: threading.Event) -> None:
+        assert spec.v1 is not None
+        parent = self._parent_job(job, spec)
+        prev = parent.output.split("@", 1)[1] if parent and parent.output else None
+        plan = legacy.plan(self.pfs, spec.v1, job.inputs, parent.inputs if parent else None,
+                           spec.parallelism, prev)
+        if plan.idle:
+            log.info("job %s of pipeline %s runs nothing: %s", job.id, spec.name, plan.idle)
+            job.state, job.error = "success", f"nothing to run: {plan.idle}"
             return
-        changes = self._union(spec, found, results)
-        provenance = self._provenance(job)
+        results = self._run_all(job, spec, [
+            (s.id, functools.partial(self._run_shard, job, spec, s, prev, cancel))
+            for s in plan.shards], cancel)
+        if results is None:
+            return
+        changes = self._v1_output(spec, prev, [results[s.id] for s in plan.shards])
         commit = self.pfs.files.write_snapshot(spec.name, spec.output_branch, changes,
-                                               provenance=provenance)
+                                               provenance=self._provenance(job), base=prev)
         job.output, job.state = f"{spec.name}@{commit.id}", "success"
+
+    def _v1_output(self, spec: Spec, prev: str | None,
+                   outputs: list[list[tuple[str, Entry]]]) -> dict[str, Change]:
+        """What a 1.x job changes in its previous output ``prev``: each file written is
+        appended to its previous content (with ``overwrite``: replaces it), the writes of
+        several containers to one path concatenated in container order, as 1.x merged them."""
+        assert spec.v1 is not None
+        written: dict[str, list[Entry]] = {}
+        for out in outputs:
+            for path, entry in out:
+                written.setdefault(path, []).append(entry)
+        changes: dict[str, Change] = {}
+        batch = WriteBatch()
+        for path, entries in written.items():
+            if prev is not None and not spec.v1.overwrite:
+                with contextlib.suppress(NotFound):
+                    before = self.pfs.files.inspect(f"{spec.name}@{prev}", path)
+                    if before.type == "file" and before.size:
+                        entries = [legacy.entry_of(before), *entries]
+            files = all(e.kind == KIND_FILE for e in entries)
+            changes[path] = entries[0] if len(entries) == 1 or not files else \
+                self._concat(batch, entries)
+        if batch.contents:
+            with self.meta.write() as txn:
+                self.pfs.store.contents.commit(batch, txn)
+        return changes
+
+    def _run_shard(self, job: Job, spec: Spec, shard: legacy.Shard, prev: str | None,
+                   cancel: threading.Event) -> _Outcome:
+        """Run one 1.x container: its views at /pfs/<input>, the previous output at
+        /pfs/prev (read-only, when there is one)."""
+        if cancel.is_set():
+            return "job stopped"
+        scratch = self.work / job.id / shard.id
+        image = spec.transform.image
+        binds: list[tuple[Path, str]] = []
+        env = {"PACH_OUTPUT_COMMIT_ID": "", **({"PACH_PREV_COMMIT_ID": prev} if prev else {})}
+        for n, v in enumerate(shard.views):
+            inside = f"/pfs/{v.input.name}"
+            if v.whole:  # the commit as it is: bound like a 2.x input
+                binds.append(self._source(DatumFile(v.input.name, v.input.repo, v.commit,
+                                                    "/", "", "dir"), scratch, image, inside))
+            else:
+                target = scratch / "v1" / str(n)
+                shutil.rmtree(target, ignore_errors=True)
+                legacy.write_view(self.pfs, v, target)
+                binds.append((target, inside))
+            env[v.input.name] = inside
+            env[f"PACH_{re.sub(r'[^A-Z0-9]', '_', v.input.name.upper())}_COMMIT_ID"] = v.commit
+        if prev is not None:
+            binds.append(self._source(DatumFile("prev", spec.name, prev, "/", "", "dir"),
+                                      scratch, image, "/pfs/prev"))
+        return self._attempts(job, spec, shard.id, binds, env, cancel)
 
     def _provenance(self, job: Job) -> list[str]:
         out: dict[str, None] = {}
@@ -528,28 +641,36 @@ class Scheduler:
             self._changed.notify_all()
 
     def _run_datum(self, job: Job, spec: Spec, d: Datum, cancel: threading.Event
-                   ) -> tuple[list[tuple[str, Entry]], WriteBatch] | str:
+                   ) -> _Outcome:
         """Run one datum with retries: its outputs (stored, not yet indexed), or its log
         tail when every try failed."""
         if cancel.is_set():  # a stopped job drains its queue without starting anything
             return "job stopped"
         scratch = self.work / job.id / d.id
-        logfile = self.logs / spec.name / job.id / f"{d.id}.log"
-        logfile.parent.mkdir(parents=True, exist_ok=True)
         binds = []
-        env = {**spec.transform.env, "PACH_JOB_ID": job.id, "PACH_DATUM_ID": d.id,
-               "PPS_PIPELINE_NAME": spec.name, "PFS_OUT": "/pfs/out"}
+        env = {}
         for f in d.files:
             inside = f"/pfs/{f.input}{f.path if f.path != '/' else ''}"
             binds.append(self._source(f, scratch, spec.transform.image, inside))
             env[f.input] = inside
+        return self._attempts(job, spec, d.id, binds, env, cancel)
+
+    def _attempts(self, job: Job, spec: Spec, unit_id: str, binds: list[tuple[Path, str]],
+                  env: dict[str, str], cancel: threading.Event) -> _Outcome:
+        """Run a unit of work (a datum, or a 1.x container) up to ``datum_tries`` times."""
+        scratch = self.work / job.id / unit_id
+        logfile = self.logs / spec.name / job.id / f"{unit_id}.log"
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        env = {**spec.transform.env, "PACH_JOB_ID": job.id, "PACH_DATUM_ID": unit_id,
+               "PPS_PIPELINE_NAME": spec.name, "PFS_OUT": "/pfs/out", **env}
         runner = self.docker if spec.transform.image else self.sandbox
         for attempt in range(1, spec.datum_tries + 1):
             out = scratch / "out"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             with open(logfile, "a") as log_out:
-                log_out.write(f"[pfsmount] datum {d.id} try {attempt} of {spec.datum_tries}\n")
+                log_out.write(f"[pfsmount] datum {unit_id} try {attempt} of "
+                              f"{spec.datum_tries}\n")
             task = Task(cmd=spec.transform.cmd, stdin="\n".join(spec.transform.stdin) + "\n",
                         env=env, binds=binds, out=out, log=logfile,
                         working_dir=spec.transform.working_dir, timeout=spec.datum_timeout,

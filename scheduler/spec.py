@@ -1,18 +1,22 @@
 """Pipeline specs: Pachyderm's JSON or YAML (1.x and 2.x forms) read into one checked shape.
 
 Accepts several specs per file (JSON objects back to back, or YAML documents), field names in
-snake_case or camelCase, ``atom`` for ``pfs``, and the 1.3 ``inputs`` list (each input glob
-``/*``, or ``/`` for ``method: reduce``; several inputs are crossed). A wrong spec is refused
-with one line naming the field. Checks that need the store (unknown repos, cycles) are the
-scheduler's; nothing here touches storage.
+snake_case or camelCase, ``atom`` for ``pfs``, and both 1.x ``inputs`` lists: the 1.3 form
+(``repo.name`` with a ``method``, or none: ``map``) keeps 1.x meaning (``Spec.v1``: methods,
+``/pfs/prev``, ``overwrite``, ``runEmpty``; see ``scheduler.legacy``), the 1.4 form (each input
+with a ``glob``) is read as glob datums whose colliding outputs are concatenated. A field
+pfsmount does not implement, or a 1.x field in a spec of another form, is refused: a wrong
+spec is refused with one line naming the field. Checks that need the store (unknown repos,
+cycles) are the scheduler's; nothing here touches storage.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import yaml
@@ -52,6 +56,32 @@ class Transform(msgspec.Struct, kw_only=True, frozen=True):
     accept_return_code: list[int] = []
 
 
+Partition = Literal["BLOCK", "FILE", "REPO"]
+Incremental = Literal["NONE", "DIFF", "FULL"]
+
+
+class Method(msgspec.Struct, kw_only=True, frozen=True):
+    """A 1.x input method: how its data splits across containers, and what each job sees."""
+
+    partition: Partition = "BLOCK"
+    incremental: Incremental = "DIFF"
+
+
+class V1Input(msgspec.Struct, kw_only=True, frozen=True):
+    name: str
+    repo: str
+    branch: str
+    method: Method
+    run_empty: bool = False
+
+
+class V1(msgspec.Struct, kw_only=True, frozen=True):
+    """What a 1.3-form spec means besides its inputs' leaves: 1.x jobs, not datums."""
+
+    inputs: list[V1Input]  # in the order of the spec (and of ``Spec.input.leaves()``)
+    overwrite: bool = False
+
+
 class Spec(msgspec.Struct, kw_only=True, frozen=True):
     name: str
     transform: Transform
@@ -62,13 +92,17 @@ class Spec(msgspec.Struct, kw_only=True, frozen=True):
     datum_timeout: float | None = None
     output_branch: str = "master"
     legacy: bool = False  # a 1.x spec: colliding outputs are concatenated, as 1.x did
+    v1: V1 | None = None  # a 1.3-form spec: run as 1.x jobs (scheduler.legacy)
 
     @property
     def digest(self) -> str:
         """What a datum's result depends on besides its inputs."""
         t = self.transform
-        blob = json.dumps([t.cmd, t.stdin, t.image, sorted(t.env.items()), t.working_dir,
-                           t.accept_return_code, self.legacy], sort_keys=True)
+        parts: list[Any] = [t.cmd, t.stdin, t.image, sorted(t.env.items()), t.working_dir,
+                            t.accept_return_code, self.legacy]
+        if self.v1 is not None:
+            parts.append(msgspec.to_builtins(self.v1))
+        blob = json.dumps(parts, sort_keys=True)
         return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
@@ -127,49 +161,62 @@ def parse_specs(text: str) -> list[Spec]:
 _Name = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-class _RawPipeline(msgspec.Struct):
+class _RawPipeline(msgspec.Struct, forbid_unknown_fields=True):
     name: _Name
 
 
-class _RawTransform(msgspec.Struct):
+class _RawTransform(msgspec.Struct, forbid_unknown_fields=True):
     cmd: Annotated[list[str], msgspec.Meta(min_length=1)]
     stdin: list[str] = []
     image: str = ""
     env: dict[str, str | int | float | bool] = {}
     working_dir: str = ""
     accept_return_code: list[int] = []
+    overwrite: bool | None = None  # 1.3 only
 
 
-class _RawPfs(msgspec.Struct):
+class _RawPfs(msgspec.Struct, forbid_unknown_fields=True):
     repo: _Name
     branch: _Name = "master"
     glob: str = "/*"
     name: str = ""
 
 
-class _RawRepo(msgspec.Struct):
+class _RawRepo(msgspec.Struct, forbid_unknown_fields=True):
     name: _Name
 
 
-class _RawLegacyInput(msgspec.Struct):
+class _RawMethod(msgspec.Struct, forbid_unknown_fields=True):
+    partition: str = "BLOCK"
+    incremental: str | bool = "NONE"  # 1.3's default; 1.2 wrote a boolean
+
+
+class _RawLegacyInput(msgspec.Struct, forbid_unknown_fields=True):
     repo: _RawRepo
     branch: _Name = "master"
-    glob: str | None = None
+    glob: str | None = None  # 1.4
     name: str = ""
-    method: str | dict[str, Any] | None = None
+    method: str | _RawMethod | None = None  # 1.3
+    run_empty: bool | None = None  # 1.3
 
 
-class _RawParallelism(msgspec.Struct):
-    constant: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+_Workers = Annotated[int, msgspec.Meta(ge=1, le=1024)]
 
 
-class _RawSpec(msgspec.Struct):
+class _RawParallelism(msgspec.Struct, forbid_unknown_fields=True):
+    strategy: str | None = None
+    constant: _Workers | None = None
+    coefficient: Annotated[float, msgspec.Meta(gt=0, le=1024)] | None = None
+
+
+class _RawSpec(msgspec.Struct, forbid_unknown_fields=True):
     pipeline: _RawPipeline
     transform: _RawTransform
     input: dict[str, Any] | None = None
     inputs: Annotated[list[_RawLegacyInput], msgspec.Meta(min_length=1)] | None = None
     description: str = ""
     parallelism_spec: _RawParallelism | None = None
+    parallelism: _Workers | None = None  # 1.3's top-level form
     datum_tries: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
     datum_timeout: str | float | None = None
     output_branch: _Name = "master"
@@ -185,6 +232,10 @@ def _typed(raw: Any, kind: type[_T], where: str) -> _T:
     except msgspec.ValidationError as e:
         text, _, at = str(e).partition(" - at `$")
         at = (where + at.rstrip("`").lstrip(".")).rstrip(".")
+        unknown = re.fullmatch(r"Object contains unknown field `(.+)`", text)
+        if unknown:
+            field = f"{at}.{unknown[1]}" if at else unknown[1]
+            raise InvalidArgument(f"spec field {field} is not supported by pfsmount") from None
         missing = re.fullmatch(r"Object missing required field `(.+)`", text)
         if missing:
             field = f"{at}.{missing[1]}" if at else missing[1]
@@ -235,16 +286,97 @@ def _input(raw: Any, where: str, depth: int = 0) -> Input:
                           "(use pfs, atom, cross or union)")
 
 
-def _legacy_inputs(raw: list[_RawLegacyInput]) -> Input:
-    """The 1.3 form: ``inputs: [{repo: {name}, glob|method}]``, several crossed."""
-    leaves = []
+_METHODS: dict[str, Method] = {  # 1.3's aliases
+    "map": Method(partition="BLOCK", incremental="DIFF"),
+    "reduce": Method(partition="FILE", incremental="NONE"),
+    "global": Method(partition="REPO", incremental="NONE"),
+}
+_INCREMENTAL: dict[str, Incremental] = {"NONE": "NONE", "DIFF": "DIFF", "FULL": "FULL",
+                                        "FILE": "FULL"}  # the docs' "FILE" is the proto's FULL
+
+
+def _method(raw: str | _RawMethod | None, where: str) -> Method:
+    """A 1.3 ``method``: an alias, or ``{partition, incremental}``; none is ``map``."""
+    if raw is None:
+        return _METHODS["map"]
+    if isinstance(raw, str):
+        if raw.lower() not in _METHODS:
+            raise InvalidArgument(f"spec field {where}method {raw!r} must be map, reduce, "
+                                  "global or {partition, incremental}")
+        return _METHODS[raw.lower()]
+    partition = raw.partition.upper()
+    if partition not in ("BLOCK", "FILE", "REPO"):
+        raise InvalidArgument(f"spec field {where}method.partition {raw.partition!r} must be "
+                              "BLOCK, FILE or REPO")
+    if isinstance(raw.incremental, bool):
+        incremental: Incremental = "DIFF" if raw.incremental else "NONE"
+    elif raw.incremental.upper() in _INCREMENTAL:
+        incremental = _INCREMENTAL[raw.incremental.upper()]
+    else:
+        raise InvalidArgument(f"spec field {where}method.incremental {raw.incremental!r} must "
+                              "be NONE, DIFF or FULL (FILE)")
+    return Method(partition=partition, incremental=incremental)  # type: ignore[arg-type]
+
+
+def _legacy_inputs(raw: list[_RawLegacyInput]) -> tuple[Input, V1 | None]:
+    """Both 1.x ``inputs`` lists, several inputs crossed: with a ``glob`` on any input, the
+    1.4 form (glob datums, ``v1`` is None); without, the 1.3 form (``method``s). One spec
+    never mixes them: it would have no meaning any Pachyderm gave it."""
+    globbed = [i for i, item in enumerate(raw) if item.glob is not None]
+    leaves, v1 = [], []
     for i, item in enumerate(raw):
-        method = item.method
-        default = "/" if method == "reduce" or (isinstance(method, dict) and
-                                                method.get("partition_unit") == "repo") else "/*"
-        leaves.append(_leaf(item.repo.name, item.branch, item.glob or default, item.name,
-                            f"inputs[{i}]."))
-    return leaves[0] if len(leaves) == 1 else Input(cross=leaves)
+        where = f"inputs[{i}]."
+        if globbed and (item.method is not None or item.run_empty is not None):
+            field = "method" if item.method is not None else "runEmpty"
+            raise InvalidArgument(f"spec field {where}{field} is 1.3's and inputs[{globbed[0]}]"
+                                  ".glob is 1.4's: use one form")
+        if globbed and item.glob is None:
+            raise InvalidArgument(f"spec field {where}glob is missing (the 1.4 form: every "
+                                  "input has a glob)")
+        method = _method(item.method, where)
+        glob = item.glob if item.glob is not None else \
+            "/*" if method.partition == "BLOCK" else "/"
+        leaf = _leaf(item.repo.name, item.branch, glob, item.name, where)
+        assert leaf.pfs is not None
+        leaves.append(leaf)
+        v1.append(V1Input(name=leaf.pfs.name, repo=leaf.pfs.repo, branch=leaf.pfs.branch,
+                          method=method, run_empty=bool(item.run_empty)))
+    inp = leaves[0] if len(leaves) == 1 else Input(cross=leaves)
+    return inp, (None if globbed else V1(inputs=v1))
+
+
+# Workers per node for ``parallelism_spec.coefficient``: this machine is the one node.
+NODES = 1
+
+
+def _parallelism(spec: _RawSpec) -> int:
+    """Containers (workers) a job may use: ``parallelism`` (1.3), or ``parallelism_spec``
+    with ``constant`` or ``coefficient`` (times the nodes, at least 1), as ``strategy`` says
+    when given."""
+    ps = spec.parallelism_spec
+    if spec.parallelism is not None:
+        if ps is not None:
+            raise InvalidArgument("spec fields parallelism and parallelism_spec both set the "
+                                  "workers: give one")
+        return spec.parallelism
+    if ps is None:
+        return 1
+    strategy = (ps.strategy or "").upper()
+    if strategy not in ("", "CONSTANT", "COEFFICIENT"):
+        raise InvalidArgument(f"spec field parallelism_spec.strategy {ps.strategy!r} must be "
+                              "CONSTANT or COEFFICIENT")
+    if ps.constant is not None and ps.coefficient is not None:
+        raise InvalidArgument("spec fields parallelism_spec.constant and .coefficient: "
+                              "give one")
+    if strategy == "COEFFICIENT" or (not strategy and ps.coefficient is not None):
+        if ps.coefficient is None:
+            raise InvalidArgument("spec field parallelism_spec.coefficient is missing "
+                                  "(strategy COEFFICIENT)")
+        return max(1, math.floor(ps.coefficient * NODES))
+    if ps.coefficient is not None:
+        raise InvalidArgument("spec field parallelism_spec.coefficient does not go with "
+                              "strategy CONSTANT")
+    return ps.constant if ps.constant is not None else 1
 
 
 def _without_nulls(value: Any) -> Any:
@@ -270,8 +402,11 @@ def parse_spec(raw: Any) -> Spec:
         env={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in t.env.items()},
         working_dir=t.working_dir, accept_return_code=t.accept_return_code)
     legacy = spec.inputs is not None and spec.input is None
-    if spec.inputs is not None and spec.input is None:
-        inp = _legacy_inputs(spec.inputs)
+    v1: V1 | None = None
+    if spec.inputs is not None and spec.input is not None:
+        raise InvalidArgument("spec fields input and inputs are both set: give one")
+    if spec.inputs is not None:
+        inp, v1 = _legacy_inputs(spec.inputs)
     elif spec.input is not None:
         inp = _input(spec.input, "input.")
     else:
@@ -283,6 +418,11 @@ def parse_spec(raw: Any) -> Spec:
         raise InvalidArgument(f"spec input repo {name} is the pipeline's own output")
     if "out" in names:
         raise InvalidArgument("spec input name 'out' is reserved for /pfs/out")
+    if v1 is not None and "prev" in names:
+        raise InvalidArgument("spec input name 'prev' is reserved for /pfs/prev in a 1.3 spec")
+    if t.overwrite is not None and v1 is None:
+        raise InvalidArgument("spec field transform.overwrite has a meaning only in the 1.3 "
+                              "form (an inputs list with method): this spec is not in it")
     check_name("branch", spec.output_branch)
     timeout = spec.datum_timeout
     return Spec(
@@ -290,11 +430,12 @@ def parse_spec(raw: Any) -> Spec:
         transform=transform,
         input=inp,
         description=spec.description,
-        parallelism=spec.parallelism_spec.constant if spec.parallelism_spec else 1,
+        parallelism=_parallelism(spec),
         datum_tries=spec.datum_tries,
         datum_timeout=_duration(timeout) if timeout is not None else None,
         output_branch=spec.output_branch,
         legacy=legacy,
+        v1=None if v1 is None else V1(inputs=v1.inputs, overwrite=bool(t.overwrite)),
     )
 
 
@@ -309,4 +450,5 @@ def _duration(value: str | float) -> float:
     return seconds
 
 
-__all__ = ["Input", "PfsInput", "Spec", "Transform", "normalize_path", "parse_specs"]
+__all__ = ["V1", "Input", "Method", "PfsInput", "Spec", "Transform", "V1Input", "normalize_path",
+           "parse_specs"]

@@ -193,6 +193,7 @@ def test_1x_spec_concatenates_colliding_outputs(pfsd: Pfsd) -> None:
     pfsd.create({
         "pipeline": {"name": "cat1"},
         "transform": {"cmd": ["sh"], "stdin": ["cat /pfs/cat_in/* > /pfs/out/total"]},
+        "parallelism": 3,  # 1.x: three containers, each with one file's block
         "inputs": [{"repo": {"name": "cat_in"}, "method": "map"}],
     })
     pfsd.wait("cat_in@master")

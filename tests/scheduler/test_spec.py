@@ -152,14 +152,14 @@ inputs:
         "pipeline": {"name": "join"}, "transform": {"cmd": ["sh"]},
         "inputs": [{"repo": {"name": "left"}, "method": "map"},
                    {"repo": {"name": "right"}, "method": "reduce"},
-                   {"repo": {"name": "third"}, "glob": "/*/*"}],
+                   {"repo": {"name": "third"}, "method": "global"}],
     }))[0]
     assert crossed.input == Input(cross=[
         Input(pfs=PfsInput(repo="left", glob="/*", name="left")),
         Input(pfs=PfsInput(repo="right", glob="/", name="right")),
-        Input(pfs=PfsInput(repo="third", glob="/*/*", name="third")),
+        Input(pfs=PfsInput(repo="third", glob="/", name="third")),
     ])
-    assert crossed.legacy
+    assert crossed.legacy and crossed.v1 is not None
 
 
 def test_union_and_cross_nest() -> None:

@@ -9,6 +9,10 @@ Baselines: ``cp SRC DST`` (into the disk) and ``cp DST BACK`` (back out), each c
 information also ``cp && sync DST``, since a pfsmount put fsyncs its pack before it
 commits, and the CLI's own cost (``pfsmount status`` from a cold cache). Reported as
 throughput (MB/s, 10^6 bytes) and ratio to cp. Target: >= 0.5x of cp both ways.
+
+A get checks every chunk against its BLAKE3 name before writing it (worker threads read and
+hash runs of chunks ahead of the writes), so the get rows include that cost: cp copies
+without looking.
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install 
 echo "==> apt packages"
 pkgs=(fuse3 libfuse3-dev pkg-config gcc bubblewrap docker.io busybox-static git rsync sqlite3 curl psmisc)
 # R and pandas for the host's own programs: pipelines without an image run them in the
-# sandbox (examples/fruit_stand: Rscript, /usr/bin/python3 with Debian's pandas).
-pkgs+=(r-base-core python3-pandas)
+# sandbox (examples/fruit_stand: Rscript, /usr/bin/python3 with Debian's pandas);
+# debootstrap for the example Docker image (images.sh).
+pkgs+=(r-base-core python3-pandas debootstrap)
 # Python headers: only when the python3 we build against lacks Python.h (pyenv ships its own).
 inc=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 [ -f "$inc/Python.h" ] || pkgs+=(python3-dev)

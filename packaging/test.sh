@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # packaging/test.sh — owns "the one test command": installs what is needed (install.sh,
-# dockerd.sh; both cheap when already done), then runs ruff, mypy and pytest from the venv.
+# dockerd.sh, images.sh; all cheap when already done), then runs ruff, mypy and pytest from
+# the venv.
 # Extra arguments go to pytest, e.g. `bash packaging/test.sh tests/test_repo.py -k commit`.
 # CI (CI=true) runs exactly this through .ci/run.
 set -euo pipefail
@@ -11,6 +12,7 @@ cd "$REPO"
 
 bash packaging/install.sh
 bash packaging/dockerd.sh
+bash packaging/images.sh
 export PATH="$VENV/bin:$PATH"
 
 echo "==> ruff"

@@ -12,7 +12,8 @@ cd "$REPO"
 
 bash packaging/install.sh
 bash packaging/dockerd.sh
-bash packaging/images.sh
+# Without it (no mirror reachable) only tests/e2e/test_images.py fails (under CI) or skips.
+bash packaging/images.sh || echo "test.sh: images.sh failed; test_images cannot run" >&2
 export PATH="$VENV/bin:$PATH"
 
 echo "==> ruff"

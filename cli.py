@@ -804,8 +804,8 @@ def show_job(j: Job, as_json: bool) -> None:
         return print_json(j)
     show_jobs([j], False)
     say("inputs: " + ", ".join(f"{k.split('@')[0]}@{v}" for k, v in j.inputs.items()))
-    if j.error:
-        say(f"error: {j.error}")
+    if j.error:  # a successful 1.x job that ran nothing says why here
+        say(f"{'note' if j.state == 'success' else 'error'}: {j.error}")
 
 
 @main.group()

@@ -105,6 +105,8 @@ def test_map_then_incremental_sum_over_two_appends(pfsd: Pfsd) -> None:
     job = pfsd.quick_job("v1filter")
     assert (job["state"], job["output"], job["datums"]) == ("success", None, 0), job
     assert "runEmpty" in job["error"]
+    shown = pfsd.ok("job", "inspect", job["id"])
+    assert "note: nothing to run" in shown and "error:" not in shown, shown
     assert pfsd.head("v1filter") == out["v1filter"]
 
 

@@ -303,7 +303,7 @@ class Client:
                     for piece in response.iter_bytes():
                         got += len(piece)
                         yield piece
-                except http.client.IncompleteRead:
+                except (http.client.IncompleteRead, ConnectionResetError):  # broken off
                     pass
                 if got == length:
                     return

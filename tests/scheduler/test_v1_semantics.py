@@ -172,6 +172,62 @@ def test_prev_in_a_docker_container(pfsd: Pfsd, docker_ready: None) -> None:
     assert pfsd.tree("v1dksum") == {"jobs": b"2\n", "seen": b"1\n", "total": b"12\n"}
 
 
+def test_incremental_input_crossed_with_a_reduce_one(pfsd: Pfsd) -> None:
+    """The docs' "Multiple Inputs" example: foo is incremental (FILE + DIFF), bar is a
+    reduce; only the input that changed since the last job shows its diff."""
+    pfsd.repos("v1foo", "v1bar")
+    seen = ("echo \"foo: $(ls /pfs/v1foo | tr '\\n' ' ')bar: $(ls /pfs/v1bar | tr '\\n' ' ')\" "
+            "> /pfs/out/seen")
+    pfsd.create(v1("v1cross", seen, [
+        {"repo": {"name": "v1foo"}, "method": {"partition": "FILE", "incremental": "DIFF"}},
+        {"repo": {"name": "v1bar"}, "method": "reduce"}], transform={"overwrite": True}))
+    pfsd.put("v1foo", {"file-1": "1\n"})
+    assert pfsd.wait("v1foo@master") == {}  # no data in bar yet: no job runs
+    pfsd.put("v1bar", {"file-a": "a\n"})
+    pfsd.wait("v1bar@master")
+    assert pfsd.get("v1cross@master:/seen") == b"foo: file-1 bar: file-a \n"
+    pfsd.put("v1foo", {"file-2": "2\n"})
+    pfsd.wait("v1foo@master")
+    assert pfsd.get("v1cross@master:/seen") == b"foo: file-2 bar: file-a \n"
+    pfsd.put("v1bar", {"file-b": "b\n"})
+    pfsd.wait("v1bar@master")
+    assert pfsd.get("v1cross@master:/seen") == b"foo: file-1 file-2 bar: file-a file-b \n"
+
+
+def test_full_incrementality_shows_changed_top_level_objects_whole(pfsd: Pfsd) -> None:
+    """FULL ("FILE" in the docs): a change anywhere in a top-level directory shows all of
+    it; the others are not shown."""
+    pfsd.repos("v1states")
+    pfsd.put("v1states", {"CA/v1": "1\n", "CA/v2": "2\n", "CO/v3": "3\n"})
+    pfsd.create(v1("v1vendors", "cd /pfs/v1states && find . -type f | sort > /pfs/out/seen",
+                   [{"repo": {"name": "v1states"},
+                     "method": {"partition": "FILE", "incremental": "FULL"}}],
+                   transform={"overwrite": True}))
+    pfsd.wait("v1states@master")
+    assert pfsd.get("v1vendors@master:/seen") == b"./CA/v1\n./CA/v2\n./CO/v3\n"
+    pfsd.put("v1states", {"CA/v2": "2\n22\n"})
+    pfsd.wait("v1states@master")
+    assert pfsd.get("v1vendors@master:/seen") == b"./CA/v1\n./CA/v2\n"
+
+
+def test_map_splits_a_big_file_into_line_blocks_across_containers(pfsd: Pfsd) -> None:
+    """BLOCK partition: a 20 MiB file is three blocks of whole lines (at most 8 MiB), one
+    per container with parallelism 3; a container's lines never split."""
+    pfsd.repos("v1big")
+    line = b"x" * 99 + b"\n"
+    data = line * (20 * 1024 * 1024 // len(line))
+    pfsd.put("v1big", {"big": data})
+    pfsd.create(v1("v1blocks", "wc -c < /pfs/v1big/big > /pfs/out/bytes; "
+                               "tail -c 1 /pfs/v1big/big | od -An -c | tr -d ' ' > /pfs/out/last",
+                   [{"repo": {"name": "v1big"}, "method": "map"}], parallelism=3))
+    pfsd.wait("v1big@master")
+    assert pfsd.quick_job("v1blocks")["datums"] == 3
+    sizes = [int(x) for x in pfsd.get("v1blocks@master:/bytes").split()]
+    assert sum(sizes) == len(data) and max(sizes) <= 8 << 20 and len(sizes) == 3, sizes
+    assert all(size % len(line) == 0 for size in sizes), sizes
+    assert pfsd.get("v1blocks@master:/last") == b"\\n\n" * 3
+
+
 @pytest.mark.parametrize(("spec", "field"), [
     (v1("v1bad", "true", [{"repo": {"name": "v1data"}}],
         transform={"secrets": [{"name": "s", "mountPath": "/s"}]}), "transform.secrets"),

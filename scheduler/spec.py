@@ -188,7 +188,8 @@ class _RawRepo(msgspec.Struct, forbid_unknown_fields=True):
 
 class _RawMethod(msgspec.Struct, forbid_unknown_fields=True):
     partition: str = "BLOCK"
-    incremental: str | bool = "NONE"  # 1.3's default; 1.2 wrote a boolean
+    incremental: str | bool | None = None  # NONE by default; 1.2 wrote a boolean
+    incrementality: bool | None = None  # 1.1's docs' spelling of the boolean
 
 
 class _RawLegacyInput(msgspec.Struct, forbid_unknown_fields=True):
@@ -289,6 +290,7 @@ def _input(raw: Any, where: str, depth: int = 0) -> Input:
 _METHODS: dict[str, Method] = {  # 1.3's aliases
     "map": Method(partition="BLOCK", incremental="DIFF"),
     "reduce": Method(partition="FILE", incremental="NONE"),
+    "incremental_reduce": Method(partition="FILE", incremental="DIFF"),
     "global": Method(partition="REPO", incremental="NONE"),
 }
 _INCREMENTAL: dict[str, Incremental] = {"NONE": "NONE", "DIFF": "DIFF", "FULL": "FULL",
@@ -302,18 +304,24 @@ def _method(raw: str | _RawMethod | None, where: str) -> Method:
     if isinstance(raw, str):
         if raw.lower() not in _METHODS:
             raise InvalidArgument(f"spec field {where}method {raw!r} must be map, reduce, "
-                                  "global or {partition, incremental}")
+                                  "incremental_reduce, global or {partition, incremental}")
         return _METHODS[raw.lower()]
     partition = raw.partition.upper()
     if partition not in ("BLOCK", "FILE", "REPO"):
         raise InvalidArgument(f"spec field {where}method.partition {raw.partition!r} must be "
                               "BLOCK, FILE or REPO")
-    if isinstance(raw.incremental, bool):
-        incremental: Incremental = "DIFF" if raw.incremental else "NONE"
-    elif raw.incremental.upper() in _INCREMENTAL:
-        incremental = _INCREMENTAL[raw.incremental.upper()]
+    given = raw.incremental if raw.incrementality is None else raw.incrementality
+    if raw.incremental is not None and raw.incrementality is not None:
+        raise InvalidArgument(f"spec fields {where}method.incremental and .incrementality: "
+                              "give one")
+    if given is None:
+        incremental: Incremental = "NONE"
+    elif isinstance(given, bool):
+        incremental = "DIFF" if given else "NONE"
+    elif given.upper() in _INCREMENTAL:
+        incremental = _INCREMENTAL[given.upper()]
     else:
-        raise InvalidArgument(f"spec field {where}method.incremental {raw.incremental!r} must "
+        raise InvalidArgument(f"spec field {where}method.incremental {given!r} must "
                               "be NONE, DIFF or FULL (FILE)")
     return Method(partition=partition, incremental=incremental)  # type: ignore[arg-type]
 

@@ -264,6 +264,9 @@ def test_methods_and_parallelism_read_as_1x_wrote_them() -> None:
     assert method({"partition": "REPO", "incremental": "FULL"}) == ("REPO", "FULL")
     assert method({"partition": "BLOCK", "incremental": True}) == ("BLOCK", "DIFF")
     assert method({"partition": "FILE", "incremental": False}) == ("FILE", "NONE")
+    assert method({"partition": "file", "incrementality": True}) == ("FILE", "DIFF")
+    assert method({"partition": "FILE"}) == ("FILE", "NONE")  # the proto's default
+    assert method("incremental_reduce") == ("FILE", "DIFF")
     assert spec_of(parallelism=4).parallelism == 4
     assert spec_of(parallelism_spec={"strategy": "COEFFICIENT", "coefficient": 2.5}
                    ).parallelism == 2

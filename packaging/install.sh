@@ -24,6 +24,8 @@ pkgs=(fuse3 libfuse3-dev pkg-config gcc bubblewrap docker.io busybox-static git 
 # sandbox (examples/fruit_stand: Rscript, /usr/bin/python3 with Debian's pandas);
 # debootstrap for the example Docker image (images.sh).
 pkgs+=(r-base-core python3-pandas debootstrap)
+# mkfs.ext4 for the full-disk tests (a 200 MB loop filesystem as the store root).
+pkgs+=(e2fsprogs)
 # Python headers: only when the python3 we build against lacks Python.h (pyenv ships its own).
 inc=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 [ -f "$inc/Python.h" ] || pkgs+=(python3-dev)

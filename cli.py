@@ -554,13 +554,17 @@ def commit_squash(ctx: click.Context, ref: str) -> None:
 @click.pass_context
 def commit_wait(ctx: click.Context, ref: str, timeout: float | None, as_json: bool) -> None:
     """Wait until a commit and everything downstream of it is finished."""
+    show_commits(downstream(ctx, ref, timeout), as_json)
+
+
+def downstream(ctx: click.Context, ref: str, timeout: float | None) -> list[Commit]:
     c = client(ctx)
     commit = c.inspect_commit(ref)
     if commit.finished is None:  # as `pachctl wait commit` does, wait for it, but say so
         sys.stderr.write(f"commit {commit.repo}@{commit.id} is open: waiting until it is "
                          f"finished (`pfsmount commit finish {commit.repo}@{commit.branch}`)\n")
         sys.stderr.flush()
-    show_commits(c.wait_commit(ref, timeout), as_json)
+    return c.wait_commit(ref, timeout)
 
 
 # -- file ------------------------------------------------------------------------------------
@@ -673,18 +677,62 @@ def _ref(repo_name: str, at: str, path: str = "") -> str:
     return f"{repo_name}@{at}" + (f":/{path.lstrip('/')}" if path else "")
 
 
+class V1Ids:
+    """Commits named as 1.x printed them, ``repo/branch/N`` (the N-th commit of the branch's
+    history, from 0), which every command takes back; a commit on no branch's history keeps
+    its id (``repo/<id>``, taken back as well). Reads each repo's branches once."""
+
+    def __init__(self, c: Client) -> None:
+        self.c = c
+        self.repos: dict[str, dict[str, str]] = {}
+
+    def of(self, repo_name: str, commit_id: str) -> str:
+        """``branch/N`` (or the id) of a commit, without its repo."""
+        if repo_name not in self.repos:
+            own: dict[str, str] = {}
+            other: dict[str, str] = {}
+            try:
+                for b in self.c.list_branches(repo_name):
+                    chain = reversed(self.c.list_commits(repo_name, b.name))
+                    for n, x in enumerate(chain):
+                        (own if x.branch == b.name else other).setdefault(x.id, f"{b.name}/{n}")
+            except PfsError:  # deleted meanwhile: ids it is
+                pass
+            self.repos[repo_name] = {**other, **own}
+        return self.repos[repo_name].get(commit_id, commit_id)
+
+    def __call__(self, repo_name: str, commit_id: str) -> str:
+        return f"{repo_name}/{self.of(repo_name, commit_id)}"
+
+
+def show_v1_commits(c: Client, commits: list[Commit], as_json: bool) -> None:
+    """Commits as 1.x's ``list-commit`` and ``flush-commit`` printed them."""
+    if as_json:
+        return print_json(commits)
+    ids = V1Ids(c)
+    table(["BRANCH", "REPO/ID", "PARENT", "STARTED", "FINISHED", "SIZE"],
+          [(x.branch, ids(x.repo, x.id), ids.of(x.repo, x.parent) if x.parent else "<none>",
+            humanize.ago(x.started), humanize.ago(x.finished) if x.finished else "open",
+            humanize.size(x.size)) for x in commits])
+
+
 @main.command("put-file")
 @click.argument("repo_name", metavar="REPO")
 @click.argument("branch_name", metavar="BRANCH")
 @click.argument("path", required=False, default="")
 @click.option("-c", "--commit", "_commit", is_flag=True, help="Accepted for 1.x; puts commit.")
-@click.option("-f", "--file", "source", required=True, help="Local file or dir, URL, or -.")
+@click.option("-f", "--file", "source", default="-",
+              help="Local file or dir, URL, or - [default: - (stdin), as in 1.x].")
 @click.option("-r", "--recursive", is_flag=True)
 @click.option("-o", "--overwrite", is_flag=True, help="Replace instead of appending.")
 @click.pass_context
 def put_file(ctx: click.Context, repo_name: str, branch_name: str, path: str, _commit: bool,
              source: str, recursive: bool, overwrite: bool) -> None:
-    """1.x: append SOURCE to PATH (as 1.x did), in one commit unless one is open."""
+    """1.x: append SOURCE (default: stdin) to PATH (as 1.x did), in one commit unless one is
+    open."""
+    if source == "-" and not path:
+        raise InvalidArgument("put-file needs a PATH to store stdin at "
+                              "(put-file REPO BRANCH PATH -c), or -f SOURCE")
     if Path(source).is_dir() and not recursive:
         raise InvalidArgument(f"{source} is a directory (use -r)")
     if not path and not Path(source).is_dir():
@@ -726,8 +774,9 @@ def list_file(ctx: click.Context, repo_name: str, at: str, path: str, as_json: b
 @click.pass_context
 def list_commit(ctx: click.Context, repo_name: str, branch_name: str | None, limit: int | None,
                 as_json: bool) -> None:
-    """1.x: list commits, newest first."""
-    show_commits(client(ctx).list_commits(repo_name, branch_name, limit), as_json)
+    """1.x: list commits, newest first, named BRANCH/N as 1.x did (N from 0)."""
+    c = client(ctx)
+    show_v1_commits(c, c.list_commits(repo_name, branch_name, limit), as_json)
 
 
 @main.command("inspect-commit")
@@ -736,8 +785,22 @@ def list_commit(ctx: click.Context, repo_name: str, branch_name: str | None, lim
 @json_option
 @click.pass_context
 def inspect_commit(ctx: click.Context, repo_name: str, at: str, as_json: bool) -> None:
-    """1.x: show a commit."""
-    show_commit(client(ctx).inspect_commit(_ref(repo_name, at)), as_json)
+    """1.x: show a commit (AT: BRANCH/N, a commit id, or a branch's head)."""
+    c = client(ctx)
+    found = c.inspect_commit(_ref(repo_name, at))
+    show_commit(found, as_json)
+    if not as_json:
+        say(f"{'1.x id:':<12} {V1Ids(c)(found.repo, found.id)}")
+
+
+@main.command("flush-commit")
+@click.argument("ref", metavar="REPO/BRANCH[/N]")
+@click.option("--timeout", type=float, help="Give up after this many seconds.")
+@json_option
+@click.pass_context
+def flush_commit(ctx: click.Context, ref: str, timeout: float | None, as_json: bool) -> None:
+    """1.x: wait for every job downstream of a commit; print their output commits."""
+    show_v1_commits(client(ctx), downstream(ctx, ref, timeout), as_json)
 
 
 @main.command("start-commit")
@@ -937,12 +1000,115 @@ def logs(ctx: click.Context, name: str, job_id: str | None, datum: str | None,
 
 
 @main.command("get-logs")
-@click.option("-p", "--pipeline", "name", required=True)
+@click.option("-p", "--pipeline", "name")
 @click.option("--job", "job_id")
 @click.pass_context
-def get_logs(ctx: click.Context, name: str, job_id: str | None) -> None:
-    """1.x: print datum logs."""
-    ctx.invoke(logs, name=name, job_id=job_id, datum=None, follow=False)
+def get_logs(ctx: click.Context, name: str | None, job_id: str | None) -> None:
+    """1.x: print the logs of a pipeline's jobs or of one job (a create-job job too)."""
+    if name is None and job_id is None:
+        raise InvalidArgument("get-logs needs --pipeline NAME or --job ID")
+    for piece in pipelines(ctx).logs(name, job_id):
+        sys.stdout.buffer.write(piece)
+        sys.stdout.buffer.flush()
+
+
+@main.command("list-job")
+@click.option("-p", "--pipeline", "name", help="Only this pipeline's jobs.")
+@json_option
+@click.pass_context
+def list_job(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """1.x: list jobs, newest first, with their output commits as 1.x ids."""
+    jobs = pipelines(ctx).jobs(name)
+    if as_json:
+        return print_json(jobs)
+    ids = V1Ids(client(ctx))
+    table(["ID", "PIPELINE", "OUTPUT", "STARTED", "DURATION", "STATE"],
+          [(j.id, j.pipeline, ids(*j.output.split("@", 1)) if j.output else "-",
+            humanize.ago(j.started or j.created),
+            humanize.duration((j.finished or time.time()) - (j.started or j.created)),
+            j.state) for j in jobs])
+
+
+@main.command("create-job")
+@click.option("-f", "--file", "spec", required=True, help="Job spec (JSON or YAML), or -.")
+@click.pass_context
+def create_job(ctx: click.Context, spec: str) -> None:
+    """1.x: run one job on the input commits a spec names; prints the job's id.
+
+    The spec is 1.3's: transform, inputs (each {commit: {repo: {name}, id}}, id being
+    BRANCH/N, a commit id or a branch) and parallelism_spec. The job sees each commit whole
+    at /pfs/<name>, read-only, and writes /pfs/out into repo job-<id>; without an image it
+    runs in the sandbox, with one in Docker, without network. `list-job` lists it,
+    `get-logs --job ID` prints its output, `pfsmount job stop ID` stops it.
+    """
+    say(pipelines(ctx).create_job(read_spec(spec)).id)
+
+
+@main.group()
+def datum() -> None:
+    """List a finished job's datums; rerun one by hand, exactly as its runner did."""
+
+
+@datum.command("list")
+@click.argument("name", metavar="PIPELINE")
+@click.option("--job", "job_id", help="This job (default: the pipeline's last finished one).")
+@json_option
+@click.pass_context
+def datum_list(ctx: click.Context, name: str, job_id: str | None, as_json: bool) -> None:
+    """The datums of a job, how each ended, and its inputs."""
+    items = pipelines(ctx).datums(name, job_id)
+    if as_json:
+        return print_json(items)
+    table(["DATUM", "STATE", "INPUTS"], [(d.id, d.state, " ".join(d.files)) for d in items])
+
+
+def _reproduce(ctx: click.Context, name: str, datum_id: str | None, job_id: str | None,
+               program: str | None) -> NoReturn:
+    """Rebuild one datum's task from the daemon and run it here: the transform, or
+    ``program`` in its place. Exits with its exit code."""
+    from scheduler import replay
+
+    pc = pipelines(ctx)
+    t = pc.reproduce(name, datum_id, job_id)
+    try:
+        task, home = replay.prepare(t)
+        where = f"image {t.image}" if t.image else "the sandbox"
+        sys.stderr.write(f"datum {t.datum} of job {t.job} ({' '.join(t.files)}) in {where}; "
+                         f"/pfs/out is {home / 'out'}\n")
+        sys.stderr.flush()
+        code = replay.shell(t, task, program) if program else replay.run(t, task)
+    finally:
+        if t.scratch:
+            pc.forget(t.scratch)
+    if program is None:
+        sys.stderr.write(f"exit code {code}\n")
+    sys.exit(code if code >= 0 else 128 - code)
+
+
+@datum.command("run")
+@click.argument("name", metavar="PIPELINE")
+@click.argument("datum_id", metavar="[DATUM]", required=False)
+@click.option("--job", "job_id", help="The datum of this job (default: the newest with it).")
+@click.pass_context
+def datum_run(ctx: click.Context, name: str, datum_id: str | None, job_id: str | None
+              ) -> None:
+    """Rerun a datum's transform as its runner did; exit with its exit code. DATUM
+    defaults to the failed datum of the last failed job, else the last job's first."""
+    _reproduce(ctx, name, datum_id, job_id, None)
+
+
+@datum.command("shell")
+@click.argument("name", metavar="PIPELINE")
+@click.argument("datum_id", metavar="[DATUM]", required=False)
+@click.option("--job", "job_id", help="The datum of this job (default: the newest with it).")
+@click.option("--shell", "program", default="/bin/sh", show_default=True,
+              help="The program to run in the datum's place.")
+@click.pass_context
+def datum_shell(ctx: click.Context, name: str, datum_id: str | None, job_id: str | None,
+                program: str) -> None:
+    """A shell where a datum ran: its inputs at /pfs/<input> (read-only), its env and
+    working directory, an empty /pfs/out. DATUM defaults as for `datum run`."""
+    _reproduce(ctx, name, datum_id, job_id, program)
 
 
 # Pachyderm 1.x spellings whose meaning is exactly a noun-verb command's.
@@ -950,11 +1116,9 @@ for _alias, _command in {
     "create-repo": repo_create,
     "list-repo": repo_list,
     "delete-repo": repo_delete,
-    "flush-commit": commit_wait,
     "create-pipeline": pipeline_create,
     "update-pipeline": pipeline_update,
     "list-pipeline": pipeline_list,
-    "list-job": job_list,
     "inspect-job": job_inspect,
 }.items():
     main.add_command(_command, _alias)

@@ -17,7 +17,9 @@ from starlette.routing import BaseRoute
 
 from pfsmount.api.server import arg, body, json_response, route
 from pfsmount.pfs.refs import check_name
+from scheduler import reproduce
 from scheduler.engine import Scheduler
+from scheduler.jobspec import parse_job_spec
 from scheduler.records import TERMINAL, Pipeline
 from scheduler.spec import parse_specs
 
@@ -56,6 +58,11 @@ def routes(scheduler: Scheduler) -> list[BaseRoute]:
     async def jobs(request: Request) -> Response:
         return json_response(await run(s.list_jobs, request.query_params.get("pipeline")))
 
+    async def job_create(request: Request) -> Response:
+        p = await body(request)
+        return json_response(await run(lambda: s.create_job(parse_job_spec(arg(p, "spec")))),
+                             201)
+
     async def job(request: Request) -> Response:
         return json_response(await run(s.inspect_job, request.path_params["id"]))
 
@@ -74,21 +81,42 @@ def routes(scheduler: Scheduler) -> list[BaseRoute]:
 
     async def logs(request: Request) -> Response:
         q = dict(request.query_params)
-        pipeline = check_name("pipeline", arg(q, "pipeline"))
         job_id, datum = arg(q, "job", str, None), arg(q, "datum", str, None)
+        if job_id is not None and q.get("pipeline") is None:  # 1.x get-logs --job
+            pipeline = (await run(s.inspect_job, job_id)).pipeline
+        else:
+            pipeline = check_name("pipeline", arg(q, "pipeline"))
         follow = arg(q, "follow", bool, False)
         files = await run(s.logs_for, pipeline, job_id, datum)
         return StreamingResponse(_tail(s, pipeline, job_id, datum, files, follow),
                                  media_type="text/plain")
 
+    async def datum_list(request: Request) -> Response:
+        job_id = arg(dict(request.query_params), "job", str, None)
+        return json_response(await run(reproduce.list_datums, s, request.path_params["name"],
+                                       job_id))
+
+    async def datum_task(request: Request) -> Response:
+        p = await body(request)
+        return json_response(await run(reproduce.reproduce, s, request.path_params["name"],
+                                       arg(p, "datum", str, None), arg(p, "job", str, None)))
+
+    async def datum_forget(request: Request) -> Response:
+        await run(reproduce.forget, s, request.path_params["token"])
+        return json_response({"deleted": request.path_params["token"]})
+
     return [
         route("/pipelines", create, "POST"),
+        route("/pipelines/{name}/datums", datum_list, "GET"),
+        route("/pipelines/{name}/datums/reproduce", datum_task, "POST"),
+        route("/reproductions/{token}", datum_forget, "DELETE"),
         route("/pipelines", listing, "GET"),
         route("/pipelines/{name}", inspect, "GET"),
         route("/pipelines/{name}", delete, "DELETE"),
         route("/pipelines/{name}/stop", stop, "POST"),
         route("/pipelines/{name}/start", start, "POST"),
         route("/jobs", jobs, "GET"),
+        route("/jobs", job_create, "POST"),
         route("/jobs/{id}", job, "GET"),
         route("/jobs/{id}/stop", job_stop, "POST"),
         route("/jobs/{id}/wait", job_wait, "POST"),

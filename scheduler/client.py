@@ -12,6 +12,7 @@ from typing import Any
 from pfsmount.api.client import Client
 from pfsmount.pfs.model import Commit
 from scheduler.records import Job, Pipeline
+from scheduler.wire import DatumInfo, DatumTask
 
 
 class PipelineClient:
@@ -44,6 +45,10 @@ class PipelineClient:
         params = {"pipeline": pipeline} if pipeline else {}
         return self.client.call("GET", "/jobs", builtins.list[Job], params=params)
 
+    def create_job(self, spec_text: str) -> Job:
+        """A 1.x one-off job (``create-job -f``) on the commits its spec names."""
+        return self.client.call("POST", "/jobs", Job, json={"spec": spec_text})
+
     def job(self, job_id: str) -> Job:
         return self.client.call("GET", f"/jobs/{job_id}", Job)
 
@@ -56,9 +61,25 @@ class PipelineClient:
     def wait_commit(self, ref: str, timeout: float | None = None) -> builtins.list[Commit]:
         return self.client.wait_commit(ref, timeout)
 
-    def logs(self, pipeline: str, job: str | None = None, datum: str | None = None,
+    def datums(self, pipeline: str, job: str | None = None) -> builtins.list[DatumInfo]:
+        params = {"job": job} if job else {}
+        return self.client.call("GET", f"/pipelines/{pipeline}/datums",
+                                builtins.list[DatumInfo], params=params)
+
+    def reproduce(self, pipeline: str, datum: str | None = None,
+                  job: str | None = None) -> DatumTask:
+        return self.client.call("POST", f"/pipelines/{pipeline}/datums/reproduce", DatumTask,
+                                json={"datum": datum, "job": job})
+
+    def forget(self, token: str) -> None:
+        self.client.call("DELETE", f"/reproductions/{token}")
+
+    def logs(self, pipeline: str | None, job: str | None = None, datum: str | None = None,
              follow: bool = False) -> Iterator[bytes]:
-        params: dict[str, Any] = {"pipeline": pipeline, "follow": int(follow)}
+        """Datum logs of a pipeline, or of one job (``pipeline`` None: the job's own)."""
+        params: dict[str, Any] = {"follow": int(follow)}
+        if pipeline:
+            params["pipeline"] = pipeline
         if job:
             params["job"] = job
         if datum:

@@ -44,9 +44,10 @@ from pfsmount.store import KIND_DIR, KIND_FILE, Entry, WriteBatch
 from pfsmount.store.tree import Change
 from scheduler import legacy
 from scheduler.datums import Datum, DatumFile, datums
+from scheduler.jobspec import JobSpec
 from scheduler.records import TERMINAL, DatumResult, Job, Pipeline, Records
 from scheduler.runners import DockerRunner, SandboxRunner, Task
-from scheduler.spec import Spec
+from scheduler.spec import V1, Input, PfsInput, Spec, V1Input
 
 log = logging.getLogger("pfsmount.scheduler")
 LOG_TAIL = 2000  # bytes of a failing datum's log kept in the job
@@ -284,6 +285,39 @@ class Scheduler:
         self._save(job)
         return job
 
+    def create_job(self, spec: JobSpec) -> Job:
+        """A 1.x one-off job (``create-job``): ``spec``'s command once on the named input
+        commits, each whole at ``/pfs/<name>`` (partitioned by its method across
+        ``parallelism`` containers, as a 1.x job with no parent), writing ``/pfs/out`` into
+        the first commit of a repo of its own, ``job-<id>``. Each commit is resolved now
+        (a branch to its head), so the job sees exactly those snapshots; an unknown or open
+        commit refuses the job and nothing is created. It runs at once, in the runner its
+        ``image`` chooses, with one try; ``stop_job`` stops it (for a long-running command)."""
+        commits: dict[str, str] = {}
+        inputs = []
+        for inp in spec.inputs:
+            commit = self.pfs.commits.inspect(f"{inp.repo}@{inp.commit}")
+            if commit.is_open:
+                raise Conflict(f"input {inp.name}: commit {inp.repo}@{commit.id} is open; "
+                               f"finish it first (`pfsmount commit finish {inp.repo}@"
+                               f"{commit.branch}`)")
+            commits[f"{inp.repo}@{commit.id}"] = commit.id
+            inputs.append(V1Input(name=inp.name, repo=inp.repo, branch=commit.id,
+                                  method=inp.method, run_empty=True))
+        job_id = uuid.uuid4().hex
+        name = f"job-{job_id[:12]}"
+        leaves = [Input(pfs=PfsInput(repo=i.repo, branch=i.branch, glob="/", name=i.name))
+                  for i in inputs]
+        full = Spec(name=name, transform=spec.transform,
+                    input=leaves[0] if len(leaves) == 1 else Input(cross=leaves),
+                    description=f"job {job_id}", parallelism=spec.parallelism, datum_tries=1,
+                    legacy=True, v1=V1(inputs=inputs, overwrite=True))
+        job = Job(id=job_id, pipeline=name, inputs=commits, created=time.time(),
+                  reprocess=True, spec=full)
+        self._save(job)
+        self._enqueue(job.id)
+        return job
+
     def _save(self, job: Job) -> None:
         with self.meta.write() as txn:
             self.records.put_job(txn, job)
@@ -383,21 +417,28 @@ class Scheduler:
         job = self.inspect_job(job_id)
         if job.state in TERMINAL:
             return
-        try:
-            pipeline = self.inspect_pipeline(job.pipeline)
-        except (NotFound, Corrupt) as e:  # deleted, or its record cannot be read
-            job.state, job.finished, job.error = "killed", time.time(), e.message
-            self._save(job)
-            return
-        if pipeline.stopped:
-            return  # stays "created" until the pipeline starts again
+        if job.spec is not None:  # a one-off job: its spec and output repo are its own
+            spec, version = job.spec, job.version
+        else:
+            try:
+                pipeline = self.inspect_pipeline(job.pipeline)
+            except (NotFound, Corrupt) as e:  # deleted, or its record cannot be read
+                job.state, job.finished, job.error = "killed", time.time(), e.message
+                self._save(job)
+                return
+            if pipeline.stopped:
+                return  # stays "created" until the pipeline starts again
+            spec, version = pipeline.spec, pipeline.version
         cancel = self._cancel.setdefault(job_id, threading.Event())
         job.state, job.started = "running", time.time()
         job.processed = job.skipped = job.failed = 0
-        job.error, job.version = "", pipeline.version
+        job.error, job.version = "", version
         self._save(job)
         try:
-            self._execute(job, pipeline.spec, cancel)
+            if job.spec is not None:
+                self.pfs.repos.create(spec.name, f"output of job {job.id}", kind="pipeline",
+                                      exist_ok=True)
+            self._execute(job, spec, cancel)
         except PfsError as e:
             job.state, job.error = "failure", e.message
         except Exception as e:
@@ -407,6 +448,9 @@ class Scheduler:
             job.state = "killed"
         job.finished = time.time()
         self._save(job)
+        if job.spec is not None:  # no later job reuses a one-off job's results
+            with self.meta.write() as txn:
+                self.records.delete_pipeline(txn, job.pipeline)
         self._cancel.pop(job_id, None)
         shutil.rmtree(self.work / job.id, ignore_errors=True)
 
@@ -646,14 +690,20 @@ class Scheduler:
         tail when every try failed."""
         if cancel.is_set():  # a stopped job drains its queue without starting anything
             return "job stopped"
-        scratch = self.work / job.id / d.id
+        binds, env = self.datum_inputs(spec, d, self.work / job.id / d.id)
+        return self._attempts(job, spec, d.id, binds, env, cancel)
+
+    def datum_inputs(self, spec: Spec, d: Datum, scratch: Path
+                     ) -> tuple[list[tuple[Path, str]], dict[str, str]]:
+        """A datum's binds (copies, when needed, go in ``scratch``) and the variables that
+        name them (``$<input>``): also what ``pfsmount datum shell`` rebuilds."""
         binds = []
         env = {}
         for f in d.files:
             inside = f"/pfs/{f.input}{f.path if f.path != '/' else ''}"
             binds.append(self._source(f, scratch, spec.transform.image, inside))
             env[f.input] = inside
-        return self._attempts(job, spec, d.id, binds, env, cancel)
+        return binds, env
 
     def _attempts(self, job: Job, spec: Spec, unit_id: str, binds: list[tuple[Path, str]],
                   env: dict[str, str], cancel: threading.Event) -> _Outcome:
@@ -661,8 +711,7 @@ class Scheduler:
         scratch = self.work / job.id / unit_id
         logfile = self.logs / spec.name / job.id / f"{unit_id}.log"
         logfile.parent.mkdir(parents=True, exist_ok=True)
-        env = {**spec.transform.env, "PACH_JOB_ID": job.id, "PACH_DATUM_ID": unit_id,
-               "PPS_PIPELINE_NAME": spec.name, "PFS_OUT": "/pfs/out", **env}
+        env = self.unit_env(job, spec, unit_id, env)
         runner = self.docker if spec.transform.image else self.sandbox
         for attempt in range(1, spec.datum_tries + 1):
             out = scratch / "out"
@@ -671,11 +720,7 @@ class Scheduler:
             with open(logfile, "a") as log_out:
                 log_out.write(f"[pfsmount] datum {unit_id} try {attempt} of "
                               f"{spec.datum_tries}\n")
-            task = Task(cmd=spec.transform.cmd, stdin="\n".join(spec.transform.stdin) + "\n",
-                        env=env, binds=binds, out=out, log=logfile,
-                        working_dir=spec.transform.working_dir, timeout=spec.datum_timeout,
-                        image=spec.transform.image, cancelled=cancel)
-            code = runner.run(task)
+            code = runner.run(self.task(spec, env, binds, out, logfile, cancel))
             if cancel.is_set():
                 return "job stopped"
             if code == 0 or code in spec.transform.accept_return_code:
@@ -687,10 +732,27 @@ class Scheduler:
                 log_out.write(f"[pfsmount] exit code {code}\n")
         return _failure(code, logfile)
 
+    @staticmethod
+    def unit_env(job: Job, spec: Spec, unit_id: str, env: dict[str, str]) -> dict[str, str]:
+        """The environment a unit of work runs with, over its inputs' ``env``."""
+        return {**spec.transform.env, "PACH_JOB_ID": job.id, "PACH_DATUM_ID": unit_id,
+                "PPS_PIPELINE_NAME": spec.name, "PFS_OUT": "/pfs/out", **env}
+
+    @staticmethod
+    def task(spec: Spec, env: dict[str, str], binds: list[tuple[Path, str]], out: Path,
+             logfile: Path, cancel: threading.Event) -> Task:
+        """One try of a unit of work, as its runner takes it."""
+        return Task(cmd=spec.transform.cmd, stdin="\n".join(spec.transform.stdin) + "\n",
+                    env=env, binds=binds, out=out, log=logfile,
+                    working_dir=spec.transform.working_dir, timeout=spec.datum_timeout,
+                    image=spec.transform.image, cancelled=cancel)
+
     def logs_for(self, pipeline: str, job: str | None = None, datum: str | None = None
                  ) -> list[Path]:
-        """Datum log files, oldest job first."""
-        self.inspect_pipeline(pipeline)
+        """Datum log files, oldest job first; the pipeline's, or a one-off job's (named
+        ``job-<id>``, as its output repo)."""
+        if not any(j.spec is not None for j in self.list_jobs(pipeline)):
+            self.inspect_pipeline(pipeline)
         if job is not None and self.inspect_job(job).pipeline != pipeline:
             raise NotFound(f"job {job} is not a job of pipeline {pipeline}")
         base = self.logs / pipeline

@@ -118,16 +118,26 @@ class SandboxRunner:
             if any(path == s or s in path.parents for s in shown):
                 self.base += ["--tmpfs", str(path)]
 
-    def argv(self, task: Task) -> list[str]:
-        """The bwrap command line of ``task``."""
-        assert self.bwrap is not None
-        argv = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-all",
-                "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
+    def argv(self, task: Task, network: bool = False,
+             writable: tuple[tuple[Path, str], ...] = ()) -> list[str]:
+        """The bwrap command line of ``task``. ``network`` keeps the host's network (and
+        leaves the session to the caller: ``pfsmount notebook`` serves on its loopback);
+        ``writable``: more host paths bound read-write (a notebook's own directory)."""
+        if self.bwrap is None:
+            raise RunnerError("bubblewrap (bwrap) is not installed; install it or give the "
+                              "pipeline an image to run in Docker")
+        unshare = ["--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts",
+                   "--unshare-cgroup-try"] if network else ["--new-session", "--unshare-all",
+                                                            "--unshare-user"]
+        argv = [self.bwrap, "--die-with-parent", *unshare,
+                "--uid", str(NOBODY), "--gid", str(NOBODY),
                 "--cap-drop", "ALL", "--hostname", "datum", "--tmpfs", "/", *self.base,
                 "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--dir", "/pfs",
                 "--bind", str(task.out), "/pfs/out"]
         for host, inside in task.binds:
             argv += ["--ro-bind", str(host), inside]
+        for host, inside in writable:
+            argv += ["--bind", str(host), inside]
         argv += ["--remount-ro", "/"]  # only /pfs/out and /tmp are writable
         argv += ["--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", "/tmp",
                  "--setenv", "TMPDIR", "/tmp"]
@@ -139,11 +149,9 @@ class SandboxRunner:
         return [*argv, "--chdir", task.working_dir or "/", "--", *task.cmd]
 
     def run(self, task: Task) -> int:
-        if self.bwrap is None:
-            raise RunnerError("bubblewrap (bwrap) is not installed; install it or give the "
-                              "pipeline an image to run in Docker")
+        argv = self.argv(task)
         with open(task.log, "ab") as log, open(_stdin(task), "rb") as stdin:
-            proc = subprocess.Popen(self.argv(task), stdin=stdin, stdout=log,
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=log,
                                     stderr=subprocess.STDOUT)
             return _wait(proc, task)
 
@@ -196,7 +204,9 @@ class DockerRunner:
         os.chown(task.out, NOBODY, NOBODY)
         return f"{NOBODY}:{NOBODY}"
 
-    def run(self, task: Task) -> int:
+    def create(self, task: Task, interactive: bool = False, tty: bool = False) -> Any:
+        """The container of ``task``, created, not started; ``interactive``: its stdin
+        stays open for ``pfsmount datum shell`` (on a terminal with ``tty``)."""
         client = self._docker()
         self._check_image(client, task.image)
         volumes = {str(host): {"bind": inside, "mode": "ro"} for host, inside in task.binds}
@@ -205,13 +215,17 @@ class DockerRunner:
         if task.stdin:
             volumes[str(_stdin(task))] = {"bind": "/.pfsmount-stdin", "mode": "ro"}
             cmd = ["sh", "-c", 'exec "$@" < /.pfsmount-stdin', "sh", *cmd]
-        container = client.containers.create(
+        return client.containers.create(
             task.image, cmd, volumes=volumes, environment={"HOME": "/tmp", **task.env},
             network_mode="none", user=self._user(task), cap_drop=["ALL"],
             security_opt=["no-new-privileges"], read_only=True,
             tmpfs={"/pfs": "ro", "/tmp": "exec"},  # as in the sandbox: /pfs/out and /tmp
             working_dir=task.working_dir or None, detach=True,
+            tty=tty, stdin_open=interactive,
         )
+
+    def run(self, task: Task) -> int:
+        container = self.create(task)
         exited = threading.Event()
         killed = threading.Event()
 
@@ -224,13 +238,21 @@ class DockerRunner:
                         container.kill()
                     return
 
+        def copy_logs() -> None:  # as they come: a long-running job's log is read live
+            with open(task.log, "ab") as log, contextlib.suppress(Exception):
+                for chunk in container.logs(stdout=True, stderr=True, stream=True,
+                                            follow=True):
+                    log.write(chunk)
+                    log.flush()
+
         try:
             container.start()
+            copier = threading.Thread(target=copy_logs, daemon=True)
+            copier.start()
             threading.Thread(target=watch, daemon=True).start()
             code = int(container.wait()["StatusCode"])
             exited.set()
-            with open(task.log, "ab") as log:
-                log.write(container.logs(stdout=True, stderr=True))
+            copier.join(30)
             return -9 if killed.is_set() else code
         finally:
             exited.set()

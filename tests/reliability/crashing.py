@@ -17,6 +17,7 @@ The crash tests (tests/e2e/test_crash.py, tests/reliability/test_kills.py) share
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -188,6 +189,19 @@ class Crashable(Commands):
 
     def client(self, timeout: float = 60) -> Client:
         return Client(self.root, timeout=timeout)
+
+    def check_log(self) -> None:
+        """No traceback in the daemon's log, but those of multiprocessing's own processes
+        (the readers' fork server and the readers it was starting) finding their pipe to a
+        killed daemon closed: an ``EOFError`` raised inside multiprocessing alone."""
+        for block in re.split(r"(?=^Traceback )", self.log_text(), flags=re.M)[1:]:
+            lines = block.splitlines()
+            end = next((i for i, line in enumerate(lines) if not line.startswith((" ", "T"))),
+                       len(lines) - 1)
+            frames = [line for line in lines[:end] if line.startswith('  File "')]
+            assert lines[end].startswith("EOFError") and all(
+                '"<string>"' in f or "/multiprocessing/" in f for f in frames), (
+                "the daemon logged a traceback:\n" + "\n".join(lines[:end + 1]))
 
     def down(self) -> None:
         super().down()

@@ -21,10 +21,13 @@ starts it again and checks what a user would see:
 - ``fsck --verify`` (through the API) reports no error; a job's output commit appears
   after the restart (the job is persisted and reruns) holding the right bytes, once.
 
+The daemon always runs with its mount (as ``pfsmount up`` does by default; it starts no
+slower), started directly as ``up --foreground`` and every tenth time by ``pfsmount up``.
 Two lanes (each its own daemon and store) run side by side: the daemon's start-up is the
-main cost, and the two cores would otherwise take turns. ``PFSMOUNT_LONG_KILLS=1`` runs
-2000 kills, ``PFSMOUNT_LONG_KILLS=N`` runs N; ``PFSMOUNT_KILL_SEED`` replays a seed (the
-seed is printed with every failure).
+main cost, and the two cores would otherwise take turns. The summary line gives the kills
+survived, how many landed inside an operation, and where the seconds went.
+``PFSMOUNT_LONG_KILLS=1`` runs 2000 kills, ``PFSMOUNT_LONG_KILLS=N`` runs N;
+``PFSMOUNT_KILL_SEED`` replays a seed (the seed is printed with every failure).
 """
 
 from __future__ import annotations
@@ -160,8 +163,7 @@ class Lane:
                 if (n + 1) % FULL_EVERY == 0:
                     self.full_check()
             self.full_check()
-            d.check_log()
-            d.down()
+            d.down()  # it checks the log
         except BaseException:
             self.stop.set()
             raise
@@ -462,6 +464,7 @@ class Lane:
         self.spent["full checks"] += time.monotonic() - t
 
 
+@pytest.mark.timeout(max(300, KILLS * 4))
 def test_sigkill_loops_lose_no_finished_commit(tmp_path: Path) -> None:
     require_fuse("CI must run the kill loops with a mount", "pyfuse3")
     print(f"\nkill loops: seed {SEED} (PFSMOUNT_KILL_SEED={SEED} replays it), {KILLS} kills")

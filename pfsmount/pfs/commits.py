@@ -17,7 +17,7 @@ from pfsmount.errors import Conflict, NotFound, ReadOnly
 from pfsmount.pfs.events import Event, Events
 from pfsmount.pfs.model import Branch, Commit
 from pfsmount.pfs.records import Records
-from pfsmount.pfs.refs import Ref, check_name, is_commit_id, parse_ref
+from pfsmount.pfs.refs import Ref, check_name, is_commit_id, numbered, parse_ref
 from pfsmount.store import Store
 
 
@@ -100,7 +100,8 @@ class Commits:
             raise ReadOnly(f"repo {ref.repo} is the output of a pipeline and is read-only")
         at = ref.branch_or_id
         branch = self.records.find_branch(txn, ref.repo, at)
-        if branch is None and (is_commit_id(at) or self._looks_like_id(txn, ref)):
+        if branch is None and (is_commit_id(at) or numbered(at) or
+                               self._looks_like_id(txn, ref)):
             commit = self.records.resolve(txn, ref)
             if not commit.is_open:
                 raise ReadOnly(f"commit {ref.repo}@{commit.id} is finished and read-only")

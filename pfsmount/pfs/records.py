@@ -15,7 +15,7 @@ import msgspec
 
 from pfsmount.errors import InvalidArgument, NotFound
 from pfsmount.pfs.model import Branch, Commit, Repo
-from pfsmount.pfs.refs import Ref, is_commit_id
+from pfsmount.pfs.refs import Ref, is_commit_id, numbered
 from pfsmount.store.meta import Meta
 
 _enc = msgspec.msgpack.Encoder()
@@ -130,11 +130,15 @@ class Records:
     # -- resolution --------------------------------------------------------------------------
 
     def resolve(self, txn: lmdb.Transaction, ref: Ref) -> Commit:
-        """The commit a reference names: a branch's open commit, else its head."""
+        """The commit a reference names: a branch's open commit, else its head; with
+        ``branch/N``, the N-th commit of the branch's history (``pfs.refs`` says which wins)."""
         self.repo(txn, ref.repo)
         at = ref.branch_or_id
-        branch = self.find_branch(txn, ref.repo, at)
-        if branch is not None:
+        nth = numbered(at)
+        branch = None if nth else self.find_branch(txn, ref.repo, at)
+        if nth is not None:
+            commit = self.nth(txn, ref.repo, *nth)
+        elif branch is not None:
             commit_id = branch.open or branch.head
             if commit_id is None:
                 raise NotFound(f"branch {ref.repo}@{at} has no commits")
@@ -146,6 +150,26 @@ class Records:
                 raise NotFound(f"{ref.repo}@{commit.id} has no parent")
             commit = self.commit(txn, commit.parent)
         return commit
+
+    def history(self, txn: lmdb.Transaction, repo: str, name: str) -> list[str]:
+        """The commit ids of a branch's history, oldest first: 1.x's ``branch/N`` is the
+        N-th (from 0). It ends with the open commit when there is one, as 1.x numbered it."""
+        branch = self.branch(txn, repo, name)
+        chain = []
+        cursor = branch.open or branch.head
+        while cursor is not None:
+            chain.append(cursor)
+            cursor = self.commit(txn, cursor).parent
+        chain.reverse()
+        return chain
+
+    def nth(self, txn: lmdb.Transaction, repo: str, name: str, n: int) -> Commit:
+        chain = self.history(txn, repo, name)
+        if n >= len(chain):
+            held = f"{name}/0 to {name}/{len(chain) - 1}" if chain else "none"
+            raise NotFound(f"commit {repo}/{name}/{n} not found: branch {name} has "
+                           f"{len(chain)} commit{'' if len(chain) == 1 else 's'} ({held})")
+        return self.commit(txn, chain[n])
 
     def _by_id(self, txn: lmdb.Transaction, repo: str, text: str) -> Commit:
         if is_commit_id(text):

@@ -1,8 +1,15 @@
 """Names and references as users spell them, parsed and checked before anything is touched.
 
 References: ``repo/branch``, ``repo@branch``, ``repo@<commit-id>``, ``repo/<commit-id>``,
-``repo@branch^`` (each ``^`` one parent further; ``~N`` N parents), each optionally
-followed by ``:/path``. Paths are normalized to ``a/b/c`` and may never leave the repo.
+``repo@branch^`` (each ``^`` one parent further; ``~N`` N parents), and Pachyderm 1.x's
+``repo/branch/N`` or ``repo@branch/N`` (the N-th commit of a branch's history, from 0), each
+optionally followed by ``:/path``. Paths are normalized to ``a/b/c`` and may never leave the
+repo.
+
+Precedence, for a name ``X`` after the repo: a branch named ``X`` wins; else ``X`` is a commit
+id or a unique prefix of one (at least 4 hex digits; an ambiguous prefix is refused). In
+``X/N``, ``X`` must be a branch: ``<commit-id>/N`` is refused (no branch name can be a commit
+id, so the forms never overlap).
 """
 
 from __future__ import annotations
@@ -17,11 +24,18 @@ PATH_MAX = 4096  # bytes in a whole path
 DEPTH_MAX = 256  # directories in a path (the store walks trees level by level)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _COMMIT_ID = re.compile(r"[0-9a-f]{32}")
+_NUMBERED = re.compile(r"(?P<branch>[^/]+)/(?P<n>\d+)")
 _REF = re.compile(r"(?P<repo>[^/@:^~]+)(?:[/@](?P<at>[^:^~]+))?(?P<ancestry>(?:\^+|~\d+)*)")
 
 
 def is_commit_id(text: str) -> bool:
     return _COMMIT_ID.fullmatch(text) is not None
+
+
+def numbered(at: str) -> tuple[str, int] | None:
+    """``branch/N`` (1.x: the N-th commit of the branch, from 0) as (branch, N), else None."""
+    m = _NUMBERED.fullmatch(at)
+    return (m["branch"], int(m["n"])) if m else None
 
 
 def check_name(kind: str, name: str) -> str:
@@ -110,12 +124,16 @@ def parse_ref(text: str, path: str | None = None) -> Ref:
     if not m or (sep and not ref_path.startswith("/") and ref_path):
         raise InvalidArgument(
             f"invalid reference {text!r}: expected repo/branch, repo@branch, "
-            "repo@<commit-id> or repo@branch^, optionally followed by :/path"
+            "repo@<commit-id>, repo@branch^ or repo/branch/N, optionally followed by :/path"
         )
     repo = check_name("repo", m["repo"])
     at = m["at"]
+    nth = None if at is None else numbered(at)
+    if nth is not None and is_commit_id(nth[0]):
+        raise InvalidArgument(f"invalid reference {text!r}: in BRANCH/N (the N-th commit of a "
+                              f"branch), {nth[0]} must be a branch, not a commit id")
     if at is not None and not is_commit_id(at):
-        check_name("branch", at)
+        check_name("branch", nth[0] if nth else at)
     ancestry = 0
     for step in re.findall(r"\^+|~\d+", m["ancestry"]):
         ancestry += len(step) if step.startswith("^") else int(step[1:])

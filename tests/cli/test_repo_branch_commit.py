@@ -209,7 +209,10 @@ def test_1x_commit_aliases(pfsd, client, repo, examples: Path) -> None:
                    examples / "set2.txt").strip() == f"{repo}@{opened}"
     assert pfsd.ok("finish-commit", repo, "master").strip() == opened
 
-    assert commit_ids(pfsd.ok("list-commit", repo)) == [opened]
+    # list-commit names commits as 1.x did (BRANCH/N), and every 1.x alias takes that back
+    assert [r[:3] for r in rows(pfsd.ok("list-commit", repo))] == [
+        ["master", f"{repo}/master/0", "<none>"]]
+    assert pfsd.json("inspect-commit", repo, "master/0")["id"] == opened
     assert [c["id"] for c in pfsd.json("list-commit", repo, "master", "-n", "1")] == [opened]
 
     out = pfsd.ok("inspect-commit", repo, opened)

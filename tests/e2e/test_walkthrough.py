@@ -37,9 +37,9 @@ def test_fruit_stand_walkthrough(no_daemon, examples) -> None:
 
         out = run("list-commit", "data")
         lines = out.splitlines()
-        assert lines[0].split() == ["REPO", "BRANCH", "COMMIT", "PARENT", "STARTED",
-                                    "FINISHED", "SIZE"]
-        assert len(lines) == 2 and lines[1].split()[:4] == ["data", "master", first[1],
+        assert lines[0].split() == ["BRANCH", "REPO/ID", "PARENT", "STARTED", "FINISHED",
+                                    "SIZE"]  # as 1.x printed it: BRANCH/N from 0
+        assert len(lines) == 2 and lines[1].split()[:3] == ["master", "data/master/0",
                                                             "<none>"], out
         assert lines[1].rstrip().endswith("1.691 KiB")
         assert pfs.get("get-file", "data", "master", "sales") == set1
@@ -48,7 +48,9 @@ def test_fruit_stand_walkthrough(no_daemon, examples) -> None:
         second = re.fullmatch(rf"data@({ID})\n", out)
         assert second and second[1] != first[1], out
         out = run("list-commit", "data")
-        assert [line.split()[2] for line in out.splitlines()[1:]] == [second[1], first[1]]
+        assert [line.split()[1:3] for line in out.splitlines()[1:]] == [
+            ["data/master/1", "master/0"], ["data/master/0", "<none>"]]
+        assert pfs.json("inspect-commit", "data", "master/1")["id"] == second[1]
         assert out.splitlines()[1].rstrip().endswith("3.390 KiB"), out
         # flush-commit waits for everything downstream: no pipelines here, so nothing.
         assert run("flush-commit", "data@master").split() == lines[0].split()

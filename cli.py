@@ -1044,6 +1044,23 @@ def create_job(ctx: click.Context, spec: str) -> None:
     say(pipelines(ctx).create_job(read_spec(spec)).id)
 
 
+@main.command()
+@click.argument("refs", metavar="REF...", nargs=-1, required=True)
+@click.option("--out", "out", metavar="REPO@BRANCH",
+              help="Show this branch at /pfs/out, through the mount (default: a new temp dir).")
+@click.option("--no-mount", is_flag=True, help="Export the commits instead of using the mount.")
+@click.option("--notebooks", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=".", show_default=True, help="The directory notebooks are kept in.")
+@click.pass_context
+def notebook(ctx: click.Context, refs: tuple[str, ...], out: str | None, no_mount: bool,
+             notebooks: Path) -> None:
+    """JupyterLab where /pfs/<repo> is each commit named and every commit in its
+    provenance, read-only, and /pfs/out is writable. Ctrl-C stops it."""
+    from scheduler.notebook import serve
+
+    serve(client(ctx), list(refs), out, no_mount, notebooks, say)
+
+
 @main.group()
 def datum() -> None:
     """List a finished job's datums; rerun one by hand, exactly as its runner did."""

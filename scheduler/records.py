@@ -48,6 +48,7 @@ class Job(msgspec.Struct, kw_only=True):
     error: str = ""
     reprocess: bool = False
     version: int = 1
+    spec: Spec | None = None  # a one-off job's own (1.x create-job); else its pipeline's
 
 
 class DatumResult(msgspec.Struct, kw_only=True):

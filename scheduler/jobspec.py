@@ -81,7 +81,8 @@ def parse_job_spec(text: str) -> JobSpec:
                               "create-pipeline -f (create-job runs one job on named commits)")
     if "service" in raw:
         raise InvalidArgument("spec field service is not supported by pfsmount: jobs run "
-                              "without network, so nothing could reach the port")
+                              "without network; `pfsmount notebook REF...` serves Jupyter "
+                              "on exact commits")
     if "input" in raw and "inputs" not in raw:
         raise InvalidArgument("spec field input is the 2.x pipeline form: a job takes "
                               "inputs, a list of {commit: {repo: {name}, id}}")

@@ -93,7 +93,8 @@ def walkthrough(pfs: AsUser, *up_flags: str) -> None:
                                                "set1.txt"))
     assert run("create-pipeline", "-f", "pipelines.json").split() == ["filter", "sum"]
     flushed = run("flush-commit", "data@master")
-    assert {line.split()[0] for line in flushed.splitlines()[1:]} == {"filter", "sum"}, flushed
+    assert {line.split()[1] for line in flushed.splitlines()[1:]} == {  # 1.x ids
+        "filter/master/0", "sum/master/0"}, flushed
     for fruit, total in sums(set1).items():
         assert pfs.get("get-file", "sum", "master", fruit) == total, fruit
 

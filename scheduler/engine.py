@@ -111,26 +111,48 @@ class Scheduler:
                 self._token.run_sync_soon(self._queue_trigger, event)
 
     def _queue_trigger(self, event: Event) -> None:
-        # Create jobs off the trio thread (an LMDB write), then queue them.
-        async def trigger() -> None:
-            ids = await trio.to_thread.run_sync(self._trigger, event)
+        trio.lowlevel.spawn_system_task(self._trigger_jobs, event)
+
+    async def _trigger_jobs(self, event: Event) -> None:
+        """Create the jobs a finished commit calls for (off the trio thread: LMDB writes),
+        then queue them. This runs as a system task, whose exception would end the daemon, so
+        it never raises: a pipeline whose job cannot be created now (a full disk) is tried
+        again, with backoff, until it can."""
+        names: list[str] | None = None
+        delay = 0.5
+        while True:
+            try:
+                ids, names = await trio.to_thread.run_sync(self._trigger, event, names)
+            except Exception:  # listing the pipelines failed: all of them are still due
+                log.exception("cannot create the jobs for %s@%s yet", event.repo, event.commit)
+                ids = []
             for job_id in ids:
                 await self._queue_send.send(job_id)
+            if names == []:
+                return
+            await trio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
-        trio.lowlevel.spawn_system_task(trigger)
-
-    def _trigger(self, event: Event) -> list[str]:
+    def _trigger(self, event: Event, only: list[str] | None) -> tuple[list[str], list[str]]:
+        """Create a job for each pipeline (of ``only``, if given) that reads the event's
+        branch. Returns the jobs made and the pipelines whose job could not be made."""
         assert event.branch is not None and event.commit is not None
         key = f"{event.repo}@{event.branch}"
-        ids = []
+        ids, failed = [], []
         for pipeline in self.list_pipelines():
             leaves = pipeline.spec.input.leaves()
-            if pipeline.stopped or not any(f"{x.repo}@{x.branch}" == key for x in leaves):
+            if (only is not None and pipeline.name not in only) or pipeline.stopped \
+                    or not any(f"{x.repo}@{x.branch}" == key for x in leaves):
                 continue
-            heads = self._heads(pipeline.spec)
-            heads[key] = event.commit
-            ids.append(self._new_job(pipeline.name, heads).id)
-        return ids
+            try:
+                heads = self._heads(pipeline.spec)
+                heads[key] = event.commit
+                ids.append(self._new_job(pipeline.name, heads).id)
+            except Exception:
+                log.exception("cannot create a job of %s for %s@%s yet; trying again",
+                              pipeline.name, event.repo, event.commit)
+                failed.append(pipeline.name)
+        return ids, failed
 
     async def _dispatch(self) -> None:
         locks: dict[str, trio.Lock] = {}

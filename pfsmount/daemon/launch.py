@@ -31,6 +31,16 @@ def _log_tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+def _last_message(tail: str) -> str:
+    """The last line of ``tail`` that says something: a traceback of an exception group ends
+    in box-drawing lines (``+-----``), and the error sits above them behind ``| ``."""
+    for line in reversed(tail.splitlines()):
+        text = line.strip().lstrip("|+- ").strip()
+        if any(c.isalnum() for c in text):
+            return text
+    return ""
+
+
 def start(layout: Layout, argv: list[str]) -> dict[str, Any]:
     """Spawn ``argv`` as the daemon for ``layout`` and wait until it serves."""
     client = Client(layout.root)
@@ -50,9 +60,8 @@ def start(layout: Layout, argv: list[str]) -> dict[str, Any]:
     while time.monotonic() < deadline:
         code = proc.poll()
         if code is not None:
-            tail = _log_tail(layout.log)
-            last = tail.splitlines()[-1] if tail else f"exit code {code}"
-            raise PfsError(f"the daemon did not start: {last}")
+            last = _last_message(_log_tail(layout.log)) or f"exit code {code}"
+            raise PfsError(f"the daemon did not start: {last} (log: {layout.log})")
         try:
             return client.status()
         except DaemonNotRunning:

@@ -64,7 +64,7 @@ ROUTES: dict[tuple[str, str], list[str]] = {
     ("POST", "/pipelines"): ["spec", "update", "reprocess"], ("GET", "/pipelines"): [],
     ("GET", "/pipelines/{name}"): [], ("DELETE", "/pipelines/{name}"): [],
     ("POST", "/pipelines/{name}/stop"): [], ("POST", "/pipelines/{name}/start"): [],
-    ("GET", "/jobs"): ["pipeline"], ("GET", "/jobs/{id}"): [],
+    ("GET", "/jobs"): ["pipeline"], ("POST", "/jobs"): ["spec"], ("GET", "/jobs/{id}"): [],
     ("POST", "/jobs/{id}/stop"): [], ("POST", "/jobs/{id}/wait"): ["timeout"],
     ("GET", "/logs"): ["pipeline", "job", "datum", "follow"],
 }
@@ -74,7 +74,8 @@ WAITS = {"timeout", "wait"}
 REPO = "fz"
 plausible = st.sampled_from([
     REPO, "fz@master", "fz/master", "fz@dev", "fz@master:/a", "fz@master:/d/b", "fz@master^",
-    "fz@master~3", "fz@master:/../x", "/a", "d", "d/b", "*", "/*", "master", "dev", "nope",
+    "fz@master~3", "fz/master/1", "fz@master/99:/a", "fz@dev/0^",
+    "fz@master:/../x", "/a", "d", "d/b", "*", "/*", "master", "dev", "nope",
     "x" * 300, "é" * 200, "a/" * 300, "", " ", "..", "\0", "fz@" + "0" * 32, "-1", "1e999",
     "NaN", "true", '{"pipeline": {"name": "p"}}', "[" * 2000,
 ])

@@ -13,6 +13,7 @@ a developer's machine and fail it under ``CI=true``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import signal
@@ -40,17 +41,41 @@ def stand() -> Iterator[Pfsd]:
         yield d
 
 
-def _holders(token: str) -> list[int]:
-    """Processes whose command line holds ``token``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if token.encode() in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every process under it."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo += [int(k) for k in (task / "children").read_text().split()]
     return found
+
+
+def _kernels(pid: int) -> list[int]:
+    """The ipykernel processes under ``pid``."""
+    found = []
+    for p in _tree(pid):
+        try:
+            if b"ipykernel" in Path(f"/proc/{p}/cmdline").read_bytes():
+                found.append(p)
+        except OSError:
+            continue
+    return found
+
+
+def _url(proc: subprocess.Popen[bytes]) -> tuple[str, str, list[str]]:
+    """The URL and token ``pfsmount notebook`` printed, and its lines up to them."""
+    assert proc.stdout is not None
+    printed: list[str] = []
+    while not any("token=" in line for line in printed):
+        line = proc.stdout.readline().decode()
+        assert line, f"no URL: {printed} {proc.stderr.read() if proc.stderr else ''!r}"
+        printed.append(line)
+    m = re.search(r"(http://127\.0\.0\.1:\d+)/lab\?token=(\w+)", printed[-1])
+    assert m, printed
+    return m[1], m[2], printed
 
 
 @pytest.mark.timeout(180, method="thread")
@@ -67,15 +92,7 @@ def test_notebook_pins_a_commit_and_its_provenance(stand: Pfsd) -> None:
     proc = subprocess.Popen(d.argv("notebook", f"sum@{pinned}"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=d.root)
     try:
-        assert proc.stdout is not None
-        printed = []
-        while not any("token=" in line for line in printed):
-            line = proc.stdout.readline().decode()
-            assert line, f"no URL: {printed} {proc.stderr.read() if proc.stderr else ''}"
-            printed.append(line)
-        m = re.search(r"(http://127\.0\.0\.1:\d+)/lab\?token=(\w+)", printed[-1])
-        assert m, printed
-        url, token = m[1], m[2]
+        url, token, printed = _url(proc)
         assert f"/pfs/data  data@{first}  read-only\n" in printed
         assert f"/pfs/sum  sum@{pinned}  read-only\n" in printed
         with httpx.Client(base_url=url, headers={"Authorization": f"token {token}"},
@@ -99,6 +116,15 @@ def test_notebook_pins_a_commit_and_its_provenance(stand: Pfsd) -> None:
             assert api.get("/api/contents/pfs/out/note.txt").status_code == 200
             # Unauthenticated, nothing.
             assert httpx.get(f"{url}/api/contents/pfs").status_code == 403
+            # A kernel starts in the sandbox (this Python, read-only) and keeps running.
+            assert api.post("/api/kernels", json={"name": "python3"}).status_code == 201
+            deadline = time.monotonic() + 60
+            while not (kernels := _kernels(proc.pid)):
+                assert time.monotonic() < deadline, "no kernel process started"
+                time.sleep(0.2)
+            time.sleep(1)
+            assert all(Path(f"/proc/{pid}").exists() for pid in kernels)
+        tree = _tree(proc.pid)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -109,10 +135,28 @@ def test_notebook_pins_a_commit_and_its_provenance(stand: Pfsd) -> None:
     kept = re.search(r"/pfs/out is in (\S+)", out.decode())
     assert kept, out
     assert (Path(kept[1]) / "note.txt").read_text() == "why a drop?\n"
-    deadline = time.monotonic() + 10
-    while _holders(token) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _holders(token) == [], "a process of the notebook outlived it"
+    deadline = time.monotonic() + 10  # the pid namespace's last ones may lag a little
+    while (left := [pid for pid in tree if Path(f"/proc/{pid}").exists()]) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    names = [Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in left]
+    assert left == [], f"processes of the notebook outlived it: {names}"
+
+    # Without the mount: the commits exported, the same bytes.
+    proc = subprocess.Popen(d.argv("notebook", "--no-mount", f"sum@{pinned}"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=d.root)
+    try:
+        url, token, _ = _url(proc)
+        r = httpx.get(f"{url}/api/contents/pfs/data/sales", params={
+            "content": 1, "format": "text", "token": token}, timeout=30)
+        assert r.json()["content"] == "apple 3\nbanana 2\napple 4\n"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
 
 
 def test_notebook_bad_input_is_one_line(stand: Pfsd) -> None:

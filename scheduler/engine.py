@@ -157,11 +157,23 @@ class Scheduler:
     async def _dispatch(self) -> None:
         locks: dict[str, trio.Lock] = {}
         async with trio.open_nursery() as nursery:
-            async for job_id in self._queue_recv:
-                with self.meta.read() as txn:
-                    pipeline = self.records.job(txn, job_id).pipeline
-                lock = locks.setdefault(pipeline, trio.Lock())
-                nursery.start_soon(self._run_job, lock, job_id)
+            try:
+                async for job_id in self._queue_recv:
+                    with self.meta.read() as txn:
+                        pipeline = self.records.job(txn, job_id).pipeline
+                    lock = locks.setdefault(pipeline, trio.Lock())
+                    nursery.start_soon(self._run_job, lock, job_id)
+            except trio.Cancelled:  # the daemon stops: a one-off job may run for ever
+                self._stop_one_off_jobs()
+                raise
+
+    def _stop_one_off_jobs(self) -> None:
+        """Stop the running one-off jobs (``create-job``; a served notebook, say), so that
+        ``pfsmount down`` does not wait for them; pipeline jobs finish, or rerun on restart."""
+        for job_id, cancel in list(self._cancel.items()):
+            with contextlib.suppress(PfsError):
+                if self.inspect_job(job_id).spec is not None:
+                    cancel.set()
 
     async def _run_job(self, lock: trio.Lock, job_id: str) -> None:
         async with lock:  # one job at a time per pipeline, in arrival order

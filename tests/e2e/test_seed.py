@@ -227,5 +227,17 @@ def test_the_seed_walkthrough(no_daemon: Pfsmount, web: tuple[str, Path], exampl
                    match="must be a branch, not a commit id")
         error_line(pfs.run("flush-commit", "data/master/7"), code=3, match="data/master/7")
         assert state() == before
+
+        # `down` stops a serving job at once (it would run for ever); after `up` it is killed
+        serving = run("create-job", "-f", "serve.json").strip()
+        deadline = time.monotonic() + 30
+        while "serving" not in run("get-logs", "--job", serving):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        started = time.monotonic()
+        assert re.fullmatch(r"pfsmount stopped \(pid \d+\)\n", run("down"))
+        assert time.monotonic() - started < 10
+        run("up", "--no-mount")
+        assert jobs()[0][0] == serving and jobs()[0][-1] == "killed"
     finally:
         pfs.run("down")

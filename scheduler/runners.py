@@ -220,8 +220,8 @@ class DockerRunner:
             network_mode="none", user=self._user(task), cap_drop=["ALL"],
             security_opt=["no-new-privileges"], read_only=True,
             tmpfs={"/pfs": "ro", "/tmp": "exec"},  # as in the sandbox: /pfs/out and /tmp
-            working_dir=task.working_dir or None, detach=True,
-            tty=tty, stdin_open=interactive,
+            working_dir=task.working_dir or None, tty=tty, stdin_open=interactive,
+            detach=not interactive,  # else stdin stays open after the client's ends
         )
 
     def run(self, task: Task) -> int:

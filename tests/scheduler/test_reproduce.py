@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.scheduler.conftest import Pfsd
+from tests.scheduler.conftest import IMAGE, Pfsd
 
 SCRIPT = ("echo \"reading $in in $(pwd)\"; cat /pfs/in/*; "
           "if grep -q boom /pfs/in/*; then echo cannot add boom >&2; exit 3; fi; "
@@ -77,3 +77,18 @@ def test_datum_bad_input_is_one_line(pfsd: Pfsd) -> None:
     pfsd.fails("datum", "run", "rpb", "0123abcd", match="datum 0123abcd not found")
     pfsd.fails("datum", "run", "rpb", "not-hex!", match="not a datum id")
     pfsd.fails("datum", "shell", "rpb", "--job", "feedbeef", match="job feedbeef not found")
+
+
+def test_datum_run_and_shell_in_the_pipelines_image(pfsd: Pfsd, docker_ready: None) -> None:
+    pfsd.repos("rpdin")
+    pfsd.put("rpdin", {"x": "in the image\n"})
+    pfsd.create(pfsd.spec("rpd", "cat /pfs/in/*; echo \"$PPS_PIPELINE_NAME\"; exit 5",
+                          {"pfs": {"repo": "rpdin", "glob": "/*", "name": "in"}},
+                          image=IMAGE, datum_tries=1))
+    pfsd.run("commit", "wait", "rpdin@master", "--timeout", "90", timeout=120)
+    r = pfsd.run("datum", "run", "rpd")
+    assert (r.code, r.out) == (5, "in the image\nrpd\n"), r
+    assert f"image {IMAGE}" in r.err
+    r = pfsd.run("datum", "shell", "rpd", input="cat /pfs/in/x; ls /pfs; id -u\n")
+    assert r.code == 0, r
+    assert r.out.splitlines()[:3] == ["in the image", "in", "out"], r

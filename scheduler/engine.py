@@ -498,11 +498,20 @@ class Scheduler:
             cancel)
         if results is None:
             return
-        changes = self._union(spec, found, results)
-        provenance = self._provenance(job)
-        commit = self.pfs.files.write_snapshot(spec.name, spec.output_branch, changes,
-                                               provenance=provenance)
-        job.output, job.state = f"{spec.name}@{commit.id}", "success"
+        self._commit_output(job, spec, self._union(spec, found, results))
+
+    def _commit_output(self, job: Job, spec: Spec, changes: dict[str, Change],
+                       base: str | None = None) -> None:
+        """The job's output commit, and the job marked done in the same transaction: a job
+        left "running" beside its output would run again on restart and commit it twice."""
+
+        def done(txn: lmdb.Transaction, commit: Commit) -> None:
+            job.output, job.state = f"{spec.name}@{commit.id}", "success"
+            job.finished = time.time()
+            self.records.put_job(txn, job)
+
+        self.pfs.files.write_snapshot(spec.name, spec.output_branch, changes,
+                                      provenance=self._provenance(job), base=base, record=done)
 
     def _run_all(self, job: Job, spec: Spec, units: list[tuple[str, Callable[[], _Outcome]]],
                  cancel: threading.Event) -> dict[str, list[tuple[str, Entry]]] | None:
@@ -582,9 +591,7 @@ class Scheduler:
         if results is None:
             return
         changes = self._v1_output(spec, prev, [results[s.id] for s in plan.shards])
-        commit = self.pfs.files.write_snapshot(spec.name, spec.output_branch, changes,
-                                               provenance=self._provenance(job), base=prev)
-        job.output, job.state = f"{spec.name}@{commit.id}", "success"
+        self._commit_output(job, spec, changes, base=prev)
 
     def _v1_output(self, spec: Spec, prev: str | None,
                    outputs: list[list[tuple[str, Entry]]]) -> dict[str, Change]:

@@ -181,12 +181,15 @@ class Files:
         provenance: builtins.list[str] | None = None,
         description: str = "",
         base: str | None = None,
+        record: Callable[[lmdb.Transaction, Commit], None] | None = None,
     ) -> Commit:
         """A new finished commit whose tree is exactly ``changes`` over an empty tree, or over
         the tree of commit ``base`` of the same repo.
 
         Used for pipeline outputs: the output of a job is the union of its datums' outputs,
-        not an edit of the previous output (a 1.x job's output is: ``base``).
+        not an edit of the previous output (a 1.x job's output is: ``base``). ``record`` runs
+        in the transaction that finishes the commit, so what it stores (the job that made
+        the commit, done) lands with the commit or not at all, whenever the process dies.
         """
         self.store.packs.sync()  # everything the commit points at reaches the disk first
         with self.meta.write() as txn:
@@ -201,6 +204,8 @@ class Files:
             commit.root, commit.size = root.hex(), size
             self.records.put_commit(txn, commit)
             self.commits.finish_locked(txn, commit)
+            if record is not None:
+                record(txn, commit)
         self.events.emit(*(Event(k, repo, branch, commit.id, commit.root) for k in
                            ("commit_started", "files_changed", "commit_finished",
                             "branch_changed")))

@@ -328,6 +328,11 @@ class Lane:
         finally:
             c.close()
         self.m_open = self.settle(h, states, op, keep_open=True)
+        now = self.m_open if self.m_open is not None else h.tree
+        if now:  # and through the new mount, as programs see the branch
+            path = rng.choice(sorted(now))
+            assert (dest / path.lstrip("/")).read_bytes() == now[path], (
+                f"{self.where()}: {dest}{path} reads other bytes through the mount")
 
     def cycle_job(self) -> None:
         """A new input commit, and the kill while its job runs or captures its output; after

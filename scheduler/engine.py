@@ -330,7 +330,8 @@ class Scheduler:
         commits: dict[str, str] = {}
         inputs = []
         for inp in spec.inputs:
-            commit = self.pfs.commits.inspect(f"{inp.repo}@{inp.commit}")
+            at = inp.commit.removeprefix(f"{inp.repo}/")  # pasted as list-commit prints it
+            commit = self.pfs.commits.inspect(f"{inp.repo}@{at}")
             if commit.is_open:
                 raise Conflict(f"input {inp.name}: commit {inp.repo}@{commit.id} is open; "
                                f"finish it first (`pfsmount commit finish {inp.repo}@"

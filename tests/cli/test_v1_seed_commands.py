@@ -127,3 +127,19 @@ def test_create_job_refuses_a_bad_spec(pfsd: Pfsmount, client: Client, repo: str
         pfsd.fails("create-job", "-f", spec, code=code, match=match)
     assert pfsd.json("list-job") == jobs_before
     assert [r.name for r in client.list_repos()] == repos_before
+
+
+def test_create_job_takes_the_id_list_commit_prints(pfsd: Pfsmount, client: Client, repo: str,
+                                                    tmp_path: Path) -> None:
+    """``REPO/BRANCH/N`` pasted from list-commit, or ``BRANCH/N`` as the seed writes it."""
+    client.put_file(f"{repo}@master:/f", b"first\n")
+    client.put_file(f"{repo}@master:/f", b"second\n")
+    spec = tmp_path / "job.json"
+    spec.write_text(json.dumps({
+        "transform": {"cmd": ["sh"], "stdin": ["cat /pfs/a/f /pfs/b/f > /pfs/out/both"]},
+        "inputs": [{**commit(repo, f"{repo}/master/0"), "name": "a"},
+                   {**commit(repo, "master/1"), "name": "b"}]}))
+    job_id = pfsd.ok("create-job", "-f", spec).strip()
+    done = pfsd.json("job", "wait", job_id)
+    assert done["state"] == "success", done
+    assert pfsd.get("get-file", f"job-{job_id[:12]}", "master/0", "both") == b"first\nsecond\n"

@@ -30,7 +30,7 @@ import httpx
 
 from pfsmount.api.client import Client
 from pfsmount.errors import Conflict, InvalidArgument, NotFound
-from scheduler.runners import PATH, RunnerError, SandboxRunner, Task
+from scheduler.runners import PATH, RunnerError, SandboxRunner, Task, sandboxed
 
 START = 90.0  # seconds JupyterLab may take to answer
 STOP = 20.0  # seconds it may take to shut its kernels down
@@ -75,27 +75,13 @@ def _free_port() -> int:
         return port
 
 
-def _descendants(pid: int) -> list[int]:
-    """Processes under ``pid``, nearest first."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop(0)
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{p}/task").iterdir():
-                kids = [int(k) for k in (task / "children").read_text().split()]
-                found += kids
-                todo += kids
-    return found
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Stop JupyterLab as its own SIGTERM does (kernels shut down, then the server); bwrap
     ends with it, and its pid namespace takes every process left. Forcibly after STOP."""
-    for pid in _descendants(proc.pid):
+    pid = sandboxed(proc.pid)
+    if pid is not None:
         with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/comm").read_text().strip() != "bwrap":
-                os.kill(pid, signal.SIGTERM)  # the server: the first that is not bwrap
-                break
+            os.kill(pid, signal.SIGTERM)
     try:
         proc.wait(STOP)
     except subprocess.TimeoutExpired:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from scheduler.runners import DockerRunner, RunnerError, SandboxRunner, Task
+from scheduler.runners import DockerRunner, RunnerError, SandboxRunner, Task, sandboxed
 from scheduler.wire import DatumTask
 
 
@@ -34,8 +35,7 @@ def _sandbox(t: DatumTask) -> SandboxRunner:
 
 @contextlib.contextmanager
 def _no_sigint() -> Iterator[None]:
-    """Ctrl-C belongs to what runs inside (the shell, the transform), not to us: ignored
-    here (and so in bwrap, which inherits it), the datum's own session still gets it."""
+    """Ctrl-C belongs to the container (the docker command passes it on), not to us."""
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
@@ -45,9 +45,11 @@ def _no_sigint() -> Iterator[None]:
 
 def run(t: DatumTask, task: Task) -> int:
     """Run the transform as its runner did; print what it printed. Its exit code."""
-    runner = DockerRunner() if t.image else _sandbox(t)
-    with _no_sigint():
-        code = runner.run(task)
+    if t.image:
+        with _no_sigint():  # the container is removed even so
+            code = DockerRunner().run(task)
+    else:  # Ctrl-C stops bwrap with us, and with it the datum
+        code = _sandbox(t).run(task)
     with open(task.log, "rb") as log:
         shutil.copyfileobj(log, sys.stdout.buffer)
     sys.stdout.flush()
@@ -58,9 +60,22 @@ def shell(t: DatumTask, task: Task, program: str) -> int:
     """``program`` in the datum's place, its stdin, stdout and stderr ours. Its exit code."""
     task = dataclasses.replace(task, cmd=[program], stdin="")
     if not t.image:
-        argv = _sandbox(t).argv(task)
-        with _no_sigint():
-            return subprocess.run(argv).returncode
+        # A session of its own: Ctrl-C reaches us alone, and we pass it on, so it stops
+        # what the shell runs, not bwrap (ignoring it instead would pass that on inside).
+        proc = subprocess.Popen(_sandbox(t).argv(task), start_new_session=True)
+
+        def interrupt(signum: int, frame: object) -> None:
+            """Ctrl-C: to the shell's process group (it has no terminal to take it from)."""
+            shell = sandboxed(proc.pid)
+            with contextlib.suppress(OSError):
+                if shell is not None:
+                    os.killpg(os.getpgid(shell), signal.SIGINT)
+
+        old = signal.signal(signal.SIGINT, interrupt)
+        try:
+            return proc.wait()
+        finally:
+            signal.signal(signal.SIGINT, old)
     if shutil.which("docker") is None:
         raise RunnerError("datum shell in an image needs the docker command")
     container = DockerRunner().create(task, interactive=True, tty=sys.stdin.isatty())

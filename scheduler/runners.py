@@ -97,6 +97,20 @@ def _host(names: tuple[str, ...], base: str) -> list[str]:
     return argv
 
 
+def sandboxed(pid: int) -> int | None:
+    """The process bwrap ``pid`` runs (the first below it that is not bwrap itself: with a
+    pid namespace, bwrap runs under a bwrap of its own), or None once it has ended."""
+    todo = [pid]
+    while todo:
+        p = todo.pop(0)
+        with contextlib.suppress(OSError):
+            if p != pid and Path(f"/proc/{p}/comm").read_text().strip() != "bwrap":
+                return p
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(k) for k in (task / "children").read_text().split()]
+    return None
+
+
 class SandboxRunner:
     """bubblewrap: a root built from nothing (a tmpfs) holding the host's programs and
     libraries read-only, a minimal /etc, the datum's inputs read-only under /pfs, /pfs/out

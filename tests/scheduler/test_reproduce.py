@@ -9,7 +9,13 @@ is one line and a non-zero exit.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pty
 import re
+import select
+import signal
+import time
 from pathlib import Path
 
 from tests.scheduler.conftest import IMAGE, Pfsd
@@ -92,3 +98,41 @@ def test_datum_run_and_shell_in_the_pipelines_image(pfsd: Pfsd, docker_ready: No
     r = pfsd.run("datum", "shell", "rpd", input="cat /pfs/in/x; ls /pfs; id -u\n")
     assert r.code == 0, r
     assert r.out.splitlines()[:3] == ["in the image", "in", "out"], r
+
+
+def test_datum_shell_on_a_terminal_takes_ctrl_c_to_the_command(pfsd: Pfsd) -> None:
+    """On a terminal, Ctrl-C stops what the shell runs, not the shell; its exit status is
+    the command's."""
+    pfsd.repos("rptty")
+    pfsd.put("rptty", {"x": "hello\n"})
+    pfsd.create(pfsd.spec("rpt", "cat /pfs/in/x", {"pfs": {"repo": "rptty", "glob": "/*",
+                                                            "name": "in"}}))
+    pfsd.wait("rptty@master")
+    argv = pfsd.argv("datum", "shell", "rpt")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command on the terminal
+        os.execv(argv[0], argv)
+    seen = b""
+
+    def until(text: bytes, timeout: float = 20) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while text not in seen:
+            assert time.monotonic() < deadline, f"no {text!r} in {seen!r}"
+            if select.select([fd], [], [], 0.1)[0]:
+                seen += os.read(fd, 4096)
+
+    try:
+        until(b"$ ")
+        os.write(fd, b"sleep 60; echo slept\n")
+        time.sleep(0.5)
+        os.write(fd, b"\x03")  # Ctrl-C
+        os.write(fd, b"cat /pfs/in/x; exit 7\n")
+        until(b"hello\r\n")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 7
+    assert b"\nslept" not in seen  # the sleep was stopped, and with it its line

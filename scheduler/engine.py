@@ -576,12 +576,17 @@ class Scheduler:
         last = done[0]
         return last if all(last.inputs.get(k) == job.inputs.get(k) for k in fixed) else None
 
-    def _execute_v1(self, job: Job, spec: Spec, cancel: threading.Event) -> None:
+    def v1_plan(self, job: Job, spec: Spec) -> tuple[legacy.Plan, str | None]:
+        """A 1.x job's containers, and the previous output commit they build on (also what
+        ``pfsmount datum shell`` rebuilds for a finished job)."""
         assert spec.v1 is not None
         parent = self._parent_job(job, spec)
         prev = parent.output.split("@", 1)[1] if parent and parent.output else None
-        plan = legacy.plan(self.pfs, spec.v1, job.inputs, parent.inputs if parent else None,
-                           spec.parallelism, prev)
+        return legacy.plan(self.pfs, spec.v1, job.inputs, parent.inputs if parent else None,
+                           spec.parallelism, prev), prev
+
+    def _execute_v1(self, job: Job, spec: Spec, cancel: threading.Event) -> None:
+        plan, prev = self.v1_plan(job, spec)
         if plan.idle:
             log.info("job %s of pipeline %s runs nothing: %s", job.id, spec.name, plan.idle)
             job.state, job.error = "success", f"nothing to run: {plan.idle}"
@@ -626,7 +631,12 @@ class Scheduler:
         /pfs/prev (read-only, when there is one)."""
         if cancel.is_set():
             return "job stopped"
-        scratch = self.work / job.id / shard.id
+        binds, env = self.shard_inputs(spec, shard, prev, self.work / job.id / shard.id)
+        return self._attempts(job, spec, shard.id, binds, env, cancel)
+
+    def shard_inputs(self, spec: Spec, shard: legacy.Shard, prev: str | None, scratch: Path
+                     ) -> tuple[list[tuple[Path, str]], dict[str, str]]:
+        """A 1.x container's binds (views written to ``scratch``) and env."""
         image = spec.transform.image
         binds: list[tuple[Path, str]] = []
         env = {"PACH_OUTPUT_COMMIT_ID": "", **({"PACH_PREV_COMMIT_ID": prev} if prev else {})}
@@ -645,7 +655,7 @@ class Scheduler:
         if prev is not None:
             binds.append(self._source(DatumFile("prev", spec.name, prev, "/", "", "dir"),
                                       scratch, image, "/pfs/prev"))
-        return self._attempts(job, spec, shard.id, binds, env, cancel)
+        return binds, env
 
     def _provenance(self, job: Job) -> list[str]:
         out: dict[str, None] = {}

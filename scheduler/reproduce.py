@@ -1,19 +1,24 @@
 """One datum of a finished job, rebuilt as its runner saw it: which datum (the failed one
 by default), its inputs bound the same way, its environment, working directory, command and
-image. ``pfsmount datum shell``/``datum run`` run the result on the user's terminal
-(``scheduler.replay``). Nothing here runs a datum or changes a job.
+image. A 1.x job's unit is a container over partitioned views (``scheduler.legacy``): it is
+rebuilt the same way, its views written afresh. ``pfsmount datum shell``/``datum run`` run
+the result on the user's terminal (``scheduler.replay``). Nothing here runs a datum or
+changes a job.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from pfsmount.errors import Conflict, InvalidArgument, NotFound
-from scheduler.datums import Datum, datums
+from scheduler.datums import datums
 from scheduler.engine import Scheduler
 from scheduler.records import TERMINAL, Job, Pipeline
 from scheduler.wire import DatumInfo, DatumState, DatumTask
@@ -22,12 +27,12 @@ _FAILED = re.compile(r"^datum ([0-9a-f]+) failed after")
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 
 
-def _pipeline(s: Scheduler, name: str) -> Pipeline:
-    pipeline = s.inspect_pipeline(name)
-    if pipeline.spec.v1 is not None:
-        raise InvalidArgument(f"pipeline {name} is in the 1.x form: its jobs run containers "
-                              "over partitioned views, not datums one can reproduce alone")
-    return pipeline
+class _Unit(NamedTuple):
+    """A datum, or a 1.x container: its id, what it reads, and how to bind it."""
+
+    id: str
+    files: list[str]
+    inputs: Callable[[Path], tuple[list[tuple[Path, str]], dict[str, str]]]
 
 
 def _finished(s: Scheduler, pipeline: Pipeline, job_id: str | None) -> list[Job]:
@@ -46,35 +51,39 @@ def _finished(s: Scheduler, pipeline: Pipeline, job_id: str | None) -> list[Job]
     return jobs
 
 
-def _datums(s: Scheduler, pipeline: Pipeline, job: Job) -> list[Datum]:
+def _units(s: Scheduler, pipeline: Pipeline, job: Job) -> list[_Unit]:
     if job.version != pipeline.version:
         raise Conflict(f"job {job.id} ran version {job.version} of pipeline {pipeline.name}, "
                        f"which is now at version {pipeline.version}: that spec is gone")
-    return datums(s.pfs, pipeline.spec.input, job.inputs)
-
-
-def _files(d: Datum) -> list[str]:
-    return [f"{f.input}={f.repo}@{f.commit}:{f.path}" for f in d.files]
+    spec = pipeline.spec
+    if spec.v1 is None:
+        return [_Unit(d.id, [f"{f.input}={f.repo}@{f.commit}:{f.path}" for f in d.files],
+                      functools.partial(s.datum_inputs, spec, d))
+                for d in datums(s.pfs, spec.input, job.inputs)]
+    plan, prev = s.v1_plan(job, spec)
+    return [_Unit(sh.id, [f"{v.input.name}={v.input.repo}@{v.commit}"
+                          + ("" if v.whole else f" ({len(v.pieces)} pieces)") for v in sh.views],
+                  functools.partial(s.shard_inputs, spec, sh, prev)) for sh in plan.shards]
 
 
 def list_datums(s: Scheduler, name: str, job_id: str | None = None) -> list[DatumInfo]:
     """The datums of a job (the last finished one by default) and how each ended."""
-    pipeline = _pipeline(s, name)
+    pipeline = s.inspect_pipeline(name)
     job = _finished(s, pipeline, job_id)[0]
     out = []
-    for d in _datums(s, pipeline, job):
+    for d in _units(s, pipeline, job):
         with s.meta.read() as txn:
             done = s.records.datum(txn, name, pipeline.spec.digest, d.id)
         log = s.logs / name / job.id / f"{d.id}.log"
         state: DatumState = ("success" if done is not None and done.job == job.id else
                              "skipped" if done is not None else
                              "failed" if log.exists() else "not run")
-        out.append(DatumInfo(id=d.id, job=job.id, state=state, files=_files(d)))
+        out.append(DatumInfo(id=d.id, job=job.id, state=state, files=d.files))
     return out
 
 
 def _pick(s: Scheduler, pipeline: Pipeline, datum: str | None, job_id: str | None
-          ) -> tuple[Job, Datum]:
+          ) -> tuple[Job, _Unit]:
     """The datum asked for (an id or a unique prefix of one) in the newest finished job
     that has it; by default the failed datum of the last failed job, else the first datum
     of the last job."""
@@ -82,7 +91,7 @@ def _pick(s: Scheduler, pipeline: Pipeline, datum: str | None, job_id: str | Non
     if datum is None:
         failed = [j for j in jobs if j.state == "failure" and _FAILED.match(j.error)]
         job = failed[0] if failed else jobs[0]
-        found = _datums(s, pipeline, job)
+        found = _units(s, pipeline, job)
         match = _FAILED.match(job.error)
         chosen = [d for d in found if match and d.id == match[1]] or found[:1]
         if not chosen:
@@ -91,7 +100,7 @@ def _pick(s: Scheduler, pipeline: Pipeline, datum: str | None, job_id: str | Non
     for job in jobs:
         if job.version != pipeline.version:
             continue
-        hits = [d for d in _datums(s, pipeline, job) if d.id.startswith(datum)]
+        hits = [d for d in _units(s, pipeline, job) if d.id.startswith(datum)]
         if len(hits) > 1:
             raise InvalidArgument(f"datum {datum} is ambiguous: give more of its id")
         if hits:
@@ -106,17 +115,17 @@ def reproduce(s: Scheduler, name: str, datum: str | None = None,
     if datum is not None and not re.fullmatch(r"[0-9a-f]{1,32}", datum):
         raise InvalidArgument(f"datum {datum} is not a datum id (hex, as `datum list` "
                               "shows)")
-    pipeline = _pipeline(s, name)
+    pipeline = s.inspect_pipeline(name)
     job, d = _pick(s, pipeline, datum, job_id)
     spec = pipeline.spec
     token = uuid.uuid4().hex
     scratch = s.work / "reproduce" / token
-    binds, env = s.datum_inputs(spec, d, scratch)
+    binds, env = d.inputs(scratch)
     kept = scratch.exists()
     template = s.task(spec, s.unit_env(job, spec, d.id, env), binds, Path(), Path(),
                       threading.Event())
     return DatumTask(
-        pipeline=name, job=job.id, datum=d.id, files=_files(d), cmd=template.cmd,
+        pipeline=name, job=job.id, datum=d.id, files=d.files, cmd=template.cmd,
         stdin=template.stdin, env=template.env,
         binds=[(str(h), inside) for h, inside in template.binds],
         working_dir=template.working_dir, image=template.image, timeout=template.timeout,

@@ -136,3 +136,22 @@ def test_datum_shell_on_a_terminal_takes_ctrl_c_to_the_command(pfsd: Pfsd) -> No
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 7
     assert b"\nslept" not in seen  # the sleep was stopped, and with it its line
+
+
+def test_datum_run_reproduces_a_1x_container(pfsd: Pfsd) -> None:
+    """A 1.3 spec's unit is a container over a partitioned view: rebuilt alike, the same
+    file in view and the same failure."""
+    pfsd.repos("rpv1")
+    pfsd.put("rpv1", {"a": "fine\n", "b": "boom\n"})
+    script = "cat /pfs/rpv1/*; if grep -q boom /pfs/rpv1/*; then exit 4; fi"
+    pfsd.create({"pipeline": {"name": "rpv1p"}, "transform": {"cmd": ["sh"],
+                 "stdin": [script]}, "parallelism": "2",
+                 "inputs": [{"repo": {"name": "rpv1"}, "method": "map"}]})
+    pfsd.run("commit", "wait", "rpv1@master", "--timeout", "90", timeout=120)
+    rows = pfsd.json("datum", "list", "rpv1p")
+    assert sorted(r["state"] for r in rows) == ["failed", "success"], rows
+    r = pfsd.run("datum", "run", "rpv1p")
+    assert (r.code, r.out) == (4, "boom\n"), r
+    ok = next(row["id"] for row in rows if row["state"] == "success")
+    r = pfsd.run("datum", "shell", "rpv1p", ok, input="ls /pfs; ls /pfs/rpv1\n")
+    assert (r.code, r.out) == (0, "out\nrpv1\na\n"), r

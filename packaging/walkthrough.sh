@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # packaging/walkthrough.sh — owns the README's walkthrough: the seed's fruit-stand story
-# (Pachyderm 1.3's, ../shared/reference/pachyderm-data-science-workflow.txt) told with the real
+# (Pachyderm 1.3's, from "Pachyderm and the Data Science Workflow") told with the real
 # `pfsmount` CLI, each command echoed, the totals after each commit checked against the raw
 # sales, the provenance of the final result, then where to look next.
 #
 #   bash packaging/walkthrough.sh [--no-install] [--no-mount] [--down]
 #
 # As root it first runs packaging/install.sh (idempotent, fast when all is there); as an
-# ordinary user it uses the venv root installed (`sudo bash packaging/install.sh` once).
+# ordinary user it installs nothing and uses the venv install.sh made (run it once first).
 # Where /dev/fuse cannot be used (an ordinary user on most hosts) it says so in one line and
 # runs with --no-mount. The story's store is PFSMOUNT_WALKTHROUGH_DIR (default
 # ~/.local/share/pfsmount-walkthrough, replaced on each run); the daemon keeps serving it
@@ -32,8 +32,8 @@ cd "$REPO"
 if [ "$install" = 1 ] && [ "$(id -u)" -eq 0 ]; then
     bash packaging/install.sh
 elif [ "$install" = 1 ] && [ ! -x "$VENV/bin/pfsmount" ]; then
-    echo "walkthrough.sh: pfsmount is not installed in $VENV: run 'sudo bash" \
-         "packaging/install.sh' once, then this again" >&2
+    echo "walkthrough.sh: pfsmount is not installed in $VENV: run 'bash" \
+         "packaging/install.sh' once (it needs root or sudo for apt), then this again" >&2
     exit 1
 fi
 [ -x "$VENV/bin/pfsmount" ] || { echo "walkthrough.sh: no $VENV/bin/pfsmount" >&2; exit 1; }

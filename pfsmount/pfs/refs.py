@@ -18,10 +18,10 @@ import re
 from typing import NamedTuple
 
 from pfsmount.errors import InvalidArgument, NameTooLong
+from pfsmount.store.tree import DEPTH_MAX
 
 NAME_MAX = 255  # bytes in one file name, as on POSIX file systems
 PATH_MAX = 4096  # bytes in a whole path
-DEPTH_MAX = 256  # directories in a path (the store walks trees level by level)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _COMMIT_ID = re.compile(r"[0-9a-f]{32}")
 _NUMBERED = re.compile(r"(?P<branch>[^/]+)/(?P<n>\d+)")

@@ -36,6 +36,8 @@ SPLIT_TO = 256  # ... into pages of about this many
 # long names decodes to over 100 KiB of objects and every change to a big directory makes a
 # new one (8,192 such pages held 1 GB under load). 8 MiB of encoding, about 40 MiB decoded,
 # holds a 100,000-name directory (about 6 MiB encoded).
+DEPTH_MAX: Final = 256  # directories in a path; deeper is refused on write, damage on read
+PAGE_LEVELS_MAX: Final = 32  # pages of one directory's B-tree (2**32 entries need 4 levels)
 CACHE_BYTES = 8 << 20
 CACHE_PAGES = 8192
 
@@ -193,7 +195,9 @@ class Trees:
     def find(self, txn: lmdb.Transaction, directory: bytes, name: str) -> Entry | None:
         """The entry called ``name`` in one directory."""
         node = self.node(txn, directory)
+        levels = 0
         while isinstance(node, Inner):
+            levels = _deeper(levels, directory)
             i = max(bisect.bisect_right(node.keys, name) - 1, 0)
             node = self.node(txn, node.children[i])
         i = bisect.bisect_left(node.names, name)
@@ -219,23 +223,26 @@ class Trees:
         self, txn: lmdb.Transaction, directory: bytes, after: str | None = None
     ) -> Iterator[tuple[str, Entry]]:
         """The entries of one directory in name order, starting after ``after``."""
-        stack = [directory]
+        stack = [(directory, 0)]
         while stack:
-            node = self.node(txn, stack.pop())
+            digest, levels = stack.pop()
+            node = self.node(txn, digest)
             if isinstance(node, Leaf):
                 start = 0 if after is None else bisect.bisect_right(node.names, after)
                 for i in range(start, len(node.names)):
                     yield node.names[i], node.entries[i]
             else:
+                below = _deeper(levels, directory)
                 start = 0
                 if after is not None:
                     start = max(bisect.bisect_right(node.keys, after) - 1, 0)
-                stack.extend(reversed(node.children[start:]))
+                stack.extend((child, below) for child in reversed(node.children[start:]))
 
     def walk(
         self, txn: lmdb.Transaction, directory: bytes, prefix: str = "", dirs: bool = False
     ) -> Iterator[tuple[str, Entry]]:
         """Every entry below ``directory``, depth first in name order, as ``prefix/name``."""
+        _check_depth(prefix, directory)
         for name, entry in self.listdir(txn, directory):
             path = f"{prefix}{name}"
             if entry.kind == KIND_DIR:
@@ -247,10 +254,16 @@ class Trees:
 
     def count(self, txn: lmdb.Transaction, directory: bytes) -> int:
         """How many entries one directory holds (reads its pages, not its subdirectories)."""
-        node = self.node(txn, directory)
-        if isinstance(node, Leaf):
-            return len(node.names)
-        return sum(self.count(txn, child) for child in node.children)
+        total, stack = 0, [(directory, 0)]
+        while stack:
+            digest, levels = stack.pop()
+            node = self.node(txn, digest)
+            if isinstance(node, Leaf):
+                total += len(node.names)
+            else:
+                below = _deeper(levels, directory)
+                stack.extend((child, below) for child in node.children)
+        return total
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -361,17 +374,19 @@ class Trees:
         """
         if old == new:
             return
+        _check_depth(prefix, new)
         a: list[_Item] = [_Item("", old, None)]
         b: list[_Item] = [_Item("", new, None)]
+        seen: tuple[set[bytes], set[bytes]] = (set(), set())  # pages expanded, per side
         while a and b:
             x, y = a[-1], b[-1]
             if x.entry is None and y.entry is None and x.node == y.node:
                 a.pop()
                 b.pop()
             elif x.entry is None and x.key <= y.key:
-                self._expand(txn, a)
+                self._expand(txn, a, seen[0])
             elif y.entry is None and y.key <= x.key:
-                self._expand(txn, b)
+                self._expand(txn, b, seen[1])
             elif x.key < y.key:
                 a.pop()
                 yield from self._one_side(txn, prefix + x.key, x.entry, old_side=True)
@@ -383,17 +398,23 @@ class Trees:
                 b.pop()
                 assert x.entry is not None and y.entry is not None
                 yield from self._pair(txn, prefix + x.key, x.entry, y.entry)
-        for side, rest in ((True, a), (False, b)):
+        for side, rest, pages in ((True, a, seen[0]), (False, b, seen[1])):
             while rest:
                 item = rest[-1]
                 if item.entry is None:
-                    self._expand(txn, rest)
+                    self._expand(txn, rest, pages)
                 else:
                     rest.pop()
                     yield from self._one_side(txn, prefix + item.key, item.entry, side)
 
-    def _expand(self, txn: lmdb.Transaction, stack: list[_Item]) -> None:
-        node = self.node(txn, stack.pop().node)
+    def _expand(self, txn: lmdb.Transaction, stack: list[_Item], seen: set[bytes]) -> None:
+        """Replace the page on top of ``stack`` by its items. A page of one directory appears
+        once in its B-tree, so one met again means the tree is damaged (a cycle)."""
+        digest = stack.pop().node
+        if digest in seen:
+            raise Corrupt(f"tree page {digest.hex()} refers back to itself")
+        seen.add(digest)
+        node = self.node(txn, digest)
         if isinstance(node, Leaf):
             items = [_Item(n, b"", e) for n, e in zip(node.names, node.entries, strict=True)]
         else:
@@ -428,6 +449,21 @@ class _Item(NamedTuple):
     key: str
     node: bytes
     entry: Entry | None
+
+
+def _deeper(levels: int, directory: bytes) -> int:
+    """One page level further down ``directory``'s B-tree; a damaged (cyclic) tree is bounded."""
+    if levels >= PAGE_LEVELS_MAX:
+        raise Corrupt(f"directory page {directory.hex()} nests deeper than {PAGE_LEVELS_MAX} "
+                      "levels (damaged)")
+    return levels + 1
+
+
+def _check_depth(prefix: str, directory: bytes) -> None:
+    """Directories nest at most ``DEPTH_MAX`` deep; deeper means an entry points back up."""
+    if prefix.count("/") > DEPTH_MAX:
+        raise Corrupt(f"directory page {directory.hex()} lies deeper than {DEPTH_MAX} "
+                      "directories (damaged)")
 
 
 def _split(items: list[_T]) -> list[list[_T]]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 import blake3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pfsmount.errors import AlreadyExists, NotADirectory
+from pfsmount.errors import AlreadyExists, Corrupt, NotADirectory
 from pfsmount.pfs import Pfs
 from pfsmount.store import KIND_DIR, KIND_FILE, MKDIR, Entry, tree
 from pfsmount.store.meta import Meta
@@ -280,3 +281,33 @@ def test_growing_past_one_index_page_stays_balanced(pfs: Pfs) -> None:
         assert [n for n, _ in trees.listdir(txn, root)] == [
             f"n{i:04}" for i in range(200) if i % 3
         ]
+
+
+def _damaged(meta: Meta, digest: bytes, node: tree.Node) -> None:
+    """Store ``node`` under a name that is not its hash, as damage to LMDB can."""
+    with meta.write() as txn:
+        txn.put(digest, tree._encoder.encode(node), db=meta.db["nodes"])
+
+
+def test_a_page_that_refers_back_to_itself_is_damage_not_an_endless_loop(
+        tmp_path: Path) -> None:
+    meta = Meta(tmp_path / "meta")
+    trees = Trees(meta)
+    pages = blake3.blake3(b"pages").digest()
+    _damaged(meta, pages, Inner(["a", "b"], [trees.empty, pages], [0, 0]))
+    dirs = blake3.blake3(b"dirs").digest()
+    _damaged(meta, dirs, Leaf(["d"], [Entry(KIND_DIR, 0, 0o755, 0, dirs)]))
+    with meta.read() as txn:
+        with pytest.raises(Corrupt, match="deeper than 32 levels"):
+            list(trees.listdir(txn, pages))
+        with pytest.raises(Corrupt, match="deeper than 32 levels"):
+            trees.count(txn, pages)
+        with pytest.raises(Corrupt, match="deeper than 32 levels"):
+            trees.find(txn, pages, "z")
+        with pytest.raises(Corrupt, match="refers back to itself"):
+            list(trees.diff(txn, trees.empty, pages))
+        with pytest.raises(Corrupt, match="deeper than 256 directories"):
+            list(trees.walk(txn, dirs))
+        with pytest.raises(Corrupt, match="deeper than 256 directories"):
+            list(trees.diff(txn, trees.empty, dirs))
+    meta.close()

@@ -189,7 +189,7 @@ cat <<EOF
     pfsmount list-job; pfsmount inspect-job $job
     pfsmount get-file filter master/1 apple   # every apple sale, appended commit by commit
     pfsmount logs -p sum                      # what the datums printed
-$(printf '    %-41s' "pfsmount notebook ${nbflag}sum/master/1")# JupyterLab on that commit and its provenance
+$(printf '    %-41s ' "pfsmount notebook ${nbflag}sum/master/1")# JupyterLab on that commit and its provenance
     pfsmount --help                           # every command; README.md: R, pandas, images
     pfsmount down                             # stop it (running this script again starts over)
 EOF

@@ -100,3 +100,35 @@ def test_walkthrough_as_an_ordinary_user(story_dir: Path) -> None:
         assert len(notes) == 1 and "/dev/fuse" in notes[0], out
         assert notes[0].endswith("; so the story runs with --no-mount)"), notes
         assert "$ pfsmount up --no-mount" in out
+
+
+def readme_block(after: str) -> list[str]:
+    """The commands of the first ``sh`` block after the line ``after`` in README.md."""
+    text = (PROJECT / "README.md").read_text()
+    block = re.search(r"^```sh\n(.*?)^```$", text.split(after, 1)[1], re.M | re.S)
+    assert block, after
+    return [line.split("  #")[0].strip() for line in block[1].splitlines() if line.strip()]
+
+
+def test_readme_quick_start_by_hand(story_dir: Path) -> None:
+    """README's 1.x block, as typed, with ``/pfs`` at a mount of the test's own; the notebook
+    line (it serves until Ctrl-C) is left out."""
+    require_bwrap()
+    commands = readme_block("The same by hand, with the seed's 1.x commands")
+    assert commands[0] == "pfsmount up" and commands[-1] == "pfsmount down"
+    mnt = story_dir.parent / "pfs"
+    mnt.mkdir()
+    script = ["set -e", f"export PATH={PFSMOUNT.parent}:$PATH "
+              f"PFSMOUNT_ROOT={story_dir.parent / 'root'}", f"cd {PROJECT}",
+              f"pfsmount up --mount {mnt}", "trap 'pfsmount down >/dev/null 2>&1' EXIT"]
+    script += [c.replace("/pfs/", f"{mnt}/") for c in commands[1:-1]
+               if not c.startswith("pfsmount notebook")]
+    p = subprocess.run(["bash", "-c", "\n".join(script)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, f"{p.stdout}\n{p.stderr}"
+    both = totals("set1.txt", "set2.txt")
+    lines = p.stdout.splitlines()
+    assert lines.count(str(both["apple"])) == 2, p.stdout  # get-file, then cat of the mount
+    assert re.search(r"^master +sum/master/1 +master/0 ", p.stdout, re.M), p.stdout
+    assert re.search(r"^Provenance: +filter@[0-9a-f]{32}, data@[0-9a-f]{32}$", p.stdout,
+                     re.M), p.stdout

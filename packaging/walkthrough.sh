@@ -37,6 +37,11 @@ elif [ "$install" = 1 ] && [ ! -x "$VENV/bin/pfsmount" ]; then
     exit 1
 fi
 [ -x "$VENV/bin/pfsmount" ] || { echo "walkthrough.sh: no $VENV/bin/pfsmount" >&2; exit 1; }
+if ! "$VENV/bin/python" -c '' 2>/dev/null; then  # e.g. a venv made from a Python under /root
+    echo "walkthrough.sh: the Python of $VENV ($(readlink -m "$VENV/bin/python")) cannot be run" \
+         "by uid $(id -u); make a venv you can run: PFSMOUNT_VENV=DIR bash packaging/install.sh" >&2
+    exit 1
+fi
 export PATH="$VENV/bin:$PATH"
 
 WT=${PFSMOUNT_WALKTHROUGH_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/pfsmount-walkthrough}

@@ -27,7 +27,7 @@ import trio
 from pfsmount.daemon.main import Service
 from pfsmount.errors import PfsError
 from pfsmount.fuse.nodes import ROOT_INODE
-from pfsmount.fuse.ops import Operations
+from pfsmount.fuse.ops import Operations, invalidate
 from pfsmount.pfs import Event, Pfs
 from pfsmount.store import KIND_DIR
 from pfsmount.store.tree import Trees
@@ -193,7 +193,7 @@ class Invalidator:
             try:
                 inodes, entries = self.stale(event)
                 if inodes or entries:
-                    await trio.to_thread.run_sync(_invalidate, inodes, entries,
+                    await trio.to_thread.run_sync(invalidate, inodes, entries,
                                                   limiter=self.limiter)
             except Exception:
                 log.exception("cannot work out what %s invalidates", event)
@@ -209,15 +209,6 @@ def _dir_in_both(trees: Trees, txn: lmdb.Transaction, old: bytes | None, new: by
     before, after = trees.lookup(txn, old, path), trees.lookup(txn, new, path)
     return (before is not None and after is not None and before.kind == KIND_DIR
             and after.kind == KIND_DIR)
-
-
-def _invalidate(inodes: list[int], entries: list[tuple[int, str]]) -> None:
-    for parent, name in entries:
-        with contextlib.suppress(OSError):  # the kernel did not have it cached
-            pyfuse3.invalidate_entry(parent, os.fsencode(name))
-    for ino in dict.fromkeys(inodes):
-        with contextlib.suppress(OSError):
-            pyfuse3.invalidate_inode(ino)
 
 
 def mount_problem(mountpoint: Path, allow_other: bool = False) -> str | None:

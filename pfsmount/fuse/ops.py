@@ -872,7 +872,7 @@ class Operations(pyfuse3.Operations):
         if self.nodes.find(node.key) is node:
             self.nodes.detach(node.key)
         entries = [] if parent is None else [(parent.ino, node.name)]
-        threading.Thread(target=_invalidate, args=(node.ino, entries), daemon=True,
+        threading.Thread(target=invalidate, args=([node.ino], entries), daemon=True,
                          name="pfsmount-forget-failed").start()
 
     async def flush(self, fh: int) -> None:
@@ -910,12 +910,14 @@ class Operations(pyfuse3.Operations):
 
 
 
-def _invalidate(ino: int, entries: list[tuple[int, str]]) -> None:
+def invalidate(inodes: list[int], entries: list[tuple[int, str]]) -> None:
+    """Make the kernel forget cached entries and inodes (from a thread: it may block)."""
     for parent, name in entries:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # the kernel did not have it cached
             pyfuse3.invalidate_entry(parent, os.fsencode(name))
-    with contextlib.suppress(OSError):
-        pyfuse3.invalidate_inode(ino)
+    for ino in dict.fromkeys(inodes):
+        with contextlib.suppress(OSError):
+            pyfuse3.invalidate_inode(ino)
 
 
 def _guard(fn: _F) -> _F:

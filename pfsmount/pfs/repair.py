@@ -31,10 +31,8 @@ from pfsmount.pfs.events import Event
 from pfsmount.pfs.fsck import check
 from pfsmount.pfs.model import Commit, FsckReport
 from pfsmount.store import KIND_DIR, KIND_FILE
-from pfsmount.store.tree import Change, Trees
-
-_ROW = 40  # one chunk of a ``contents`` row: digest (32 bytes) and end offset (8)
-MAX_DEPTH = 4096  # directory nesting past this is damage (paths are far shorter)
+from pfsmount.store.content import parse_table
+from pfsmount.store.tree import DEPTH_MAX, Change, Trees
 
 
 def repair(pfs: Pfs, wait: float = 30.0) -> FsckReport:
@@ -51,8 +49,9 @@ def repair(pfs: Pfs, wait: float = 30.0) -> FsckReport:
         if damage.chunks or damage.contents:
             with store.meta.write() as txn:
                 bad = _drop_rows(pfs, txn, damage.chunks, damage.contents)
+                known: dict[bytes, bool] = {}  # pages are shared: each is looked at once
                 for commit in list(pfs.records.commits(txn)):
-                    paths = _damaged_files(store.trees, txn, commit, bad)
+                    paths = _damaged_files(store.trees, txn, commit, bad, known)
                     if not paths:
                         continue
                     root, size = store.trees.apply(
@@ -81,44 +80,54 @@ def _drop_rows(pfs: Pfs, txn: lmdb.Transaction, chunks: set[bytes], contents: se
     dropped = set(contents)
     rows = cast(Iterator[tuple[bytes, bytes]], txn.cursor(db=db["contents"]))
     for key, raw in rows:
-        if len(raw) % _ROW or any(raw[i : i + 32] in chunks for i in range(0, len(raw), _ROW)):
-            dropped.add(bytes(key))
+        try:
+            if chunks.isdisjoint(parse_table(key, raw).digests):
+                continue
+        except Corrupt:
+            pass
+        dropped.add(bytes(key))
     for key in dropped:
         txn.delete(key, db=db["contents"])
     return dropped
 
 
-def _damaged_files(trees: Trees, txn: lmdb.Transaction, commit: Commit, bad: set[bytes]
-                   ) -> list[str]:
-    """The paths of files in ``commit`` whose content is in ``bad``. A tree that cannot be
-    read is left alone: the final ``fsck`` reports it."""
+def _damaged_files(trees: Trees, txn: lmdb.Transaction, commit: Commit, bad: set[bytes],
+                   known: dict[bytes, bool]) -> list[str]:
+    """The paths of files in ``commit`` whose content is in ``bad``; ``known`` (shared by
+    every commit) gains what this tree's pages hold. A tree that cannot be read is left
+    alone: the final ``fsck`` reports it."""
     try:
         root = bytes.fromhex(commit.root)
-        memo = _holding(trees, txn, root, bad)
-        return _collect(trees, txn, root, bad, memo) if memo[root] else []
+        memo = _holding(trees, txn, root, bad, known)
+        known.update(memo)  # only a tree read whole: a failed one leaves placeholders
+        return _collect(trees, txn, root, bad, known) if known[root] else []
     except (Corrupt, ValueError):
         return []
 
 
-def _holding(trees: Trees, txn: lmdb.Transaction, top: bytes, bad: set[bytes]
-             ) -> dict[bytes, bool]:
-    """For ``top`` and each directory page below it, whether a file below has damaged
-    content. Each page is looked at once, children before parents; a page that contains
-    itself (damage) ends there instead of looping."""
+def _holding(trees: Trees, txn: lmdb.Transaction, top: bytes, bad: set[bytes],
+             known: dict[bytes, bool]) -> dict[bytes, bool]:
+    """For ``top`` and each directory page below it not in ``known``, whether a file below
+    has damaged content. Each page is looked at once, children before parents; a page that
+    contains itself (damage) ends there instead of looping."""
     memo: dict[bytes, bool] = {}
+
+    def seen(page: bytes) -> bool | None:
+        return memo.get(page, known.get(page))
+
     stack = [(top, False)]
     while stack:
         directory, children_done = stack.pop()
         if not children_done:
-            if directory in memo:
+            if seen(directory) is not None:
                 continue
             memo[directory] = False  # until its children are done
             stack.append((directory, True))
             stack.extend((e.ref, False) for _, e in trees.listdir(txn, directory)
-                         if e.kind == KIND_DIR and e.ref not in memo)
+                         if e.kind == KIND_DIR and seen(e.ref) is None)
             continue
         memo[directory] = any(
-            (e.kind == KIND_FILE and e.ref in bad) or (e.kind == KIND_DIR and memo.get(e.ref))
+            (e.kind == KIND_FILE and e.ref in bad) or (e.kind == KIND_DIR and seen(e.ref))
             for _, e in trees.listdir(txn, directory))
     return memo
 
@@ -126,13 +135,13 @@ def _holding(trees: Trees, txn: lmdb.Transaction, top: bytes, bad: set[bytes]
 def _collect(trees: Trees, txn: lmdb.Transaction, top: bytes, bad: set[bytes],
              memo: dict[bytes, bool]) -> list[str]:
     """The paths below ``top`` of files with damaged content, entering only directories
-    that hold some; nesting past ``MAX_DEPTH`` is damage (a page that contains itself)."""
+    that hold some; nesting past ``DEPTH_MAX`` is damage (a page that contains itself)."""
     out: list[str] = []
     stack = [(top, "", 0)]
     while stack:
         directory, prefix, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise Corrupt(f"directories nest deeper than {MAX_DEPTH}")
+        if depth > DEPTH_MAX:
+            raise Corrupt(f"directories nest deeper than {DEPTH_MAX}")
         for name, entry in trees.listdir(txn, directory):
             if entry.kind == KIND_FILE and entry.ref in bad:
                 out.append(prefix + name)

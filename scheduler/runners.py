@@ -66,10 +66,15 @@ def _wait(proc: subprocess.Popen[bytes], task: Task) -> int:
             if task.cancelled.is_set() or timed_out:
                 proc.kill()
                 proc.wait()
-                with open(task.log, "a") as log:
-                    log.write("\n[pfsmount] datum timed out\n" if timed_out
-                              else "\n[pfsmount] job stopped\n")
-                return -9
+                return _killed(task)
+
+
+def _killed(task: Task) -> int:
+    """Say in the datum's log why it was killed (the job's error reads it), in both runners."""
+    with open(task.log, "a") as log:
+        log.write("\n[pfsmount] job stopped\n" if task.cancelled.is_set()
+                  else "\n[pfsmount] datum timed out\n")
+    return -9
 
 
 NOBODY = 65534  # the uid and gid a datum runs as
@@ -267,7 +272,7 @@ class DockerRunner:
             code = int(container.wait()["StatusCode"])
             exited.set()
             copier.join(30)
-            return -9 if killed.is_set() else code
+            return _killed(task) if killed.is_set() else code
         finally:
             exited.set()
             # Removing takes a while and nothing waits for it.

@@ -14,7 +14,7 @@ import subprocess
 import time
 
 from tests.conftest import env
-from tests.scheduler.conftest import Pfsd
+from tests.scheduler.conftest import IMAGE, Pfsd
 
 HEX32 = r"[0-9a-f]{32}"
 
@@ -70,3 +70,21 @@ def test_commit_wait_on_an_open_commit_says_so(pfsd: Pfsd) -> None:
     assert waiter.returncode == 0 and err == b"", err
     assert json.loads(out) == []  # nothing downstream
     assert pfsd.run("commit", "wait", "open_in@master").err == ""  # finished: not a word
+
+
+def test_a_datum_that_runs_too_long_says_it_timed_out(pfsd: Pfsd, docker_ready: None) -> None:
+    """``datum_timeout`` stops a datum in either runner, and the job's first line says it
+    timed out (a Docker datum once read "exit code -9", as if it had failed by itself)."""
+    pfsd.repos("slow_in")
+    pfsd.put("slow_in", {"a": "1\n"})
+    pfsd.create(
+        pfsd.spec("slow_bwrap", "echo started; sleep 60", pfsd.pin("slow_in"), datum_tries=1,
+                  datum_timeout="1s"),
+        pfsd.spec("slow_docker", "echo started; sleep 60", pfsd.pin("slow_in"), datum_tries=1,
+                  datum_timeout="1s", image=IMAGE))
+    started = time.monotonic()
+    line = pfsd.fails("commit", "wait", "slow_in@master", "--timeout", "50")
+    assert time.monotonic() - started < 50, "a datum ran past its timeout"
+    for name in ("slow_bwrap", "slow_docker"):
+        assert re.search(rf"pipeline {name} job \w+ failure: datum {HEX32} failed after 1 "
+                         r"tries \(timed out\): started", line), line

@@ -520,12 +520,13 @@ class Scheduler:
         reusing those an earlier job of the same spec ran: each one's outputs by its id, or
         None when the job failed or was stopped (its state says which)."""
         job.datums = len(units)
+        digest = spec.digest  # a hash of the spec: once per job, not once per datum
         results: dict[str, list[tuple[str, Entry]]] = {}
         todo: list[tuple[str, Callable[[], _Outcome]]] = []
         with self.meta.read() as txn:
             for unit_id, run in units:
                 done = None if job.reprocess else self.records.datum(
-                    txn, spec.name, spec.digest, unit_id)
+                    txn, spec.name, digest, unit_id)
                 if done is not None:
                     results[unit_id] = done.outputs
                     job.skipped += 1
@@ -547,9 +548,9 @@ class Scheduler:
                     unsaved.append((unit_id, *outcome))
                     job.processed += 1
                 if time.monotonic() - last_save > 0.5:  # progress and results, in batches
-                    self._save_results(job, spec, unsaved)
+                    self._save_results(job, spec, digest, unsaved)
                     last_save = time.monotonic()
-        self._save_results(job, spec, unsaved)
+        self._save_results(job, spec, digest, unsaved)
         if cancel.is_set():
             job.state = "killed"
             return None
@@ -722,14 +723,14 @@ class Scheduler:
         export(self.pfs, f"{f.repo}@{f.commit}", target, path=f.path, readable=True)
         return target, inside
 
-    def _save_results(self, job: Job, spec: Spec,
+    def _save_results(self, job: Job, spec: Spec, digest: str,
                       unsaved: list[tuple[str, list[tuple[str, Entry]], WriteBatch]]) -> None:
         """Record finished datums (so a rerun skips them) and the job's progress, in one
         transaction: a transaction per datum would cost more than running it."""
         with self.meta.write() as txn:
             for datum_id, outputs, batch in unsaved:
                 self.pfs.store.contents.commit(batch, txn, durable=False)
-                self.records.put_datum(txn, spec.name, spec.digest, datum_id,
+                self.records.put_datum(txn, spec.name, digest, datum_id,
                                        DatumResult(job=job.id, outputs=outputs))
             self.records.put_job(txn, job)
         unsaved.clear()

@@ -354,9 +354,10 @@ class ContentStore:
             return
         i = bisect.bisect_right(table.ends, offset)
         j = bisect.bisect_left(table.ends, stop) + 1
-        if j - i <= 2:
-            with self.meta.read() as txn:
-                yield from self.iter_range(txn, digest, offset, stop - offset)
+        if j - i <= 2:  # read whole before the first yield: a caller may stop for long,
+            with self.meta.read() as txn:  # and a snapshot held meanwhile grows LMDB
+                pieces = list(self.iter_range(txn, digest, offset, stop - offset))
+            yield from pieces
             return
         start = table.ends[i - 1] if i else 0
         for data in self.chunks(digest, i, j):

@@ -284,3 +284,26 @@ def test_reads_never_return_bytes_outside_the_file(tmp_path: Path) -> None:
         assert _read(pfs, "f", len(data) + 5, 100) == b""
     finally:
         pfs.close()
+
+
+def test_a_read_left_unfinished_does_not_pin_the_database(tmp_path: Path) -> None:
+    """A client that stops reading a small file (a pager) must not hold an LMDB snapshot:
+    pages freed by later writes could not be reused, and the database would grow for as
+    long as the client waits."""
+    pfs, _ = _store(tmp_path, s=b"small file\n")
+    meta = pfs.store.meta
+
+    def growth() -> int:
+        before = meta.env.info()["last_pgno"]
+        for n in range(200):  # each write frees the pages the one before used
+            with meta.write() as txn:
+                txn.put(b"scratch", _random(64 << 10, n), db=meta.db["meta"])
+        return int(meta.env.info()["last_pgno"] - before)
+
+    idle = growth()
+    _, entry = pfs.files.open("r@master:/s")
+    pieces = pfs.files.read(entry)
+    assert next(pieces) == b"small file\n"  # ... and the reader stops here
+    stalled = growth()
+    assert b"".join(pieces) == b""
+    assert stalled <= idle + 64, (idle, stalled)

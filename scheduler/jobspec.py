@@ -30,6 +30,7 @@ from scheduler.spec import (
     _RawRepo,
     _RawSpec,
     _RawTransform,
+    _transform,
     _typed,
     _without_nulls,
     _Workers,
@@ -91,10 +92,7 @@ def parse_job_spec(text: str) -> JobSpec:
     if t.overwrite is not None:
         raise InvalidArgument("spec field transform.overwrite has no meaning for a job "
                               "(it has no previous output)")
-    transform = Transform(
-        cmd=t.cmd, stdin=t.stdin, image=t.image,
-        env={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in t.env.items()},
-        working_dir=t.working_dir, accept_return_code=t.accept_return_code)
+    transform = _transform(t)
     inputs = []
     for i, item in enumerate(job.inputs):
         where = f"inputs[{i}]."

@@ -1,9 +1,11 @@
 """File contents: a file's bytes as an ordered list of chunks, named by BLAKE3 of the whole.
 
 Writing turns a source (bytes, a local file, a stream) into chunks in packs plus one
-``contents`` row; reading maps a byte range back onto chunks. Identical files share one row
-and identical chunks are stored once, across files, commits and repos. Nothing here knows
-about paths, trees or commits.
+``contents`` row; reading maps a byte range back onto chunks (a damaged row is ``Corrupt``,
+never a read that loops), checks each chunk's size against the row (``PackStore`` checks its
+bytes against its name), and reads long ranges ahead on worker threads. Identical files share
+one row and identical chunks are stored once, across files, commits and repos. Nothing here
+knows about paths, trees or commits.
 """
 
 from __future__ import annotations

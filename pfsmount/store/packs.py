@@ -1,5 +1,8 @@
 """Pack files: where chunk bytes live, the chunk index that finds them, and a read cache.
 
+Every chunk read from a pack is checked against its BLAKE3 name before it leaves (the cache
+holds only checked bytes): damage is ``Corrupt``, never wrong bytes.
+
 New chunks are appended to one open pack in a local staging directory; when it passes
 ``PACK_TARGET`` it is fsync'd and handed to the ``ObjectStore`` as an immutable object by a
 background thread, so that writers go on appending while the disk catches up. A chunk's

@@ -794,8 +794,10 @@ class Scheduler:
     @staticmethod
     def task(spec: Spec, env: dict[str, str], binds: list[tuple[Path, str]], out: Path,
              logfile: Path, cancel: threading.Event) -> Task:
-        """One try of a unit of work, as its runner takes it."""
-        return Task(cmd=spec.transform.cmd, stdin="\n".join(spec.transform.stdin) + "\n",
+        """One try of a unit of work, as its runner takes it. No ``stdin`` lines, no stdin:
+        a Docker runner gives one through ``sh``, which an image need not have."""
+        lines = spec.transform.stdin
+        return Task(cmd=spec.transform.cmd, stdin="".join(f"{x}\n" for x in lines),
                     env=env, binds=binds, out=out, log=logfile,
                     working_dir=spec.transform.working_dir, timeout=spec.datum_timeout,
                     image=spec.transform.image, cancelled=cancel)

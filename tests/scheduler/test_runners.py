@@ -9,17 +9,20 @@ image ``pfsmount-test/busybox:latest`` (``packaging/dockerd.sh`` makes both).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import subprocess
+import tarfile
+from pathlib import Path
 
 import pytest
 
 from pfsmount import Client
 from tests.confine import confined
 from tests.conftest import PROJECT, Pfsmount, require_fuse, running, short_root
-from tests.scheduler.conftest import Pfsd
+from tests.scheduler.conftest import Pfsd, missing
 
 IMAGE = "pfsmount-test/busybox:latest"
 HEX32 = r"[0-9a-f]{32}"
@@ -179,6 +182,30 @@ def test_datums_that_never_read_stdin_at_parallelism_4(pfsd: Pfsd) -> None:
         files = {f.path for f in c.walk_files(f"nostdin@{out['nostdin']}:/")}
         assert files == {f"/{n}" for n in names}
         assert c.read_file("nostdin@master:/f042") == b"f042\n"
+
+
+def test_an_image_without_a_shell_runs_a_transform_without_stdin(
+        pfsd: Pfsd, docker_ready: None) -> None:
+    """An image that holds only its program (no /bin/sh, as a ``FROM scratch`` build) runs a
+    transform that gives no stdin: the runner once wrapped every command in ``sh -c``."""
+    busybox = Path("/bin/busybox")  # busybox-static, which the test image is made of
+    if not busybox.is_file():
+        missing("busybox-static is not installed (/bin/busybox)")
+    tag = f"pfsmount-test/nosh-{os.getpid()}:latest"
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        t.add(busybox, arcname="busybox")
+    subprocess.run(["docker", "import", "-", tag], input=tar.getvalue(), check=True,
+                   capture_output=True, timeout=120)
+    try:
+        pfsd.repos("nosh_in")
+        pfsd.put("nosh_in", {"a": "1\n"})
+        pfsd.create(pfsd.spec("nosh", ["/busybox", "cp", "/pfs/nosh_in/a", "/pfs/out/a"],
+                              pfsd.pin("nosh_in"), image=tag, datum_tries=1))
+        assert pfsd.wait("nosh_in@master").keys() == {"nosh"}
+        assert pfsd.get("nosh@master:/a") == b"1\n"
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, timeout=120)
 
 
 class Hostless(Pfsmount):

@@ -148,7 +148,8 @@ def serve(c: Client, refs: list[str], out: str | None, no_mount: bool, notebooks
         cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
                f"--port={port}", "--ServerApp.port_retries=0",
                f"--IdentityProvider.token={token}", "--ServerApp.root_dir=/",
-               f"--ServerApp.preferred_dir={notebooks}"]
+               f"--ServerApp.preferred_dir={notebooks}",
+               "--LabApp.extension_manager=readonly"]  # this Python is read-only in here
         env = {"PATH": f"{Path(sys.executable).parent}:{PATH}", "PFS_MOUNT": "/pfs",
                "PFS_OUT": "/pfs/out", "JUPYTER_PLATFORM_DIRS": "1"}
         task = Task(cmd=cmd, stdin="", env=env, binds=binds, out=writable, log=home / "log",

@@ -158,6 +158,27 @@ def test_notebook_pins_a_commit_and_its_provenance(stand: Pfsd) -> None:
             proc.wait()
     assert proc.returncode == 0
 
+    # --out REPO@BRANCH: /pfs/out is that branch on the mount; a commit finish seals it.
+    d.repos("notes")
+    proc = subprocess.Popen(d.argv("notebook", f"sum@{pinned}", "--out", "notes@master"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=d.root)
+    try:
+        url, token, printed = _url(proc)
+        assert "/pfs/out  notes@master  writable\n" in printed
+        r = httpx.put(f"{url}/api/contents/pfs/out/why.txt", params={"token": token},
+                      json={"type": "file", "format": "text", "content": "apples\n"},
+                      timeout=30)
+        assert r.status_code == 201, r.text
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    d.ok("commit", "finish", "notes@master")
+    assert d.get("notes@master:/why.txt") == b"apples\n"
+
 
 def test_notebook_bad_input_is_one_line(stand: Pfsd) -> None:
     stand.fails("notebook", "nosuchrepo@master", match="not found")

@@ -99,6 +99,7 @@ class LocalObjectStore:
         directory.mkdir(parents=True, exist_ok=True)
         self.max_open = max_open or descriptor_budget()
         self._fds: OrderedDict[str, _Handle] = OrderedDict()
+        self._deletes = 0  # deletions so far: an open that raced one is not cached
         self._lock = threading.Lock()
 
     def _path(self, name: str) -> Path:
@@ -140,10 +141,16 @@ class LocalObjectStore:
                 self._fds.move_to_end(name)
                 handle.users += 1
                 return handle
+            deletes = self._deletes
         fd = self._open(name)  # outside the lock: opening may wait on the disk
         with self._lock:
             handle = self._fds.get(name)
-            if handle is None:
+            if handle is None and deletes != self._deletes:
+                # An object deleted meanwhile may be this one: read it, never keep it open
+                # (its space would not come back).
+                handle = _Handle(fd)
+                handle.doomed = True
+            elif handle is None:
                 handle = self._fds[name] = _Handle(fd)
                 self._evict_locked(self.max_open)
             else:  # another reader opened it meanwhile
@@ -208,12 +215,14 @@ class LocalObjectStore:
 
     def delete(self, name: str) -> None:
         """Remove an object. A read in progress keeps its descriptor (and so the bytes it
-        looked up) until it ends; the space comes back then."""
+        looked up) until it ends; the space comes back then. Unlinked first, so that a
+        reader opening it concurrently either fails to or sees ``_deletes`` change."""
+        self._path(name).unlink(missing_ok=True)
         with self._lock:
+            self._deletes += 1
             handle = self._fds.pop(name, None)
             if handle is not None:
                 self._retire_locked(handle)
-        self._path(name).unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:

@@ -7,6 +7,7 @@ raise ``Corrupt`` naming the file and commit, promptly; healthy files keep readi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import struct
@@ -307,3 +308,27 @@ def test_a_read_left_unfinished_does_not_pin_the_database(tmp_path: Path) -> Non
     stalled = growth()
     assert b"".join(pieces) == b""
     assert stalled <= idle + 64, (idle, stalled)
+
+
+def test_a_pack_deleted_while_a_reader_opens_it_is_not_kept_open(tmp_path: Path) -> None:
+    """gc deletes a pack while a reader that looked its chunks up earlier is opening it: the
+    read still gets its bytes, and afterwards no descriptor keeps the deleted pack's space."""
+    store = LocalObjectStore(tmp_path / "packs")
+    src = tmp_path / "pack"
+    src.write_bytes(b"0123456789" * 1000)
+    store.put_file("p.pack", src)
+    opened = store._open
+
+    def racing(name: str) -> int:  # the delete lands between the open and its caching
+        fd = opened(name)
+        store.delete(name)
+        return fd
+
+    store._open = racing  # type: ignore[method-assign]
+    assert store.get_range("p.pack", 10, 5) == b"01234"
+    held = []
+    for n in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            held.append(os.readlink(f"/proc/self/fd/{n}"))
+    assert not [p for p in held if "p.pack" in p], held
+    store.close()

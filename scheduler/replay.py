@@ -45,11 +45,13 @@ def _no_sigint() -> Iterator[None]:
 
 def run(t: DatumTask, task: Task) -> int:
     """Run the transform as its runner did; print what it printed. Its exit code."""
-    if t.image:
-        with _no_sigint():  # the container is removed even so
-            code = DockerRunner().run(task)
-    else:  # Ctrl-C stops bwrap with us, and with it the datum
-        code = _sandbox(t).run(task)
+    runner = DockerRunner() if t.image else _sandbox(t)
+    # Ctrl-C stops the datum as a stopped job does; what it printed is printed all the same.
+    old = signal.signal(signal.SIGINT, lambda signum, frame: task.cancelled.set())
+    try:
+        code = runner.run(task)
+    finally:
+        signal.signal(signal.SIGINT, old)
     with open(task.log, "rb") as log:
         shutil.copyfileobj(log, sys.stdout.buffer)
     sys.stdout.flush()

@@ -1050,7 +1050,8 @@ def create_job(ctx: click.Context, spec: str) -> None:
               help="Show this branch at /pfs/out, through the mount (default: a new temp dir).")
 @click.option("--no-mount", is_flag=True, help="Export the commits instead of using the mount.")
 @click.option("--notebooks", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              default=".", show_default=True, help="The directory notebooks are kept in.")
+              default=".", show_default=True,
+              help="Where the lab keeps notebooks (writable in it, at the same path).")
 @click.pass_context
 def notebook(ctx: click.Context, refs: tuple[str, ...], out: str | None, no_mount: bool,
              notebooks: Path) -> None:

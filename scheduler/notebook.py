@@ -60,7 +60,8 @@ def out_branch(c: Client, ref: str, mount: Path | None) -> Path:
     if not sep or not repo or not branch:
         raise InvalidArgument(f"--out {ref}: give REPO@BRANCH")
     if mount is None:
-        raise InvalidArgument("--out REPO@BRANCH writes through the mount; the daemon has none")
+        raise InvalidArgument("--out REPO@BRANCH writes through the mount: not with "
+                              "--no-mount, nor with a daemon that has none")
     if c.inspect_repo(repo).kind != "input":
         raise InvalidArgument(f"--out {ref}: {repo} is a pipeline's output, read-only")
     if not any(b.name == branch for b in c.list_branches(repo)):

@@ -363,14 +363,6 @@ class PackStore:
             raise Corrupt(f"{where} is damaged: its bytes do not match its name")
         return data
 
-    def read_uncached(self, loc: Location, digest: bytes) -> bytes | memoryview:
-        """One chunk's checked raw bytes straight from its pack, leaving the cache alone (a
-        long sequential read would only evict what others use)."""
-        data = self._cache.get(digest)
-        if data is not None:
-            return data
-        return self._decode(loc, digest, self._read_stored(loc))
-
     def _read_into(self, loc: Location, buffer: bytearray) -> memoryview:
         """A chunk's (or run's) stored bytes read into ``buffer``; short if the pack is."""
         view = memoryview(buffer)[: loc.stored]
@@ -406,14 +398,10 @@ class PackStore:
         """The checked raw bytes of one chunk, from the cache or its pack."""
         data = self._cache.get(digest)
         if data is None:
-            data = bytes(self.read_uncached(self.location(txn, digest), digest))
+            loc = self.location(txn, digest)
+            data = bytes(self._decode(loc, digest, self._read_stored(loc)))
             self._cache.put(digest, data)
         return data
-
-    def verify(self, txn: lmdb.Transaction, digest: bytes) -> None:
-        """Read a chunk from its pack, bypassing the cache, and check its name."""
-        loc = self.location(txn, digest)
-        self._decode(loc, digest, self._read_stored(loc))
 
     def pack_size(self, pack: int) -> int | None:
         with self._lock:

@@ -282,7 +282,7 @@ def test_a_pack_that_is_mostly_garbage_is_emptied_and_goes_at_the_next_gc(pfs: P
     for name, data in kept.items():
         assert read(pfs, f"kept@master:/{name}") == data
     # A reader that looked the chunk up before the gc still reads it where it was.
-    assert pfs.store.packs.read_uncached(old, digest) == kept["k0"]  # one chunk
+    assert pfs.store.packs.read_run([(old, digest)]) == [kept["k0"]]  # one chunk, not cached
     assert fsck(pfs, verify_data=True).errors == []
 
     second = collect(pfs)
@@ -302,7 +302,8 @@ def test_a_compaction_without_space_keeps_what_the_sweep_freed(
     pfs.repos.delete("gone")
     move = pfs.store.packs.move
 
-    def failing(txn: lmdb.Transaction, chunks: list[tuple[bytes, object]]) -> int:
+    def failing(txn: lmdb.Transaction, chunks: list[tuple[bytes, packs_module.Location]]
+                ) -> int:
         move(txn, chunks)  # bytes copied and rows changed in the transaction ...
         raise OSError(28, "No space left on device")  # ... which then aborts
 

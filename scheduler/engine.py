@@ -632,8 +632,12 @@ class Scheduler:
         /pfs/prev (read-only, when there is one)."""
         if cancel.is_set():
             return "job stopped"
-        binds, env = self.shard_inputs(spec, shard, prev, self.work / job.id / shard.id)
-        return self._attempts(job, spec, shard.id, binds, env, cancel)
+        scratch = self.work / job.id / shard.id
+        try:
+            binds, env = self.shard_inputs(spec, shard, prev, scratch)
+            return self._attempts(job, spec, shard.id, binds, env, cancel)
+        finally:  # its views and /pfs/out, stored by now: a job holds what it runs, no more
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def shard_inputs(self, spec: Spec, shard: legacy.Shard, prev: str | None, scratch: Path
                      ) -> tuple[list[tuple[Path, str]], dict[str, str]]:
@@ -743,8 +747,12 @@ class Scheduler:
         tail when every try failed."""
         if cancel.is_set():  # a stopped job drains its queue without starting anything
             return "job stopped"
-        binds, env = self.datum_inputs(spec, d, self.work / job.id / d.id)
-        return self._attempts(job, spec, d.id, binds, env, cancel)
+        scratch = self.work / job.id / d.id
+        try:
+            binds, env = self.datum_inputs(spec, d, scratch)
+            return self._attempts(job, spec, d.id, binds, env, cancel)
+        finally:  # its input copies and /pfs/out, stored by now: a job holds what it runs
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def datum_inputs(self, spec: Spec, d: Datum, scratch: Path
                      ) -> tuple[list[tuple[Path, str]], dict[str, str]]:

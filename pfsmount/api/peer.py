@@ -11,6 +11,7 @@ Must not know about HTTP, routes or the model.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import struct
@@ -24,6 +25,12 @@ def _userns(pid: int | str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+@functools.cache
+def _own_userns() -> tuple[int, int]:
+    """The daemon's user namespace: it never changes, so it is looked up once."""
+    return _userns("self")
+
+
 class _Socket(Protocol):
     def getsockopt(self, level: int, option: int, buflen: int) -> bytes: ...
 
@@ -35,7 +42,7 @@ def refusal(sock: _Socket) -> str | None:
     if uid not in (os.geteuid(), 0):
         return f"uid {uid} (pid {pid}) is not the daemon's user"
     try:
-        same = pid > 0 and _userns(pid) == _userns("self")
+        same = pid > 0 and _userns(pid) == _own_userns()
     except OSError:
         same = False
     if not same:

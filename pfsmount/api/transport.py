@@ -13,6 +13,7 @@ import http.client
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,11 +29,18 @@ from pfsmount.errors import InvalidArgument
 GONE: tuple[type[BaseException], ...] = (ConnectionError, FileNotFoundError, PermissionError,
                                           http.client.HTTPException)
 
+# The daemon's server closes a connection idle for 5 s (hypercorn's keep-alive timeout). A
+# kept connection is reused only well before that, so that a request never races the close.
+IDLE_REUSE = 2.0
+# Requests safe to send again on a new connection when a kept one was dropped unanswered.
+IDEMPOTENT = frozenset({"GET", "HEAD"})
+
 
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float | None) -> None:
         super().__init__("pfsmount", timeout=timeout)
         self.socket_path = path
+        self.idle_since = 0.0  # when it was last given back to the pool
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -104,12 +112,13 @@ class Transport:
                 conn = self._idle.pop() if self._idle else None
         if conn is None:
             return _UnixConnection(self.socket_path, self.timeout)
-        if conn.stale():
+        if time.monotonic() - conn.idle_since > IDLE_REUSE or conn.stale():
             conn.close()  # it reconnects by itself on the next request
         return conn
 
     def _give_back(self, conn: _UnixConnection, response: http.client.HTTPResponse) -> None:
         if response.isclosed() and conn.sock is not None:
+            conn.idle_since = time.monotonic()
             with self._lock:
                 self._idle.append(conn)
         else:  # not read to its end, or the daemon said it closes: not reusable
@@ -141,15 +150,20 @@ class Transport:
         if json is None and content is None and method in ("POST", "PUT"):
             body = b""
         conn = self._take(fresh)
+        reused = conn.sock is not None
         try:
+            raw = self._send(conn, method, url, body, headers)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            conn.close()
+            if not (reused and method in IDEMPOTENT):
+                raise
+            # A kept connection the daemon closed as we sent: nothing was done; ask anew.
+            conn = self._take(fresh=True)
             try:
-                conn.request(method, url, body=body, headers=headers)
-            except (BrokenPipeError, ConnectionResetError):
-                # The daemon may refuse a request (an unknown repo) before it reads the
-                # whole body and then close: its answer is in the socket already.
-                if conn.sock is None:
-                    raise
-            raw = conn.getresponse()
+                raw = self._send(conn, method, url, body, headers)
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
             conn.close()
             raise
@@ -159,6 +173,19 @@ class Transport:
             conn.close()
             raise
         self._give_back(conn, raw)
+
+    @staticmethod
+    def _send(conn: _UnixConnection, method: str, url: str,
+              body: bytes | Iterable[bytes] | None, headers: dict[str, str]
+              ) -> http.client.HTTPResponse:
+        try:
+            conn.request(method, url, body=body, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            # The daemon may refuse a request (an unknown repo) before it reads the whole
+            # body and then close: its answer is in the socket already.
+            if conn.sock is None:
+                raise
+        return conn.getresponse()
 
     def request(self, method: str, path: str, **kw: Any) -> Response:
         """Send a request and read its whole answer."""

@@ -285,7 +285,7 @@ class ContentStore:
             pieces = future.result()
             for k, data in enumerate(pieces):
                 _check_size(table, first + k, data)
-            _pwritev_all(fd, pieces, table.ends[first - 1] if first else 0)
+            _pwrite_pieces(fd, pieces, table.ends[first - 1] if first else 0)
             free.append(buffer)
 
         i = 0
@@ -428,16 +428,15 @@ def _update(hasher: blake3.blake3, chunks: list[bytes | memoryview]) -> None:
         hasher.update(chunk)
 
 
-def _pwritev_all(fd: int, pieces: list[bytes | memoryview], offset: int) -> None:
-    """Write ``pieces`` back to back at ``offset``, finishing any short write."""
-    views = [memoryview(p).cast("B") for p in pieces]
-    while views:
-        n = os.pwritev(fd, views, offset)
-        if n <= 0 and any(views):
-            raise OSError("short write")
-        offset += n
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if views and n:
-            views[0] = views[0][n:]
+def _pwrite_pieces(fd: int, pieces: list[bytes | memoryview], offset: int) -> None:
+    """Write ``pieces`` back to back at ``offset``, finishing any short write. One
+    ``pwrite`` per piece: a ``pwritev`` of a run's dozen chunk-sized pieces measured up to
+    twice as slow (kernel time) as the same bytes written piece by piece."""
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        while view:
+            n = os.pwrite(fd, view, offset)
+            if n <= 0:
+                raise OSError("short write")
+            offset += n
+            view = view[n:]

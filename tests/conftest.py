@@ -49,6 +49,7 @@ import pytest
 from pfsmount import Client
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.fsck import fsck
+from tests import confine
 
 PFSMOUNT = Path(sys.executable).with_name("pfsmount")
 PROJECT = Path(__file__).resolve().parents[1]
@@ -437,3 +438,40 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
 @pytest.fixture
 def examples() -> Path:
     return EXAMPLES
+
+
+# -- another user ---------------------------------------------------------------------------
+
+
+class Other:
+    """Commands run as an ordinary user of this machine (not the daemon's), made by
+    ``tests.confine.ordinary_user``, in a mount namespace that shows them the project."""
+
+    def __init__(self, user: confine.User) -> None:
+        self.user = user
+        self.scratch = Path(tempfile.mkdtemp(prefix="pfother", dir="/tmp"))
+
+    def run(self, *argv: str | os.PathLike[str]) -> Result:
+        p = subprocess.run(confine.confined([str(a) for a in argv], self.scratch, PROJECT,
+                                            self.user),
+                           capture_output=True, text=True, timeout=60)
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def sh(self, command: str) -> Result:
+        return self.run("sh", "-c", command)
+
+    def each(self, *commands: str) -> list[tuple[int, str]]:
+        """Several shell commands in one go (starting one costs most of a second): the exit
+        code and output (stdout and stderr) of each."""
+        r = self.sh("".join(f'{{ {c} ; }} 2>&1; echo "@@$?"\n' for c in commands))
+        parts = re.split(r"@@(\d+)\n", r.out)
+        return [(int(code), text) for text, code in zip(parts[0:-1:2], parts[1::2], strict=True)]
+
+
+@pytest.fixture
+def other() -> Iterator[Other]:
+    o = Other(confine.ordinary_user())
+    try:
+        yield o
+    finally:
+        shutil.rmtree(o.scratch, ignore_errors=True)

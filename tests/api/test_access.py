@@ -13,40 +13,21 @@ from __future__ import annotations
 import shutil
 import stat
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.confine import User, confined, ordinary_user
-from tests.conftest import PFSMOUNT, PROJECT, Pfsmount, Result, error_line, running, short_root
+from tests.conftest import (
+    PFSMOUNT,
+    Other,
+    Pfsmount,
+    Result,
+    error_line,
+    running,
+    short_root,
+)
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
-
-
-class Other:
-    """Commands run as an ordinary user of this machine (not the daemon's)."""
-
-    def __init__(self, user: User) -> None:
-        self.user = user
-        self.scratch = Path(tempfile.mkdtemp(prefix="pfacs", dir="/tmp"))
-
-    def run(self, *argv: str | Path) -> Result:
-        p = subprocess.run(confined([str(a) for a in argv], self.scratch, PROJECT, self.user),
-                           capture_output=True, text=True, timeout=60)
-        return Result(p.returncode, p.stdout, p.stderr)
-
-
-@pytest.fixture
-def other() -> Iterator[Other]:
-    o = Other(ordinary_user())
-    try:
-        yield o
-    finally:
-        shutil.rmtree(o.scratch, ignore_errors=True)
 
 
 def test_the_root_is_made_0700_and_the_socket_is_0600() -> None:

@@ -12,17 +12,22 @@ may not mount at all, ``up`` says exactly why and what to do.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.confine import User, confined, ordinary_user
-from tests.conftest import PFSMOUNT, PROJECT, Result, error_line, require_fuse, running, short_root
+from tests.confine import confined
+from tests.conftest import (
+    PFSMOUNT,
+    PROJECT,
+    Other,
+    Result,
+    error_line,
+    require_fuse,
+    running,
+    short_root,
+)
 from tests.fuse.conftest import Mount
 
 
@@ -45,35 +50,6 @@ class Shared(Mount):
         super().cleanup()
         if not os.path.ismount(self.mnt):
             shutil.rmtree(self.share, ignore_errors=True)
-
-
-class Other:
-    """Shell commands run as an ordinary user of this machine."""
-
-    def __init__(self, user: User) -> None:
-        self.user = user
-        self.scratch = Path(tempfile.mkdtemp(prefix="pfpms", dir="/tmp"))
-
-    def sh(self, command: str) -> Result:
-        p = subprocess.run(confined(["sh", "-c", command], self.scratch, PROJECT, self.user),
-                           capture_output=True, text=True, timeout=60)
-        return Result(p.returncode, p.stdout, p.stderr)
-
-    def each(self, *commands: str) -> list[tuple[int, str]]:
-        """Several commands in one go (starting one costs most of a second): the exit code
-        and output (stdout and stderr) of each."""
-        r = self.sh("".join(f'{{ {c} ; }} 2>&1; echo "@@$?"\n' for c in commands))
-        parts = re.split(r"@@(\d+)\n", r.out)
-        return [(int(code), text) for text, code in zip(parts[0:-1:2], parts[1::2], strict=True)]
-
-
-@pytest.fixture
-def other() -> Iterator[Other]:
-    o = Other(ordinary_user())
-    try:
-        yield o
-    finally:
-        shutil.rmtree(o.scratch, ignore_errors=True)
 
 
 def mount_options(mnt: Path) -> set[str]:

@@ -23,7 +23,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -193,3 +193,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _FUSE_DIR in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.timeout(deadline(item) + 130, method="thread"))
+
+
+def errno_of(fn: Callable[..., object], *args: object) -> int:
+    """The errno of the ``OSError`` that ``fn(*args)`` must raise."""
+    with pytest.raises(OSError) as info:
+        fn(*args)
+    assert info.value.errno is not None
+    return info.value.errno

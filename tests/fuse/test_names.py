@@ -14,17 +14,12 @@ import os
 import subprocess
 from typing import TYPE_CHECKING
 
-import pytest
+from tests.fuse.conftest import errno_of
 
 if TYPE_CHECKING:
     from tests.fuse.conftest import Mount
 
 
-def errno_of(fn, *args) -> int:  # type: ignore[no-untyped-def]
-    with pytest.raises(OSError) as info:
-        fn(*args)
-    assert info.value.errno is not None
-    return info.value.errno
 
 
 def test_names_the_store_cannot_keep_are_refused(mount: Mount) -> None:

@@ -15,10 +15,10 @@ import subprocess
 from typing import TYPE_CHECKING
 
 import lmdb
-import pytest
 
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.files import Data
+from tests.fuse.conftest import errno_of
 
 if TYPE_CHECKING:
     from tests.fuse.conftest import Mount
@@ -26,11 +26,6 @@ if TYPE_CHECKING:
 GARBAGE = b"\xc1\xff not a tree page \x00\x01"
 
 
-def errno_of(fn, *args) -> int:  # type: ignore[no-untyped-def]
-    with pytest.raises(OSError) as info:
-        fn(*args)
-    assert info.value.errno is not None
-    return info.value.errno
 
 
 def set_page(store_root: os.PathLike[str], key: bytes, value: bytes) -> bytes:

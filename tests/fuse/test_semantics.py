@@ -15,17 +15,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.fuse.conftest import errno_of
+
 if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.fuse.conftest import Mount
 
 
-def errno_of(fn, *args) -> int:  # type: ignore[no-untyped-def]
-    with pytest.raises(OSError) as info:
-        fn(*args)
-    assert info.value.errno is not None
-    return info.value.errno
 
 
 @pytest.fixture

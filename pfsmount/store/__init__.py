@@ -28,7 +28,11 @@ __all__ = [
 
 
 class Store:
-    """The metadata environment, pack store, contents and trees under one root."""
+    """The metadata environment, pack store, contents and trees under one root.
+
+    Packs live in ``objects`` (see ``objects.open_objects`` to pick one by URL), by default
+    the directory ``root/packs``; staging and metadata are always local under ``root``.
+    """
 
     def __init__(self, root: Path, objects: ObjectStore | None = None) -> None:
         self.root = root
@@ -42,4 +46,5 @@ class Store:
     def close(self) -> None:
         self.readers.close()
         self.packs.close()
+        self.objects.close()
         self.meta.close()

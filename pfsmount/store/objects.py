@@ -1,8 +1,12 @@
 """Immutable named objects (pack files): the seam between pfsmount and its storage backend.
 
-An object is written once, whole, and then only read by byte range, listed or deleted. The
-local backend keeps objects as files in one directory; an S3 backend implements the same
-``ObjectStore`` protocol. Nothing here knows what is inside an object.
+Owns the ``ObjectStore`` contract, the registry that picks a backend by URL
+(``open_objects("file:///var/lib/pfsmount/packs")``; ``s3://bucket/prefix`` once that backend
+registers), and the local backend. An object is written once, whole, and then only read by
+byte range, listed or deleted. Nothing here knows what is inside an object, and this module
+imports no backend's client library: a backend in a module of its own is imported only when
+a URL names its scheme. ``tests/store/objects_contract.py`` is the contract every backend
+passes.
 
 A read that cannot happen for a reason that says nothing about the data (out of
 descriptors, an I/O error) is a ``PfsError`` naming the object and the cause; only a missing
@@ -12,38 +16,99 @@ or short object is ``Corrupt``.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import resource
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 from pfsmount.errors import Corrupt, PfsError
 
 
 class ObjectStore(Protocol):
-    """What the pack layer needs of a backend. Objects never change once put."""
+    """What the pack layer needs of a backend. Objects never change once put.
+
+    Names are short ASCII file names (``0123456789abcdef.pack``): no ``/``, never ending in
+    ``.tmp``. Every method may be called from many threads at once.
+    """
 
     def put_file(self, name: str, path: Path) -> None:
-        """Store the finished local file ``path`` as ``name``; ``path`` may be consumed."""
+        """Store the finished local file ``path`` as ``name``; ``path`` may be consumed.
+
+        Atomic: until this returns, readers see no object ``name`` (``size`` is None) or, if
+        one was there, the old one; never part of the new one. Durable once it returns.
+        """
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
-        """Return exactly ``length`` bytes at ``offset``; ``Corrupt`` when the object is
-        missing or shorter, ``PfsError`` when it cannot be read now."""
+        """Exactly ``length`` bytes at ``offset``.
+
+        ``Corrupt`` when the object is missing or ends before ``offset + length`` (a
+        truncated object is damage, never short data); ``PfsError`` when it cannot be read
+        now for a reason that says nothing about the data.
+        """
 
     def read_into(self, name: str, offset: int, buffer: memoryview) -> int:
-        """Fill ``buffer`` from ``offset``; the bytes read, fewer only at the object's end.
-        Lets a reader reuse one buffer instead of allocating for every read."""
+        """Fill ``buffer`` from ``offset``; the bytes read, fewer only where the object ends
+        (0 at or past its end). Lets a reader reuse one buffer instead of allocating for
+        every read; the caller checks the count. ``Corrupt`` when the object is missing."""
 
     def size(self, name: str) -> int | None:
         """The object's size in bytes, or None when there is no such object."""
 
-    def list(self) -> Iterator[str]: ...
+    def list(self) -> Iterator[str]:
+        """The names of every whole object, in no order; never one still being put."""
 
-    def delete(self, name: str) -> None: ...
+    def delete(self, name: str) -> None:
+        """Remove ``name``; nothing happens when it does not exist. Reads already in
+        progress may finish with the old bytes; later ones find it missing."""
+
+    def close(self) -> None:
+        """Release descriptors, connections and threads; the store is not used again."""
+
+
+ObjectStoreFactory = Callable[[str], ObjectStore]
+"""Makes a backend from the whole URL (``s3://bucket/prefix?endpoint=...``)."""
+
+_factories: dict[str, ObjectStoreFactory] = {}
+# Backends in modules of their own, imported on first use (they register themselves), so
+# that a store on local disk never loads a cloud client.
+_modules = {"s3": "pfsmount.store.s3"}
+
+
+def register(scheme: str, factory: ObjectStoreFactory) -> None:
+    """Make ``open_objects`` build ``scheme://`` URLs with ``factory``."""
+    _factories[scheme.lower()] = factory
+
+
+def open_objects(url: str) -> ObjectStore:
+    """The backend a URL names: ``file:///abs/dir`` or a registered scheme. An unknown
+    scheme or a malformed URL is a ``PfsError`` of one line."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in _factories and scheme in _modules:
+        try:
+            importlib.import_module(_modules[scheme])
+        except ModuleNotFoundError as e:
+            raise PfsError(f"object store {url!r}: the {scheme} backend cannot be loaded "
+                           f"({e})") from None
+    factory = _factories.get(scheme)
+    if factory is None:
+        known = ", ".join(f"{s}://" for s in sorted({*_factories, *_modules}))
+        raise PfsError(f"unknown object store {url!r}: the URL must start with one of "
+                       f"{known} (as in file:///path/to/packs)")
+    return factory(url)
+
+
+def _open_local(url: str) -> ObjectStore:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        raise PfsError(f"object store {url!r}: a file URL names an absolute local "
+                       "directory, as in file:///path/to/packs")
+    return LocalObjectStore(Path(unquote(parts.path)))
 
 
 def descriptor_budget() -> int:
@@ -227,3 +292,6 @@ class LocalObjectStore:
     def close(self) -> None:
         with self._lock:
             self._evict_locked(0)
+
+
+register("file", _open_local)

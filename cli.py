@@ -25,9 +25,9 @@ from pfsmount.errors import InvalidArgument, PfsError
 # the client and its transport, the model's structs, the scheduler) is imported where used.
 if TYPE_CHECKING:
     from pfsmount.api.client import Client
-    from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
-    from scheduler.client import PipelineClient
-    from scheduler.records import Job, Pipeline
+    from pfsmount.api.pipeline_client import PipelineClient
+    from pfsmount.api.wire import Branch, Commit, Counts, FileDiff, FileInfo, Repo
+    from pfsmount.api.wire_pipelines import Job, Pipeline
 
 # -- plumbing --------------------------------------------------------------------------------
 
@@ -148,7 +148,7 @@ def show_diff(changes: list[FileDiff], as_json: bool) -> None:
 
 
 def local_totals(path: Path) -> Counts:
-    from pfsmount.pfs.model import Counts
+    from pfsmount.api.wire import Counts
 
     if path.is_file():
         return Counts(files=1, bytes=path.stat().st_size)
@@ -288,7 +288,7 @@ def up(ctx: click.Context, foreground: bool, mountpoint: Path | None, no_mount: 
         from pfsmount.daemon.main import Daemon, Service
         from pfsmount.fuse.mount import mount_service
         from pfsmount.pfs import Pfs
-        from scheduler.api import routes
+        from pfsmount.api.pipelines import routes
         from scheduler.engine import Scheduler
 
         logging.basicConfig(level=logging.INFO,
@@ -829,7 +829,7 @@ def finish_commit(ctx: click.Context, repo_name: str, at: str, description: str 
 
 
 def pipelines(ctx: click.Context) -> PipelineClient:
-    from scheduler.client import PipelineClient  # only pipeline commands pay for the import
+    from pfsmount.api.pipeline_client import PipelineClient  # only pipeline commands pay
 
     return PipelineClient(client(ctx))
 
@@ -1057,7 +1057,7 @@ def notebook(ctx: click.Context, refs: tuple[str, ...], out: str | None, no_moun
              notebooks: Path) -> None:
     """JupyterLab where /pfs/<repo> is each commit named and every commit in its
     provenance, read-only, and /pfs/out is writable. Ctrl-C stops it."""
-    from scheduler.notebook import serve
+    from pfsmount.workbench.notebook import serve
 
     serve(client(ctx), list(refs), out, no_mount, notebooks, say)
 
@@ -1084,7 +1084,7 @@ def _reproduce(ctx: click.Context, name: str, datum_id: str | None, job_id: str 
                program: str | None) -> NoReturn:
     """Rebuild one datum's task from the daemon and run it here: the transform, or
     ``program`` in its place. Exits with its exit code."""
-    from scheduler import replay
+    from pfsmount.workbench import replay
 
     pc = pipelines(ctx)
     t = pc.reproduce(name, datum_id, job_id)

@@ -15,24 +15,22 @@ import hashlib
 import logging
 import math
 import os
-import shutil
 import subprocess
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import lmdb
 import pyfuse3
 import trio
 
-from pfsmount.daemon.main import Service
 from pfsmount.errors import PfsError
-from pfsmount.fuse.nodes import ROOT_INODE
 from pfsmount.fuse.ops import Operations, invalidate
 from pfsmount.pfs import Event, Pfs
-from pfsmount.store import KIND_DIR
-from pfsmount.store.tree import Trees
+from pfsmount.pfs.view import Key
 
 log = logging.getLogger("pfsmount.fuse")
+# A daemon service: starts its tasks in the nursery, returns when ready (the daemon's shape).
+Service = Callable[[trio.Nursery], Awaitable[None]]
 FLUSH_INTERVAL = 0.02  # seconds a closed file may wait in the staging journal
 
 
@@ -104,9 +102,9 @@ class Invalidator:
 
     SETTLE_TIMEOUT = 5.0
 
-    def __init__(self, pfs: Pfs, ops: Operations) -> None:
-        self.pfs = pfs
+    def __init__(self, ops: Operations) -> None:
         self.ops = ops
+        self.views = ops.views
         self.send, self.receive = trio.open_memory_channel[
             tuple[Event, threading.Event | None]](math.inf)
         self.token = trio.lowlevel.current_trio_token()
@@ -115,18 +113,15 @@ class Invalidator:
 
     def listener(self, event: Event) -> None:
         """Called in whatever thread changed the model."""
-        self.ops.model_changed()  # before anyone can learn of the change and ask again
-        # The mount's own changes: written by its handlers, or staged by them and applied
-        # by whichever thread flushed the journal (an API request does, holding its lock).
-        own = event.root is not None and (self.ops.writing_here()
-                                          or self.pfs.journal.applying_here())
+        self.views.model_changed()  # before anyone can learn of the change and ask again
+        own = self.views.own_change(event)
         done = None if own or threading.get_ident() == self.trio_thread else threading.Event()
         try:
             if own and event.root is not None:
                 # The mount's own write: record its tree before the event is looked at. The
                 # writing task may resume only after the invalidator ran, and invalidating
                 # our own change would drop live dentries (a shell's cwd, tar's inodes).
-                self.token.run_sync_soon(self.ops.own_roots.add, event.root)
+                self.token.run_sync_soon(self.views.own_roots.add, event.root)
             self.token.run_sync_soon(self.send.send_nowait, (event, done))
         except trio.RunFinishedError:
             return
@@ -135,58 +130,18 @@ class Invalidator:
                         self.SETTLE_TIMEOUT)
 
     def stale(self, event: Event) -> tuple[list[int], list[tuple[int, str]]]:
-        """Inodes and (parent inode, name) entries the kernel must forget for ``event``."""
+        """Inodes and (parent inode, name) entries the kernel must forget for ``event``: the
+        view model says which paths, the inode table which of them the kernel holds."""
         nodes = self.ops.nodes
-        inodes: list[int] = []
-        entries: list[tuple[int, str]] = []
-        if event.kind in ("repo_created", "repo_deleted"):
-            entries.append((ROOT_INODE, event.repo))
-            inodes.append(ROOT_INODE)
-            return inodes, entries
-        repo_node = nodes.find((event.repo, None, ""))
-        if repo_node is None or event.branch is None:
-            return inodes, entries
-        if event.kind in ("branch_changed", "commit_deleted"):
-            inodes.append(repo_node.ino)
-            if event.kind == "commit_deleted" and event.commit:
-                entries.append((repo_node.ino, event.commit))
-        key = (event.repo, event.branch)
-        if key not in self.ops.known_roots:
-            return inodes, entries
-        if event.root is not None and event.root in self.ops.own_roots:
-            return inodes, entries  # this mount made the change: the kernel saw it happen
-        try:
-            view = self.ops.view(event.repo, event.branch)
-        except PfsError:
-            entries.append((repo_node.ino, event.branch))
-            self.ops.known_roots.pop(key, None)
-            return inodes, entries
-        old, new = self.ops.known_roots[key], view.root
-        if old == new:
-            return inodes, entries
-        self.ops.known_roots[key] = new
-        trees = self.pfs.store.trees
-        seen: set[str] = set()
-        with self.pfs.store.meta.read() as txn:
-            changed = trees.diff(txn, old or trees.empty, new or trees.empty)
-            for path, _, _ in changed:
-                parts = path.split("/")
-                for depth in range(len(parts), 0, -1):
-                    sub = "/".join(parts[:depth])
-                    if sub in seen:
-                        break
-                    seen.add(sub)
-                    node = nodes.find((event.repo, event.branch, sub))
-                    if node is not None:
-                        inodes.append(node.ino)
-                    parent = nodes.find((event.repo, event.branch, "/".join(parts[:depth - 1])))
-                    if parent is not None:
-                        inodes.append(parent.ino)
-                        # A directory that stays a directory keeps its dentry: dropping it
-                        # would break the cwd of every process inside it (getcwd: ENOENT).
-                        if depth == len(parts) or not _dir_in_both(trees, txn, old, new, sub):
-                            entries.append((parent.ino, parts[depth - 1]))
-        return inodes, entries
+
+        def ino(key: Key) -> int:
+            node = nodes.find(key)
+            assert node is not None  # ``stale`` names only nodes ``known`` found
+            return node.ino
+
+        stale = self.views.stale(event, lambda key: nodes.find(key) is not None)
+        return ([ino(k) for k in stale.keys],
+                [(ino(parent), name) for parent, name in stale.names])
 
     async def run(self) -> None:
         async for event, done in self.receive:
@@ -200,48 +155,6 @@ class Invalidator:
             finally:
                 if done is not None:
                     done.set()
-
-
-def _dir_in_both(trees: Trees, txn: lmdb.Transaction, old: bytes | None, new: bytes | None,
-                 path: str) -> bool:
-    if old is None or new is None:
-        return False
-    before, after = trees.lookup(txn, old, path), trees.lookup(txn, new, path)
-    return (before is not None and after is not None and before.kind == KIND_DIR
-            and after.kind == KIND_DIR)
-
-
-def mount_problem(mountpoint: Path, allow_other: bool = False) -> str | None:
-    """Why this user cannot mount at ``mountpoint`` here, with what to do; None if it can.
-
-    Checked before the daemon starts, so that ``up`` says it in one line instead of libfuse's
-    "fuse_session_mount failed" (an ordinary user mounts through the setuid ``fusermount3``,
-    which opens ``/dev/fuse`` as that user).
-    """
-    what = f"cannot mount {mountpoint}"
-    uid = os.getuid()
-    if not os.path.exists("/dev/fuse"):
-        return (f"{what}: /dev/fuse does not exist (load the fuse kernel module: "
-                "modprobe fuse); use --no-mount to serve without a mount")
-    if uid != 0:
-        if shutil.which("fusermount3") is None:
-            return (f"{what}: fusermount3 is not installed (Debian package fuse3); "
-                    "use --no-mount to serve without a mount")
-        if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-            return (f"{what}: /dev/fuse is not accessible to uid {uid}; use --no-mount, or "
-                    "add the user to the fuse group / chmod 0666 /dev/fuse")
-        if allow_other and not _user_allow_other():
-            return (f"{what} with --allow-other: /etc/fuse.conf does not set "
-                    "user_allow_other; add it there, or mount without --allow-other")
-    return None
-
-
-def _user_allow_other() -> bool:
-    try:
-        lines = Path("/etc/fuse.conf").read_text().splitlines()
-    except OSError:
-        return False
-    return any(line.split("#", 1)[0].strip() == "user_allow_other" for line in lines)
 
 
 def mount_options(source: str, allow_other: bool) -> set[str]:
@@ -262,11 +175,11 @@ def mount_service(pfs: Pfs, mountpoint: Path, staging: Path,
     """The daemon service that mounts ``pfs`` at ``mountpoint`` until cancelled."""
 
     async def service(nursery: trio.Nursery) -> None:
-        source = fsname(pfs.store.root)
-        clear_stale(mountpoint, source)
         ops = Operations(pfs, staging)
+        source = fsname(ops.views.store_root)
+        clear_stale(mountpoint, source)
         pyfuse3.init(ops, str(mountpoint), mount_options(source, allow_other))
-        invalidator = Invalidator(pfs, ops)
+        invalidator = Invalidator(ops)
         unsubscribe = pfs.events.subscribe(invalidator.listener)
 
         async def serve() -> None:
@@ -274,7 +187,7 @@ def mount_service(pfs: Pfs, mountpoint: Path, staging: Path,
                 await pyfuse3.main()
             finally:
                 unsubscribe()
-                ops.prefetch.close()
+                ops.views.close()
                 pyfuse3.close(unmount=True)
                 log.info("unmounted %s", mountpoint)
 
@@ -288,7 +201,7 @@ def mount_service(pfs: Pfs, mountpoint: Path, staging: Path,
                 await trio.sleep(FLUSH_INTERVAL)
                 if pfs.journal.pending():
                     try:
-                        await trio.to_thread.run_sync(ops.flush_journal)
+                        await trio.to_thread.run_sync(ops.views.flush_journal)
                     except PfsError as e:  # a full disk: the files stay staged, and served
                         log.warning("staged files wait: %s", e)
                         await trio.sleep(1.0)

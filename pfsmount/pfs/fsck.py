@@ -16,27 +16,20 @@ thousand walks. Each error is one line naming the repo, commit and path where th
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import lmdb
 import msgspec
 
-from pfsmount.errors import Corrupt
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.model import Branch, Commit, FsckReport, Repo
 from pfsmount.pfs.refs import is_commit_id
-from pfsmount.store import KIND_DIR, KIND_FILE, KIND_LINK
-from pfsmount.store.content import parse_table
-from pfsmount.store.packs import Location, checked_location, pack_name, runs
-from pfsmount.store.tree import Inner, Leaf, Node
+from pfsmount.store.check import StoreCheck
 
 MAX_ERRORS = 1000  # past this, errors are counted, not listed
 
-_LOC_SIZE = len(Location(0, 0, 0, 0, 0).encode())
 _NS = struct.Struct(">Q")
 _repo_dec = msgspec.msgpack.Decoder(Repo)
 _branch_dec = msgspec.msgpack.Decoder(Branch)
@@ -73,15 +66,7 @@ def check(pfs: Pfs, verify_data: bool = False) -> tuple[FsckReport, Damage]:
             # the check cannot go on, and nothing may be repaired from what it saw.
             report.errors.append(f"the metadata database is damaged, the check stopped: {e}")
             return report, Damage(set(), set())
-    return report, Damage(checker.bad_chunks, checker.bad_contents)
-
-
-class _Summary(NamedTuple):
-    """A checked page as its parent needs it: first and last name below it, total size."""
-
-    first: str | None
-    last: str | None
-    size: int
+    return report, Damage(checker.store.bad_chunks, checker.store.bad_contents)
 
 
 class _Checker:
@@ -93,16 +78,8 @@ class _Checker:
         self.suppressed = 0
         self.repos: set[str] = set()
         self.commits: dict[str, Commit] = {}
-        # Tree pages already checked (None: broken, already reported) and pages being checked.
-        self.pages: dict[bytes, _Summary | None] = {}
-        self.in_progress: set[bytes] = set()
-        # Referenced file contents: digest -> {size an entry claims: where it was claimed}.
-        self.contents: dict[bytes, dict[int, str]] = {}
-        # Referenced chunks -> where first referenced (for verify_data's messages).
-        self.chunk_refs: dict[bytes, str] = {}
-        self.bad_chunks: set[bytes] = set()
-        self.bad_contents: set[bytes] = set()
-        self.named: set[str] = set()  # files already named by a damage line
+        # Trees, contents, chunks and packs: the store checks its own structures.
+        self.store = StoreCheck(pfs.store, txn, self.error)
 
     def error(self, message: str) -> None:
         if len(self.report.errors) < MAX_ERRORS:
@@ -120,11 +97,13 @@ class _Checker:
         self.check_commit_log()
         self.check_branches()
         self.check_trees()
-        self.check_contents()
-        self.check_chunks()
+        self.store.check_contents()
+        self.store.check_chunks()
         if verify_data:
-            self.verify_chunks()
-        self.report.pages = len(self.pages)
+            self.store.verify_chunks()
+        self.report.pages = len(self.store.pages)
+        self.report.files = self.store.files
+        self.report.chunks = self.store.chunks
         if self.suppressed:
             self.report.errors.append(f"... and {self.suppressed} more errors")
 
@@ -241,7 +220,7 @@ class _Checker:
                         f"{open_.repo}@{open_.branch}"
                     )
 
-    # -- trees (invariants 3 and 4) ----------------------------------------------------------
+    # -- trees (invariant 4; the store checks the pages, invariant 3) ----------------------
 
     def check_trees(self) -> None:
         for commit in sorted(self.commits.values(), key=lambda c: (c.repo, c.started, c.id)):
@@ -253,242 +232,8 @@ class _Checker:
             if len(root) != 32:
                 self.error(f"commit {where}: root {commit.root!r} is not a page digest")
                 continue
-            summary = self.walk(root, f"{where}:/")
+            summary = self.store.walk(root, f"{where}:/")
             if summary is not None and not commit.is_open and summary.size != commit.size:
                 self.error(
                     f"commit {where}: size {commit.size} but its tree holds {summary.size} bytes"
                 )
-
-    def walk(self, root: bytes, where: str) -> _Summary | None:
-        """Check every page below ``root`` not checked before, children before parents."""
-        trees = self.pfs.store.trees
-        stack: list[tuple[bytes, str, Node | None]] = [(root, where, None)]
-        while stack:
-            digest, at, node = stack.pop()
-            if node is not None:
-                self.pages[digest] = self.summarize(node, at)
-                self.in_progress.discard(digest)
-                continue
-            if digest in self.pages:
-                continue
-            if digest in self.in_progress:
-                self.error(f"{at}: tree page {digest.hex()} contains itself")
-                self.pages[digest] = None
-                continue
-            try:
-                node = trees.verify_page(self.txn, digest)
-            except Corrupt as e:
-                self.error(f"{at}: {e}")
-                self.pages[digest] = None
-                continue
-            self.in_progress.add(digest)
-            stack.append((digest, at, node))
-            for child, child_at in _children(node, at):
-                if child not in self.pages:
-                    stack.append((child, child_at, None))
-        return self.pages.get(root)
-
-    def summarize(self, node: Node, at: str) -> _Summary | None:
-        if isinstance(node, Leaf):
-            return self.summarize_leaf(node, at)
-        return self.summarize_inner(node, at)
-
-    def summarize_leaf(self, node: Leaf, at: str) -> _Summary | None:
-        if len(node.names) != len(node.entries):
-            self.error(f"{at}: a directory page has {len(node.names)} names for "
-                       f"{len(node.entries)} entries")
-            return None
-        base = at.rstrip("/") + "/"
-        previous: str | None = None
-        for name, entry in zip(node.names, node.entries, strict=True):
-            path = base + name
-            if previous is not None and name <= previous:
-                self.error(f"{path}: out of order after {previous!r} in its directory page")
-            previous = name
-            if not name or "/" in name or "\0" in name or name in (".", ".."):
-                self.error(f"{at}: invalid entry name {name!r}")
-            if entry.kind == KIND_FILE:
-                self.report.files += 1
-                if len(entry.ref) != 32:
-                    self.error(f"{path}: file content name {entry.ref.hex()} is not a digest")
-                else:
-                    self.contents.setdefault(entry.ref, {}).setdefault(entry.size, path)
-            elif entry.kind == KIND_DIR:
-                child = self.pages.get(entry.ref)
-                if child is not None and child.size != entry.size:
-                    self.error(f"{path}: directory size {entry.size} but its entries hold "
-                               f"{child.size} bytes")
-            elif entry.kind == KIND_LINK:
-                self.report.files += 1
-            else:
-                self.error(f"{path}: unknown entry kind {entry.kind}")
-        size = sum(e.size for e in node.entries)
-        if not node.names:
-            return _Summary(None, None, size)
-        return _Summary(node.names[0], node.names[-1], size)
-
-    def summarize_inner(self, node: Inner, at: str) -> _Summary | None:
-        n = len(node.children)
-        if not n or len(node.keys) != n or len(node.sizes) != n:
-            self.error(f"{at}: a directory index page has {len(node.keys)} keys, {n} "
-                       f"children and {len(node.sizes)} sizes")
-            return None
-        ok = True
-        for i, (key, child, size) in enumerate(
-            zip(node.keys, node.children, node.sizes, strict=True)
-        ):
-            below = self.pages.get(child)
-            if below is None:
-                ok = False
-                continue
-            if below.first is None:
-                self.error(f"{at}: directory page {child.hex()} is empty but indexed")
-                ok = False
-                continue
-            if below.first != key:
-                self.error(f"{at}: index key {key!r} but page {child.hex()} starts at "
-                           f"{below.first!r}")
-            if i + 1 < n and below.last is not None and below.last >= node.keys[i + 1]:
-                self.error(f"{at}: page {child.hex()} holds {below.last!r}, which belongs "
-                           f"after index key {node.keys[i + 1]!r}")
-            if below.size != size:
-                self.error(f"{at}: index says page {child.hex()} holds {size} bytes, "
-                           f"its entries hold {below.size}")
-        if any(a >= b for a, b in zip(node.keys, node.keys[1:], strict=False)):
-            self.error(f"{at}: directory index keys are out of order")
-        last = self.pages.get(node.children[-1])
-        if not ok or last is None:
-            return _Summary(node.keys[0], None, sum(node.sizes))
-        return _Summary(node.keys[0], last.last, sum(node.sizes))
-
-    # -- contents and chunks (invariants 1, 2 and 3) -----------------------------------------
-
-    def check_contents(self) -> None:
-        chunks_db = self.db["chunks"]
-        unseen = set(self.contents)
-        for key, raw in self.rows("contents"):
-            claims = self.contents.get(key)
-            label = f"content {key.hex()}"
-            if claims:
-                label += f" (of {next(iter(claims.values()))})"
-            unseen.discard(key)
-            if len(key) != 32:
-                self.error(f"{label}: malformed contents key")
-                continue
-            try:  # the checks every read makes (increasing ends, its name)
-                table = parse_table(key, raw, label)
-            except Corrupt as e:
-                self.error(str(e))
-                self.bad_contents.add(key)
-                continue
-            start = 0
-            for digest, end in zip(table.digests, table.ends, strict=True):
-                loc = self.txn.get(digest, db=chunks_db)
-                if loc is None:
-                    self.error(f"{label}: chunk {digest.hex()} is not in the chunk index")
-                    self.bad_chunks.add(digest)
-                    self.bad_contents.add(key)
-                elif len(loc) == _LOC_SIZE and (held := Location.decode(bytes(loc)).raw) != (
-                        end - start):
-                    self.error(f"{label}: chunk {digest.hex()} holds {held} bytes, its table "
-                               f"says {end - start}")
-                    self.bad_contents.add(key)
-                start = end
-            if claims is None:
-                continue
-            for size, path in claims.items():
-                if size != table.size:
-                    self.error(f"{path}: file size {size} but its content holds {table.size} "
-                               "bytes")
-                    self.bad_contents.add(key)
-            first = next(iter(claims.values()))
-            for digest in table.digests:
-                self.chunk_refs.setdefault(digest, first)
-        for digest in sorted(unseen):
-            path = next(iter(self.contents[digest].values()))
-            self.error(f"{path}: file content {digest.hex()} is missing")
-            self.bad_contents.add(digest)
-
-    def damaged(self, digest: bytes, why: str, alone: bool = True) -> None:
-        """A chunk reads cannot be served from: one line per file that uses it (the first
-        damage found in it), or, for a chunk no file uses, ``why`` itself when ``alone``."""
-        self.bad_chunks.add(digest)
-        path = self.chunk_refs.get(digest)
-        if path is None:
-            if alone:
-                self.error(why)
-        elif path not in self.named:
-            self.named.add(path)
-            self.error(f"{path}: {why}")
-
-    def check_chunks(self) -> None:
-        packs = self.pfs.store.packs
-        sizes: dict[int, int | None] = {}
-        missing: dict[int, int] = {}
-        for key, raw in self.rows("chunks"):
-            self.report.chunks += 1
-            label = f"chunk {key.hex()}"
-            if len(key) != 32:
-                self.error(f"{label}: malformed chunk index key")
-                continue
-            try:
-                loc = checked_location(key, raw)
-            except Corrupt as e:
-                self.damaged(key, str(e))
-                continue
-            if loc.pack not in sizes:
-                sizes[loc.pack] = packs.pack_size(loc.pack)
-            size = sizes[loc.pack]
-            if size is None:
-                missing[loc.pack] = missing.get(loc.pack, 0) + 1
-                self.damaged(key, f"{label} is in pack {pack_name(loc.pack)}, which is missing",
-                             alone=False)
-            elif loc.offset + loc.stored > size:
-                why = (f"{label}: bytes {loc.offset}..{loc.offset + loc.stored} lie outside "
-                       f"pack {pack_name(loc.pack)} of {size} bytes")
-                self.damaged(key, why)
-        for pack, count in sorted(missing.items()):
-            self.error(f"pack {pack_name(pack)} is missing; {count} chunks point into it")
-
-    def verify_chunks(self) -> None:
-        """Read every referenced chunk from its pack and check its name: chunks that lie
-        back to back are read with one call, by a few threads (hashing releases the GIL)."""
-        chunks_db = self.db["chunks"]
-        todo: list[tuple[Location, bytes]] = []
-        for digest in self.chunk_refs:
-            raw = self.txn.get(digest, db=chunks_db)
-            if raw is not None and digest not in self.bad_chunks:
-                todo.append((checked_location(digest, bytes(raw)), digest))
-        todo.sort()
-        with ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="pfsmount-fsck") as pool:
-            for bad in pool.map(self.verify_run, runs(todo)):
-                for digest, err in bad:
-                    self.damaged(digest, str(err))
-
-    def verify_run(self, run: list[tuple[Location, bytes]]) -> list[tuple[bytes, Corrupt]]:
-        """The damaged chunks of one run (each chunk alone once the run fails)."""
-        packs = self.pfs.store.packs
-        try:
-            packs.read_run(run)
-            return []
-        except Corrupt:
-            pass
-        bad: list[tuple[bytes, Corrupt]] = []
-        for item in run:
-            try:
-                packs.read_run([item])
-            except Corrupt as e:
-                bad.append((item[1], e))
-        return bad
-
-
-def _children(node: Node, at: str) -> Iterator[tuple[bytes, str]]:
-    """The pages a page points at: directory roots of its entries, or its index children."""
-    if isinstance(node, Inner):
-        for child in node.children:
-            yield child, at
-        return
-    base = at.rstrip("/") + "/"
-    for name, entry in zip(node.names, node.entries, strict=False):
-        if entry.kind == KIND_DIR:
-            yield entry.ref, base + name

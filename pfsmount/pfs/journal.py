@@ -28,7 +28,7 @@ import msgspec
 from pfsmount.errors import PfsError, StoreFull
 from pfsmount.pfs.files import Files
 from pfsmount.store import KIND_DIR, MKDIR, Entry, WriteBatch
-from pfsmount.store.packs import Location
+from pfsmount.store.rows import Location
 from pfsmount.store.tree import Change
 
 log = logging.getLogger("pfsmount.journal")

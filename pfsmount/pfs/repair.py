@@ -20,7 +20,6 @@ produces. The damaged bytes themselves stay in their packs until ``gc`` frees th
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import cast
 
 import lmdb
@@ -31,7 +30,7 @@ from pfsmount.pfs.events import Event
 from pfsmount.pfs.fsck import check
 from pfsmount.pfs.model import Commit, FsckReport
 from pfsmount.store import KIND_DIR, KIND_FILE
-from pfsmount.store.content import parse_table
+from pfsmount.store.check import drop_damaged
 from pfsmount.store.tree import DEPTH_MAX, Change, Trees
 
 
@@ -48,7 +47,7 @@ def repair(pfs: Pfs, wait: float = 30.0) -> FsckReport:
         _, damage = check(pfs, verify_data=True)
         if damage.chunks or damage.contents:
             with store.meta.write() as txn:
-                bad = _drop_rows(pfs, txn, damage.chunks, damage.contents)
+                bad = drop_damaged(store, txn, damage.chunks, damage.contents)
                 known: dict[bytes, bool] = {}  # pages are shared: each is looked at once
                 for commit in list(pfs.records.commits(txn)):
                     paths = _damaged_files(store.trees, txn, commit, bad, known)
@@ -68,27 +67,6 @@ def repair(pfs: Pfs, wait: float = 30.0) -> FsckReport:
     report = check(pfs, verify_data=True)[0]
     report.lost = lost
     return report
-
-
-def _drop_rows(pfs: Pfs, txn: lmdb.Transaction, chunks: set[bytes], contents: set[bytes]
-               ) -> set[bytes]:
-    """Delete the damaged chunk rows, the damaged ``contents`` rows and every ``contents``
-    row that uses a damaged chunk; returns the contents no file may name any more."""
-    db = pfs.store.meta.db
-    for digest in chunks:
-        txn.delete(digest, db=db["chunks"])
-    dropped = set(contents)
-    rows = cast(Iterator[tuple[bytes, bytes]], txn.cursor(db=db["contents"]))
-    for key, raw in rows:
-        try:
-            if chunks.isdisjoint(parse_table(key, raw).digests):
-                continue
-        except Corrupt:
-            pass
-        dropped.add(bytes(key))
-    for key in dropped:
-        txn.delete(key, db=db["contents"])
-    return dropped
 
 
 def _damaged_files(trees: Trees, txn: lmdb.Transaction, commit: Commit, bad: set[bytes],

@@ -5,7 +5,7 @@ truncates go to an in-memory buffer while the file is small (most are: ``cp -r``
 source trees, ``tar x``), and to an ``O_TMPFILE`` in the root's staging directory (gone by
 itself if the daemon dies) once it grows past ``MEMORY``: opening and closing an
 ``O_TMPFILE`` costs an ext4 orphan-list update each, a large part of a small file's cost.
-When the last handle closes, or on fsync, the mount ingests it into the store. A write
+When the last handle closes, or on fsync, ``overlay`` stores it. A write
 that fails (the disk under the staging directory is full) leaves ``error`` set: the bytes
 held are then not what the program wrote, so they are never stored, and every later
 operation on the file fails until it is closed. Nothing here talks to FUSE or to the store.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import os
-import struct
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,11 +26,17 @@ import lmdb
 from pfsmount.errors import Corrupt
 from pfsmount.store import chunking
 from pfsmount.store.meta import Meta
-from pfsmount.store.packs import RUN_BYTES, ChunkBatch, Location, PackStore, Stored, runs
+from pfsmount.store.packs import RUN_BYTES, ChunkBatch, PackStore, Stored, runs
 from pfsmount.store.readers import Prepared
+from pfsmount.store.rows import (
+    EMPTY_DIGEST,
+    TABLE_ROW,
+    ChunkTable,
+    Location,
+    parse_table,
+    table_digests,
+)
 
-_ROW = struct.Struct(">32sQ")
-EMPTY_DIGEST = blake3.blake3(b"").digest()
 _GROUP = 4 << 20  # bytes of chunks per task in a pipelined write
 _WINDOW = 4  # tasks in flight beyond the one being filled
 _AHEAD = 4  # runs of chunks (up to ``packs.RUN_BYTES`` each) read ahead of a reader
@@ -52,17 +57,6 @@ def _workers() -> ThreadPoolExecutor:
 class Content(NamedTuple):
     digest: bytes
     size: int
-
-
-class ChunkTable(NamedTuple):
-    """A file's chunks in order, with each chunk's end offset in the file."""
-
-    digests: list[bytes]
-    ends: list[int]
-
-    @property
-    def size(self) -> int:
-        return self.ends[-1] if self.ends else 0
 
 
 class WriteBatch:
@@ -111,7 +105,7 @@ class ContentStore:
             name = chunking.digest(chunk)
             self.packs.add(batch.chunks, name, chunk)
             end += len(chunk)
-            table += _ROW.pack(name, end)
+            table += TABLE_ROW.pack(name, end)
         # One chunk: the file's name is the chunk's name, no need to hash twice.
         if len(head) > 1:
             whole = blake3.blake3()
@@ -141,7 +135,7 @@ class ContentStore:
             while len(window) > keep:
                 for name, size in window.popleft().result():
                     end += size
-                    table.extend(_ROW.pack(name, end))
+                    table.extend(TABLE_ROW.pack(name, end))
                 if batch.progress is not None:
                     batch.progress(end)
 
@@ -253,14 +247,10 @@ class ContentStore:
         ``live`` contents use, and the contents that are not live."""
         chunks: set[bytes] = set()
         dead: list[bytes] = []
-        step = _ROW.size
         rows = cast(Iterator[tuple[bytes, bytes]], txn.cursor(db=self.meta.db["contents"]))
         for key, raw in rows:  # bytes: the environment reads without buffers
             if key in live:
-                if len(raw) == step:  # most files are one chunk
-                    chunks.add(raw[:32])
-                else:
-                    chunks.update(raw[i:i + 32] for i in range(0, len(raw), step))
+                chunks.update(table_digests(raw))
             else:
                 dead.append(key)
         return chunks, dead
@@ -389,29 +379,6 @@ class ContentStore:
             yield data if (lo == 0 and hi == len(data)) else data[lo:hi]
             offset = start + hi
             i += 1
-
-
-def parse_table(digest: bytes, raw: bytes | memoryview, where: str = "") -> ChunkTable:
-    """Decode a ``contents`` row, checking what every read relies on: whole rows, end
-    offsets that increase by at most a chunk, one chunk naming the file. A damaged row is
-    ``Corrupt`` (its message starting with ``where``), never a read that loops or returns
-    what is not in the file."""
-    where = where or f"file content {digest.hex()}"
-    if len(raw) % _ROW.size:
-        raise Corrupt(f"{where}: its chunk table is malformed ({len(raw)} bytes)")
-    digests: list[bytes] = []
-    ends: list[int] = []
-    previous = 0
-    for name, end in _ROW.iter_unpack(raw):
-        if not previous < end <= previous + chunking.MAX_CHUNK:
-            raise Corrupt(f"{where}: its chunk table is damaged (a chunk ends at {end} "
-                          f"after one at {previous})")
-        digests.append(name)
-        ends.append(end)
-        previous = end
-    if (len(digests) == 1 and digests[0] != digest) or (not digests and digest != EMPTY_DIGEST):
-        raise Corrupt(f"{where}: its chunk table does not match its name")
-    return ChunkTable(digests, ends)
 
 
 def _check_size(table: ChunkTable, i: int, data: bytes | memoryview) -> int:

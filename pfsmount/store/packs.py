@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,55 +31,11 @@ from pfsmount.store import chunking
 from pfsmount.store.gate import WriteGate
 from pfsmount.store.meta import Meta
 from pfsmount.store.objects import ObjectStore, read_fully, unreadable
+from pfsmount.store.rows import Location, checked_location, pack_name
 
 PACK_TARGET = 64 * 1024 * 1024
 CACHE_BYTES = 64 * 1024 * 1024  # decompressed chunks kept: a few per reader; more is RSS
 RUN_BYTES = 4 * 1024 * 1024  # at most this much is read from a pack with one call
-_LOC = struct.Struct(">QQIIB")
-
-
-class Location(NamedTuple):
-    """Where one chunk's stored bytes are: pack, offset, stored and raw sizes, codec."""
-
-    pack: int
-    offset: int
-    stored: int
-    raw: int
-    codec: int
-
-    def encode(self) -> bytes:
-        return _LOC.pack(*self)
-
-    @classmethod
-    def decode(cls, raw: bytes) -> Location:
-        return cls(*_LOC.unpack(raw))
-
-    @staticmethod
-    def pack_of(raw: bytes) -> int:
-        """The pack of an encoded location, without decoding the rest."""
-        return int.from_bytes(raw[:8], "big")
-
-
-def pack_name(pack: int) -> str:
-    return f"{pack:016x}.pack"
-
-
-def checked_location(digest: bytes, raw: bytes) -> Location:
-    """Decode an index row and check that it could describe a chunk: a damaged row is
-    ``Corrupt``, never a read of gigabytes or of the wrong codec."""
-    where = f"chunk {digest.hex()}"
-    if len(raw) != _LOC.size:
-        raise Corrupt(f"{where}: its index row is malformed ({len(raw)} bytes)")
-    loc = Location.decode(raw)
-    if loc.codec not in (chunking.CODEC_RAW, chunking.CODEC_ZSTD):
-        raise Corrupt(f"{where}: its index row names unknown codec {loc.codec}")
-    if not 0 < loc.raw <= chunking.MAX_CHUNK or not 0 < loc.stored <= loc.raw or (
-            loc.codec == chunking.CODEC_RAW and loc.stored != loc.raw):
-        raise Corrupt(f"{where}: its index row gives impossible sizes ({loc.stored} stored, "
-                      f"{loc.raw} raw)")
-    return loc
-
-
 def runs(items: Iterable[tuple[Location, bytes]], limit: int = RUN_BYTES
          ) -> Iterator[list[tuple[Location, bytes]]]:
     """Group chunks in order into runs that lie back to back in one pack (a file put in one

@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import select
 import stat
-import struct
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -29,8 +28,8 @@ import blake3
 
 from pfsmount.store import chunking
 from pfsmount.store.packs import Stored
+from pfsmount.store.rows import TABLE_ROW
 
-_ROW = struct.Struct(">32sQ")
 FILE_LIMIT = 1 << 20  # larger files are stored by the parent (pipelined, see ``content``)
 BATCH_BYTES = 32 << 20  # past this much data a batch hands its remaining files back
 POOL_MIN = 1024  # fewer files than this are read in the calling thread
@@ -109,7 +108,7 @@ def prepare(data: bytes, mode: int) -> Prepared:
         codec, stored = chunking.compress(view)
         chunks.append(Stored(name, len(view), codec, bytes(stored)))
         end += len(view)
-        table += _ROW.pack(name, end)
+        table += TABLE_ROW.pack(name, end)
     # One chunk names the file; none or several: the whole file's BLAKE3 (see ``content``).
     digest = chunks[0].digest if len(chunks) == 1 else blake3.blake3(data).digest()
     return Prepared(digest, len(data), 0o755 if mode & 0o111 else 0o644, bytes(table), chunks)

@@ -36,7 +36,7 @@ from pfsmount import Client
 from pfsmount.errors import Corrupt, InvalidArgument, PfsError
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.files import Data
-from pfsmount.store.packs import Location
+from pfsmount.store.rows import Location
 from tests.conftest import Mounted, Pfsmount, alive, env, require_fuse, short_root
 
 MIB = 1 << 20

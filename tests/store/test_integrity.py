@@ -26,7 +26,7 @@ from pfsmount.pfs.files import Data
 from pfsmount.pfs.fsck import fsck
 from pfsmount.store.chunking import CODEC_RAW, CODEC_ZSTD
 from pfsmount.store.objects import LocalObjectStore
-from pfsmount.store.packs import Location
+from pfsmount.store.rows import Location
 
 MIB = 1 << 20
 PROJECT = Path(__file__).resolve().parents[2]

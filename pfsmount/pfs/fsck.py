@@ -101,6 +101,8 @@ class _Checker:
         self.store.check_chunks()
         if verify_data:
             self.store.verify_chunks()
+        for problem in self.pfs.state.check(self.txn):  # the layers above: their own tables
+            self.error(problem)
         self.report.pages = len(self.store.pages)
         self.report.files = self.store.files
         self.report.chunks = self.store.chunks

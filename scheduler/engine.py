@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-import lmdb
 import trio
 
 from pfsmount.errors import (
@@ -40,8 +39,7 @@ from pfsmount.errors import (
 )
 from pfsmount.pfs import Commit, Event, Pfs
 from pfsmount.pfs.export import export
-from pfsmount.store import KIND_DIR, KIND_FILE, Entry, WriteBatch
-from pfsmount.store.tree import Change
+from pfsmount.pfs.state import KIND_FILE, Change, Entry, Scope, Staged
 from scheduler import legacy
 from scheduler.datums import Datum, DatumFile, datums
 from scheduler.jobspec import JobSpec
@@ -55,15 +53,14 @@ _T = TypeVar("_T")
 _SKIP, _STOPPED = "skip", "stopped"  # wait_commit outcomes other than a job
 _TRY = re.compile(r"^\[pfsmount\] datum \S+ try \d+ of \d+$", re.M)  # starts a try's log
 # A unit of work's outcome: its outputs (stored, not yet indexed), or its log tail on failure
-_Outcome = tuple[list[tuple[str, Entry]], WriteBatch] | str
+_Outcome = tuple[list[tuple[str, Entry]], Staged] | str
 
 
 class Scheduler:
     def __init__(self, pfs: Pfs, root: Path, mountpoint: Path | None) -> None:
         self.pfs = pfs
-        self.meta = pfs.store.meta
-        self.records = Records(pfs.store.meta)
-        pfs.gc_roots.append(self.records.datum_outputs)
+        self.state = pfs.state
+        self.records = Records(pfs.state)
         self.logs = root / "logs"
         self.work = root / "work"
         self.mountpoint = mountpoint
@@ -91,17 +88,17 @@ class Scheduler:
         for pipeline in self.list_pipelines():
             if not pipeline.stopped:
                 self._catch_up(pipeline)
-        with self.meta.read() as txn:
-            jobs = [j for j in self.records.jobs(txn) if j.state not in TERMINAL]
+        with self.state.read() as scope:
+            jobs = [j for j in self.records.jobs(scope) if j.state not in TERMINAL]
         return [j.id for j in sorted(jobs, key=lambda j: j.created)]
 
     def _catch_up(self, pipeline: Pipeline) -> None:
         heads = self._heads(pipeline.spec)
         if not heads:
             return
-        with self.meta.read() as txn:
+        with self.state.read() as scope:
             seen = any(j.pipeline == pipeline.name and j.inputs == heads
-                       for j in self.records.jobs(txn))
+                       for j in self.records.jobs(scope))
         if not seen:
             self._new_job(pipeline.name, heads)
 
@@ -159,8 +156,8 @@ class Scheduler:
         async with trio.open_nursery() as nursery:
             try:
                 async for job_id in self._queue_recv:
-                    with self.meta.read() as txn:
-                        pipeline = self.records.job(txn, job_id).pipeline
+                    with self.state.read() as scope:
+                        pipeline = self.records.job(scope, job_id).pipeline
                     lock = locks.setdefault(pipeline, trio.Lock())
                     nursery.start_soon(self._run_job, lock, job_id)
             except trio.Cancelled:  # the daemon stops: a one-off job may run for ever
@@ -183,14 +180,14 @@ class Scheduler:
 
     def _heads(self, spec: Spec) -> dict[str, str]:
         heads = {}
-        with self.meta.read() as txn:
+        with self.state.read() as scope:
             for leaf in spec.input.leaves():
-                branch = self.pfs.records.find_branch(txn, leaf.repo, leaf.branch)
-                if branch is not None and branch.head is not None:
-                    heads[f"{leaf.repo}@{leaf.branch}"] = branch.head
+                head = self.state.branch_head(scope, leaf.repo, leaf.branch)
+                if head is not None:
+                    heads[f"{leaf.repo}@{leaf.branch}"] = head
         return heads
 
-    def _upstream(self, txn: lmdb.Transaction, spec: Spec) -> set[str]:
+    def _upstream(self, scope: Scope, spec: Spec) -> set[str]:
         """Every repo the spec's output depends on, through other pipelines."""
         seen: set[str] = set()
         todo = [leaf.repo for leaf in spec.input.leaves()]
@@ -199,7 +196,7 @@ class Scheduler:
             if repo in seen:
                 continue
             seen.add(repo)
-            other = self.records.find_pipeline(txn, repo)
+            other = self.records.find_pipeline(scope, repo)
             if other is not None:
                 todo.extend(leaf.repo for leaf in other.spec.input.leaves())
         return seen
@@ -221,29 +218,29 @@ class Scheduler:
         just before this one. The existing pipeline of that name, if any."""
         if spec.name in planned:
             raise AlreadyExists(f"pipeline {spec.name} is given twice")
-        with self.meta.read() as txn:
+        with self.state.read() as scope:
             for leaf in spec.input.leaves():
-                if not self.pfs.records.has_repo(txn, leaf.repo) and leaf.repo not in planned:
+                if self.state.repo_kind(scope, leaf.repo) is None and leaf.repo not in planned:
                     raise InvalidArgument(f"pipeline {spec.name}: input repo {leaf.repo} "
                                           "does not exist")
-            if spec.name in self._upstream(txn, spec):
+            if spec.name in self._upstream(scope, spec):
                 raise InvalidArgument(f"pipeline {spec.name}: its inputs depend on its own "
                                       "output (a cycle in the pipeline graph)")
-            existing = self.records.find_pipeline(txn, spec.name)
+            existing = self.records.find_pipeline(scope, spec.name)
             if existing is not None and not update:
                 raise AlreadyExists(f"pipeline {spec.name} already exists (use update)")
             if existing is None and update:
                 raise NotFound(f"pipeline {spec.name} not found")
-            if (existing is None and self.pfs.records.has_repo(txn, spec.name)
-                    and self.pfs.records.repo(txn, spec.name).kind != "pipeline"):
+            if existing is None and self.state.repo_kind(scope, spec.name) not in (None,
+                                                                                 "pipeline"):
                 raise Conflict(f"repo {spec.name} already exists and is not a pipeline's output")
         return existing
 
     def create_pipeline(self, spec: Spec, update: bool = False,
                         reprocess: bool = False) -> Pipeline:
         existing = self.check_pipeline(spec, update)
-        with self.meta.read() as txn:
-            made = not self.pfs.records.has_repo(txn, spec.name)
+        with self.state.read() as scope:
+            made = self.state.repo_kind(scope, spec.name) is None
         self.pfs.repos.create(spec.name, spec.description, kind="pipeline", exist_ok=True)
         try:
             self.pfs.repos.create_branch(
@@ -254,11 +251,11 @@ class Scheduler:
                 self.pfs.repos.delete(spec.name, force=True)
             raise
         now = time.time()
-        with self.meta.write() as txn:
+        with self.state.write() as scope:
             version = existing.version + 1 if existing else 1
             pipeline = Pipeline(name=spec.name, spec=spec, created=existing.created
                                 if existing else now, updated=now, version=version)
-            self.records.put_pipeline(txn, pipeline)
+            self.records.put_pipeline(scope, pipeline)
         heads = self._heads(spec)
         if heads:
             job = self._new_job(spec.name, heads, reprocess=reprocess)
@@ -270,37 +267,37 @@ class Scheduler:
             self._token.run_sync_soon(self._queue_send.send_nowait, job_id)
 
     def list_pipelines(self) -> list[Pipeline]:
-        with self.meta.read() as txn:
-            return list(self.records.pipelines(txn))
+        with self.state.read() as scope:
+            return list(self.records.pipelines(scope))
 
     def inspect_pipeline(self, name: str) -> Pipeline:
-        with self.meta.read() as txn:
-            return self.records.pipeline(txn, name)
+        with self.state.read() as scope:
+            return self.records.pipeline(scope, name)
 
     def delete_pipeline(self, name: str) -> None:
         """Delete a pipeline and its output repo; refused while another pipeline reads it.
         A pipeline whose record cannot be read is deleted all the same."""
-        with self.meta.read() as txn:
+        with self.state.read() as scope:
             with contextlib.suppress(Corrupt):
-                self.records.pipeline(txn, name)
-            readers = [p.name for p in self.records.pipelines(txn)
+                self.records.pipeline(scope, name)
+            readers = [p.name for p in self.records.pipelines(scope)
                        if any(x.repo == name for x in p.spec.input.leaves())]
-            output = self.pfs.records.has_repo(txn, name)
+            output = self.state.repo_kind(scope, name) is not None
         if readers:
             raise Conflict(f"pipeline {', '.join(readers)} reads {name}; delete it first")
         for job in self.list_jobs(name):
             if job.state not in TERMINAL:
                 self.stop_job(job.id)
-        with self.meta.write() as txn:
-            self.records.delete_pipeline(txn, name)
+        with self.state.write() as scope:
+            self.records.delete_pipeline(scope, name)
         if output:
             self.pfs.repos.delete(name, force=True)
 
     def set_stopped(self, name: str, stopped: bool) -> Pipeline:
-        with self.meta.write() as txn:
-            pipeline = self.records.pipeline(txn, name)
+        with self.state.write() as scope:
+            pipeline = self.records.pipeline(scope, name)
             pipeline.stopped = stopped
-            self.records.put_pipeline(txn, pipeline)
+            self.records.put_pipeline(scope, pipeline)
         if not stopped:
             self._catch_up(pipeline)
             self._requeue_pending(name)
@@ -354,19 +351,19 @@ class Scheduler:
         return job
 
     def _save(self, job: Job) -> None:
-        with self.meta.write() as txn:
-            self.records.put_job(txn, job)
+        with self.state.write() as scope:
+            self.records.put_job(scope, job)
         with self._changed:
             self._changed.notify_all()
 
     def list_jobs(self, pipeline: str | None = None) -> list[Job]:
-        with self.meta.read() as txn:
-            jobs = [j for j in self.records.jobs(txn) if pipeline in (None, j.pipeline)]
+        with self.state.read() as scope:
+            jobs = [j for j in self.records.jobs(scope) if pipeline in (None, j.pipeline)]
         return sorted(jobs, key=lambda j: j.created, reverse=True)
 
     def inspect_job(self, job_id: str) -> Job:
-        with self.meta.read() as txn:
-            return self.records.job(txn, job_id)
+        with self.state.read() as scope:
+            return self.records.job(scope, job_id)
 
     def stop_job(self, job_id: str) -> Job:
         job = self.inspect_job(job_id)
@@ -484,8 +481,8 @@ class Scheduler:
         job.finished = time.time()
         self._save(job)
         if job.spec is not None:  # no later job reuses a one-off job's results
-            with self.meta.write() as txn:
-                self.records.delete_pipeline(txn, job.pipeline)
+            with self.state.write() as scope:
+                self.records.delete_pipeline(scope, job.pipeline)
         self._cancel.pop(job_id, None)
         shutil.rmtree(self.work / job.id, ignore_errors=True)
 
@@ -506,10 +503,10 @@ class Scheduler:
         """The job's output commit, and the job marked done in the same transaction: a job
         left "running" beside its output would run again on restart and commit it twice."""
 
-        def done(txn: lmdb.Transaction, commit: Commit) -> None:
+        def done(scope: Scope, commit: Commit) -> None:
             job.output, job.state = f"{spec.name}@{commit.id}", "success"
             job.finished = time.time()
-            self.records.put_job(txn, job)
+            self.records.put_job(scope, job)
 
         self.pfs.files.write_snapshot(spec.name, spec.output_branch, changes,
                                       provenance=self._provenance(job), base=base, record=done)
@@ -523,10 +520,10 @@ class Scheduler:
         digest = spec.digest  # a hash of the spec: once per job, not once per datum
         results: dict[str, list[tuple[str, Entry]]] = {}
         todo: list[tuple[str, Callable[[], _Outcome]]] = []
-        with self.meta.read() as txn:
+        with self.state.read() as scope:
             for unit_id, run in units:
                 done = None if job.reprocess else self.records.datum(
-                    txn, spec.name, digest, unit_id)
+                    scope, spec.name, digest, unit_id)
                 if done is not None:
                     results[unit_id] = done.outputs
                     job.skipped += 1
@@ -534,7 +531,7 @@ class Scheduler:
                     todo.append((unit_id, run))
         self._save(job)
         failure: str | None = None
-        unsaved: list[tuple[str, list[tuple[str, Entry]], WriteBatch]] = []
+        unsaved: list[tuple[str, list[tuple[str, Entry]], Staged]] = []
         last_save = time.monotonic()
         with ThreadPoolExecutor(spec.parallelism) as pool:
             for (unit_id, _), outcome in zip(todo, pool.map(lambda u: u[1](), todo),
@@ -611,7 +608,7 @@ class Scheduler:
             for path, entry in out:
                 written.setdefault(path, []).append(entry)
         changes: dict[str, Change] = {}
-        batch = WriteBatch()
+        staged = Staged()
         for path, entries in written.items():
             if prev is not None and not spec.v1.overwrite:
                 with contextlib.suppress(NotFound):
@@ -620,10 +617,9 @@ class Scheduler:
                         entries = [legacy.entry_of(before), *entries]
             files = all(e.kind == KIND_FILE for e in entries)
             changes[path] = entries[0] if len(entries) == 1 or not files else \
-                self._concat(batch, entries)
-        if batch.contents:
-            with self.meta.write() as txn:
-                self.pfs.store.contents.commit(batch, txn)
+                self._concat(staged, entries)
+        if not staged.empty:
+            self.state.land([staged])
         return changes
 
     def _run_shard(self, job: Job, spec: Spec, shard: legacy.Shard, prev: str | None,
@@ -683,20 +679,16 @@ class Scheduler:
                 owner.setdefault(path, d.id)
                 union.setdefault(path, []).append(entry)
         changes: dict[str, Change] = {}
-        batch = WriteBatch()
+        staged = Staged()
         for path, entries in union.items():
-            changes[path] = entries[0] if len(entries) == 1 else self._concat(batch, entries)
-        if batch.contents:
-            with self.meta.write() as txn:
-                self.pfs.store.contents.commit(batch, txn)
+            changes[path] = entries[0] if len(entries) == 1 else self._concat(staged, entries)
+        if not staged.empty:
+            self.state.land([staged])
         return changes
 
-    def _concat(self, batch: WriteBatch, entries: list[Entry]) -> Entry:
-        def pieces() -> list[bytes]:
-            return [b"".join(self.pfs.files.read(e)) for e in entries]
-
-        content = self.pfs.store.contents.write_bytes(batch, b"".join(pieces()))
-        return Entry(KIND_FILE, content.size, entries[0].mode, time.time_ns(), content.digest)
+    def _concat(self, staged: Staged, entries: list[Entry]) -> Entry:
+        data = b"".join(b"".join(self.pfs.files.read(e)) for e in entries)
+        return self.state.stage_bytes(staged, data, entries[0].mode)
 
     def _source(self, f: DatumFile, scratch: Path, image: str, inside: str
                 ) -> tuple[Path, str]:
@@ -728,15 +720,18 @@ class Scheduler:
         return target, inside
 
     def _save_results(self, job: Job, spec: Spec, digest: str,
-                      unsaved: list[tuple[str, list[tuple[str, Entry]], WriteBatch]]) -> None:
-        """Record finished datums (so a rerun skips them) and the job's progress, in one
-        transaction: a transaction per datum would cost more than running it."""
-        with self.meta.write() as txn:
-            for datum_id, outputs, batch in unsaved:
-                self.pfs.store.contents.commit(batch, txn, durable=False)
-                self.records.put_datum(txn, spec.name, digest, datum_id,
+                      unsaved: list[tuple[str, list[tuple[str, Entry]], Staged]]) -> None:
+        """Record finished datums (so a rerun skips them), with their outputs' content, and
+        the job's progress, in one transaction: one per datum would cost more than running
+        it."""
+
+        def record(scope: Scope) -> None:
+            for datum_id, outputs, _ in unsaved:
+                self.records.put_datum(scope, spec.name, digest, datum_id,
                                        DatumResult(job=job.id, outputs=outputs))
-            self.records.put_job(txn, job)
+            self.records.put_job(scope, job)
+
+        self.state.land([staged for _, _, staged in unsaved], record, durable=False)
         unsaved.clear()
         with self._changed:
             self._changed.notify_all()
@@ -785,10 +780,7 @@ class Scheduler:
             if cancel.is_set():
                 return "job stopped"
             if code == 0 or code in spec.transform.accept_return_code:
-                batch = WriteBatch()
-                changes = self.pfs.files.ingest_tree(batch, out)
-                return sorted((p, e) for p, e in changes.items()
-                              if isinstance(e, Entry) and e.kind != KIND_DIR), batch
+                return self.state.stage_tree(out)
             with open(logfile, "a") as log_out:
                 log_out.write(f"[pfsmount] exit code {code}\n")
         return _failure(code, logfile)

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.model import FileInfo
-from pfsmount.store import KIND_FILE, KIND_LINK, Entry
+from pfsmount.pfs.state import KIND_FILE, KIND_LINK, Entry
 from scheduler.spec import V1, V1Input
 
 BLOCK = 8 << 20  # 1.x's block: at most this many bytes of whole lines

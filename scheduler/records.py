@@ -1,22 +1,22 @@
-"""The scheduler's rows: pipelines, jobs and datum results, in their LMDB sub-databases.
+"""The scheduler's rows: pipelines, jobs and datum results, in their state tables.
 
-Owns the encoding of ``pipelines``, ``jobs`` and ``datums`` (listed in ``store.meta``). A
-datum result remembers what a successful datum wrote, so a later job with the same datum
-(same inputs, same spec) reuses it instead of running it. Nothing here runs anything.
+Owns the encoding of ``pipelines``, ``jobs`` and ``datums`` (state tables that ``store.meta``
+lists, reached through ``pfs.state`` in its scopes) and their consistency check, which
+``fsck`` runs. A datum result remembers what a successful datum wrote, so a later job with
+the same datum (same inputs, same spec) reuses it instead of running it. Nothing here runs
+anything or opens a scope of its own.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
-import lmdb
 import msgspec
 
 from pfsmount.errors import Corrupt, NotFound
-from pfsmount.store import Entry
-from pfsmount.store.meta import Meta
+from pfsmount.pfs.state import Entry, Scope, State, Table
 from scheduler.spec import Spec
 
 JobState = Literal["created", "running", "success", "failure", "killed"]
@@ -58,7 +58,6 @@ class DatumResult(msgspec.Struct, kw_only=True):
 
 log = logging.getLogger("pfsmount.scheduler")
 _R = TypeVar("_R")
-_MAX_KEY = 511  # bytes in an LMDB key
 _enc = msgspec.msgpack.Encoder()
 _pipeline = msgspec.msgpack.Decoder(Pipeline)
 _job = msgspec.msgpack.Decoder(Job)
@@ -71,12 +70,14 @@ class Records:
     listings, so that the daemon starts and serves everything else; asked for by name, it
     is a ``Corrupt`` error."""
 
-    def __init__(self, meta: Meta) -> None:
-        self.meta = meta
-        self.pipelines_db = meta.db["pipelines"]
-        self.jobs_db = meta.db["jobs"]
-        self.datums_db = meta.db["datums"]
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.pipelines_table = state.table("pipelines")
+        self.jobs_table = state.table("jobs")
+        self.datums_table = state.table("datums")
         self._reported: set[tuple[str, bytes]] = set()
+        state.keep(self.datum_outputs)
+        state.checks.append(self.check)
 
     def _decode(self, kind: str, decoder: msgspec.msgpack.Decoder[_R], key: bytes,
                 raw: bytes | memoryview) -> _R | None:
@@ -98,55 +99,48 @@ class Records:
         return found
 
     @staticmethod
-    def _get(txn: lmdb.Transaction, key: str, db: Any) -> bytes | memoryview | None:
-        """The row under ``key``; a key LMDB cannot hold (empty, too long) is no row."""
-        raw = key.encode(errors="surrogateescape")
-        return txn.get(raw, db=db) if 0 < len(raw) <= _MAX_KEY else None
+    def _get(scope: Scope, key: str, table: Table) -> bytes | memoryview | None:
+        return table.get(scope, key.encode(errors="surrogateescape"))
 
-    def pipeline(self, txn: lmdb.Transaction, name: str) -> Pipeline:
-        raw = self._get(txn, name, self.pipelines_db)
+    def pipeline(self, scope: Scope, name: str) -> Pipeline:
+        raw = self._get(scope, name, self.pipelines_table)
         if raw is None:
             raise NotFound(f"pipeline {name} not found")
         return self._one("pipeline", _pipeline, name.encode(), raw)
 
-    def find_pipeline(self, txn: lmdb.Transaction, name: str) -> Pipeline | None:
-        raw = self._get(txn, name, self.pipelines_db)
+    def find_pipeline(self, scope: Scope, name: str) -> Pipeline | None:
+        raw = self._get(scope, name, self.pipelines_table)
         return None if raw is None else self._one("pipeline", _pipeline, name.encode(), raw)
 
-    def put_pipeline(self, txn: lmdb.Transaction, p: Pipeline) -> None:
-        txn.put(p.name.encode(), _enc.encode(p), db=self.pipelines_db)
+    def put_pipeline(self, scope: Scope, p: Pipeline) -> None:
+        self.pipelines_table.put(scope, p.name.encode(), _enc.encode(p))
 
-    def delete_pipeline(self, txn: lmdb.Transaction, name: str) -> None:
-        txn.delete(name.encode(), db=self.pipelines_db)
-        prefix = f"{name}\0".encode()
-        cur = txn.cursor(db=self.datums_db)
-        if cur.set_range(prefix):
-            while bytes(cur.key()).startswith(prefix):
-                if not cur.delete():
-                    break
+    def delete_pipeline(self, scope: Scope, name: str) -> None:
+        self.pipelines_table.delete(scope, name.encode())
+        self.datums_table.delete_prefix(scope, f"{name}\0".encode())
 
-    def pipelines(self, txn: lmdb.Transaction) -> Iterator[Pipeline]:
-        for key, raw in txn.cursor(db=self.pipelines_db):
-            if (p := self._decode("pipeline", _pipeline, bytes(key), raw)) is not None:
+    def pipelines(self, scope: Scope) -> Iterator[Pipeline]:
+        for key, raw in self.pipelines_table.items(scope):
+            if (p := self._decode("pipeline", _pipeline, key, raw)) is not None:
                 yield p
 
-    def job(self, txn: lmdb.Transaction, job_id: str) -> Job:
-        raw = self._get(txn, job_id, self.jobs_db)
+    def job(self, scope: Scope, job_id: str) -> Job:
+        raw = self._get(scope, job_id, self.jobs_table)
         if raw is None:
             raise NotFound(f"job {job_id} not found")
         return self._one("job", _job, job_id.encode(), raw)
 
-    def put_job(self, txn: lmdb.Transaction, job: Job) -> None:
-        txn.put(job.id.encode(), _enc.encode(job), db=self.jobs_db)
+    def put_job(self, scope: Scope, job: Job) -> None:
+        self.jobs_table.put(scope, job.id.encode(), _enc.encode(job))
 
-    def jobs(self, txn: lmdb.Transaction) -> Iterator[Job]:
-        for key, raw in txn.cursor(db=self.jobs_db):
-            if (job := self._decode("job", _job, bytes(key), raw)) is not None:
+    def jobs(self, scope: Scope) -> Iterator[Job]:
+        for key, raw in self.jobs_table.items(scope):
+            if (job := self._decode("job", _job, key, raw)) is not None:
                 yield job
 
-    def datum_outputs(self, txn: lmdb.Transaction) -> Iterator[Entry]:
+    def datum_outputs(self, scope: Scope) -> Iterator[Entry]:
         """Every remembered datum's outputs: later jobs reuse them, so gc keeps them."""
-        for _, raw in txn.cursor(db=self.datums_db):
+        for _, raw in self.datums_table.items(scope):
             for _, entry in _datum.decode(raw).outputs:
                 yield entry
 
@@ -154,11 +148,34 @@ class Records:
     def _dkey(pipeline: str, digest: str, datum: str) -> bytes:
         return f"{pipeline}\0{digest}\0{datum}".encode()
 
-    def datum(self, txn: lmdb.Transaction, pipeline: str, digest: str, datum: str
+    def datum(self, scope: Scope, pipeline: str, digest: str, datum: str
               ) -> DatumResult | None:
-        raw = txn.get(self._dkey(pipeline, digest, datum), db=self.datums_db)
+        raw = self.datums_table.get(scope, self._dkey(pipeline, digest, datum))
         return None if raw is None else _datum.decode(raw)
 
-    def put_datum(self, txn: lmdb.Transaction, pipeline: str, digest: str, datum: str,
+    def put_datum(self, scope: Scope, pipeline: str, digest: str, datum: str,
                   result: DatumResult) -> None:
-        txn.put(self._dkey(pipeline, digest, datum), _enc.encode(result), db=self.datums_db)
+        self.datums_table.put(scope, self._dkey(pipeline, digest, datum), _enc.encode(result))
+
+    def check(self, scope: Scope) -> Iterator[str]:
+        """The scheduler's invariants (``store.meta``), one line per row that breaks one:
+        every row decodes as its type, and every datum result's files have their content
+        (``gc`` keeps it: later jobs reuse it)."""
+        for kind, table, decoder in (("pipeline", self.pipelines_table, _pipeline),
+                                     ("job", self.jobs_table, _job)):
+            for key, raw in table.items(scope):
+                try:
+                    decoder.decode(raw)
+                except (msgspec.DecodeError, ValueError):
+                    yield f"{kind} {key.decode(errors='backslashreplace')}: its record " \
+                          "cannot be read"
+        for key, raw in self.datums_table.items(scope):
+            where = key.decode(errors="backslashreplace").replace("\0", " ")
+            try:
+                result = _datum.decode(raw)
+            except (msgspec.DecodeError, ValueError):
+                yield f"datum {where}: its record cannot be read"
+                continue
+            for path, entry in result.outputs:
+                if not self.state.has_content(scope, entry):
+                    yield f"datum {where}: the content of its output /{path} is missing"

@@ -72,8 +72,8 @@ def list_datums(s: Scheduler, name: str, job_id: str | None = None) -> list[Datu
     job = _finished(s, pipeline, job_id)[0]
     out = []
     for d in _units(s, pipeline, job):
-        with s.meta.read() as txn:
-            done = s.records.datum(txn, name, pipeline.spec.digest, d.id)
+        with s.state.read() as scope:
+            done = s.records.datum(scope, name, pipeline.spec.digest, d.id)
         log = s.logs / name / job.id / f"{d.id}.log"
         state: DatumState = ("success" if done is not None and done.job == job.id else
                              "skipped" if done is not None else

@@ -41,6 +41,7 @@ from pfsmount.pfs.events import Event, EventKind, Events
 from pfsmount.pfs.model import Commit, Counts, FileDiff, FileInfo
 from pfsmount.pfs.records import Records
 from pfsmount.pfs.refs import Ref, check_component, normalize_path, parse_ref, shown
+from pfsmount.pfs.state import Scope
 from pfsmount.store import (
     KIND_DIR,
     KIND_FILE,
@@ -181,7 +182,7 @@ class Files:
         provenance: builtins.list[str] | None = None,
         description: str = "",
         base: str | None = None,
-        record: Callable[[lmdb.Transaction, Commit], None] | None = None,
+        record: Callable[[Scope, Commit], None] | None = None,
     ) -> Commit:
         """A new finished commit whose tree is exactly ``changes`` over an empty tree, or over
         the tree of commit ``base`` of the same repo.
@@ -205,7 +206,7 @@ class Files:
             self.records.put_commit(txn, commit)
             self.commits.finish_locked(txn, commit)
             if record is not None:
-                record(txn, commit)
+                record(Scope(txn), commit)
         self.events.emit(*(Event(k, repo, branch, commit.id, commit.root) for k in
                            ("commit_started", "files_changed", "commit_finished",
                             "branch_changed")))

@@ -17,8 +17,9 @@ from pfsmount.pfs.files import Files
 from pfsmount.pfs.journal import Journal
 from pfsmount.pfs.records import Records
 from pfsmount.pfs.repos import Repos
+from pfsmount.pfs.state import State
 from pfsmount.store import Entry, Store
-from pfsmount.store.objects import ObjectStore
+from pfsmount.store.objects import ObjectStore, open_objects
 
 
 class Pfs:
@@ -33,6 +34,13 @@ class Pfs:
         # Callables naming entries that are live though no commit holds them (the layers
         # above register theirs); ``garbage.collect`` keeps what they reach.
         self.gc_roots: list[Callable[[lmdb.Transaction], Iterable[Entry]]] = []
+        self.state = State(self.store, self.records, self.files.ingest_tree, self.gc_roots)
+
+    @classmethod
+    def open(cls, root: Path, storage: str) -> Pfs:
+        """The store at ``root`` with its packs in the ``ObjectStore`` the URL ``storage``
+        names (``file:///...``): how the daemon opens one from its config."""
+        return cls(root, open_objects(storage))
 
     def close(self) -> None:
         self.journal.close()

@@ -19,6 +19,10 @@ sub-database   key                                          value
 ``datums``     pipeline ``\\0`` spec digest ``\\0`` datum id  ``scheduler.records.DatumResult``
 =============  ===========================================  ================================
 
+The last three are *state tables* (``STATE_TABLES``): the scheduler owns their records and
+reaches them only through ``pfs.state``; its ``scheduler.records.check`` (run by ``fsck``)
+checks that each row decodes and that each datum result's files have ``contents`` rows.
+
 Invariants (``pfsmount fsck`` checks each one):
 
 1. every ``chunks`` location lies inside an existing pack object;
@@ -51,7 +55,7 @@ import lmdb
 from pfsmount.errors import Corrupt, StoreFull
 
 SCHEMA_VERSION = 1
-SUBDBS = (
+SUBDBS: tuple[str, ...] = (
     "meta",
     "chunks",
     "contents",
@@ -60,10 +64,9 @@ SUBDBS = (
     "branches",
     "commits",
     "commit_log",
-    "pipelines",
-    "jobs",
-    "datums",
 )
+STATE_TABLES = ("pipelines", "jobs", "datums")  # the layers above own these (``pfs.state``)
+SUBDBS = SUBDBS + STATE_TABLES
 MAP_SIZE = 1 << 40  # address space only; the file grows as data arrives
 
 

@@ -137,9 +137,9 @@ def test_a_stored_pipeline_that_cannot_be_read_is_named_and_left_out(
                     "input": {"pfs": {"repo": "data", "name": 5}}}}
     pfs = Pfs(fresh_pfsd.root / "store")
     try:
-        records = Records(pfs.store.meta)
-        with pfs.store.meta.write() as txn:
-            txn.put(b"bad", msgspec.msgpack.encode(bad), db=records.pipelines_db)
+        records = Records(pfs.state)
+        with pfs.state.write() as scope:
+            records.pipelines_table.put(scope, b"bad", msgspec.msgpack.encode(bad))
     finally:
         pfs.close()
     fresh_pfsd.up()

@@ -83,9 +83,9 @@ class Bench:
 
     def __init__(self, daemon: MountedDaemon, specs: Path) -> None:
         try:
-            from scheduler.client import PipelineClient
-        except ImportError:  # before it moved out of scheduler.api
-            from scheduler.api import PipelineClient  # type: ignore[no-redef,attr-defined]
+            from pfsmount.api.pipeline_client import PipelineClient
+        except ImportError:  # before it moved into the api layer
+            from scheduler.client import PipelineClient  # type: ignore[no-redef]
 
         self.daemon = daemon
         self.specs = specs

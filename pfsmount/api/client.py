@@ -1,11 +1,12 @@
 """``Client``: the Python API of a running daemon, one method per operation.
 
-Results come back as the model's structs (``Repo``, ``Commit``, ``FileInfo`` ...); failures
-as the same ``PfsError`` subclasses the daemon raised. A missing daemon is
+Results come back as the API's wire structs (``pfsmount.api.wire``: ``Repo``, ``Commit``,
+``FileInfo`` ...), never the daemon's stored records; failures as the same ``PfsError``
+subclasses the daemon raised. Pipelines, jobs and datums: ``pipeline_client``. A missing daemon is
 ``DaemonNotRunning`` with the hint to run ``pfsmount up``.
 
 Importing this module stays cheap (a CLI command pays for it on every run): the transport is
-the standard library's, and the model's structs are imported on first use.
+the standard library's, and the wire structs need only msgspec.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import http.client
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -23,19 +24,18 @@ from pfsmount.config import layout
 from pfsmount.errors import Corrupt, DaemonNotRunning, InvalidArgument, PfsError, from_code
 
 from .transport import GONE, Transport
-from .wire import API_PREFIX
-
-if TYPE_CHECKING:
-    from pfsmount.pfs.model import (
-        Branch,
-        Commit,
-        Counts,
-        FileDiff,
-        FileInfo,
-        FsckReport,
-        GcReport,
-        Repo,
-    )
+from .wire import (
+    API_PREFIX,
+    Branch,
+    Commit,
+    Counts,
+    FileDiff,
+    FileInfo,
+    FsckReport,
+    GcReport,
+    PutLine,
+    Repo,
+)
 
 T = TypeVar("T")
 
@@ -141,105 +141,79 @@ class Client:
             return
         self.raise_for(response)
 
-    def fsck(self, verify: bool = False) -> FsckReport:
-        from pfsmount.pfs.model import FsckReport
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document of every route this daemon serves."""
+        return self.call("GET", "/openapi.json", dict[str, Any])
 
+    def fsck(self, verify: bool = False) -> FsckReport:
         return self.call("GET", "/fsck", FsckReport, params={"verify": int(verify)})
 
     def repair(self, wait: float = 30.0) -> FsckReport:
         """``fsck --repair``: drop the files whose data is damaged from every commit that
         holds them (``lost`` names each), then check again; writes pause meanwhile."""
-        from pfsmount.pfs.model import FsckReport
-
         return self.call("POST", "/fsck/repair", FsckReport, json={"wait": wait})
 
     def gc(self, dry_run: bool = False, wait: float = 30.0) -> GcReport:
         """Remove what no commit reaches; writes pause meanwhile (up to ``wait`` seconds
         for those in progress to finish)."""
-        from pfsmount.pfs.model import GcReport
-
         return self.call("POST", "/gc", GcReport, json={"dry_run": dry_run, "wait": wait})
 
     # -- repos and branches ------------------------------------------------------------------
 
     def create_repo(self, name: str, description: str = "") -> Repo:
-        from pfsmount.pfs.model import Repo
-
         return self.call("POST", "/repos", Repo, json={"name": name,
                                                         "description": description})
 
     def list_repos(self) -> list[Repo]:
-        from pfsmount.pfs.model import Repo
-
         return self.call("GET", "/repos", list[Repo])
 
     def inspect_repo(self, name: str) -> Repo:
-        from pfsmount.pfs.model import Repo
-
-        return self.call("GET", f"/repos/{_seg(name)}", Repo)
+        return self.call("GET", f"/repos/{segment(name)}", Repo)
 
     def delete_repo(self, name: str, force: bool = False) -> None:
-        self.call("DELETE", f"/repos/{_seg(name)}", params={"force": int(force)})
+        self.call("DELETE", f"/repos/{segment(name)}", params={"force": int(force)})
 
     def create_branch(self, repo: str, branch: str, head: str | None = None,
                       provenance: list[str] | None = None) -> Branch:
-        from pfsmount.pfs.model import Branch
-
-        return self.call("POST", f"/repos/{_seg(repo)}/branches", Branch,
+        return self.call("POST", f"/repos/{segment(repo)}/branches", Branch,
                           json={"branch": branch, "head": head, "provenance": provenance})
 
     def list_branches(self, repo: str) -> list[Branch]:
-        from pfsmount.pfs.model import Branch
-
-        return self.call("GET", f"/repos/{_seg(repo)}/branches", list[Branch])
+        return self.call("GET", f"/repos/{segment(repo)}/branches", list[Branch])
 
     def delete_branch(self, repo: str, branch: str) -> None:
-        self.call("DELETE", f"/repos/{_seg(repo)}/branches/{_seg(branch)}")
+        self.call("DELETE", f"/repos/{segment(repo)}/branches/{segment(branch)}")
 
     # -- commits -----------------------------------------------------------------------------
 
     def start_commit(self, repo: str, branch: str = "master", parent: str | None = None,
                      description: str = "") -> Commit:
-        from pfsmount.pfs.model import Commit
-
         return self.call("POST", "/commits/start", Commit, json={
             "repo": repo, "branch": branch, "parent": parent, "description": description})
 
     def finish_commit(self, ref: str, description: str | None = None) -> Commit:
-        from pfsmount.pfs.model import Commit
-
         return self.call("POST", "/commits/finish", Commit,
                           json={"ref": ref, "description": description})
 
     def inspect_commit(self, ref: str) -> Commit:
-        from pfsmount.pfs.model import Commit
-
         return self.call("GET", "/commits/inspect", Commit, params={"ref": ref})
 
     def list_commits(self, repo: str, branch: str | None = None,
                      limit: int | None = None) -> list[Commit]:
-        from pfsmount.pfs.model import Commit
-
         params: dict[str, Any] = {}
         if branch is not None:
             params["branch"] = branch
         if limit is not None:
             params["limit"] = limit
-        return self.call("GET", f"/repos/{_seg(repo)}/commits", list[Commit], params=params)
+        return self.call("GET", f"/repos/{segment(repo)}/commits", list[Commit], params=params)
 
     def delete_commit(self, ref: str) -> Commit:
-        from pfsmount.pfs.model import Commit
-
         return self.call("POST", "/commits/delete", Commit, json={"ref": ref})
 
     def squash_commit(self, ref: str) -> Commit:
-        from pfsmount.pfs.model import Commit
-
         return self.call("POST", "/commits/squash", Commit, json={"ref": ref})
 
     def wait_commit(self, ref: str, timeout: float | None = None) -> list[Commit]:
-        from pfsmount.pfs.model import Commit
-
         return self.call("POST", "/commits/wait", list[Commit],
                           json={"ref": ref, "timeout": timeout})
 
@@ -253,29 +227,28 @@ class Client:
         append: bool = False,
         progress: Callable[[Counts], None] | None = None,
     ) -> Commit:
-        """Put a local file or directory (read by the daemon), a URL, bytes or a byte stream."""
-        from pfsmount.pfs.model import Commit, Counts
-
-        params: dict[str, Any] = {"ref": ref, "append": int(append)}
-        if path is not None:
-            params["path"] = path
-        content: Any = None
+        """Put a local file or directory (read by the daemon: ``/files/import``), a URL, bytes
+        or a byte stream (``/files/put``)."""
+        lines: Iterator[PutLine]
         if isinstance(source, Path):
             if not source.exists():
                 raise InvalidArgument(f"{source}: no such file or directory")
-            params["local"] = str(source.absolute())
-        elif isinstance(source, str):
-            params["url"] = source
+            lines = self.lines("POST", "/files/import", PutLine, json={
+                "ref": ref, "local": str(source.absolute()), "path": path, "append": append})
         else:
-            content = source
+            params: dict[str, Any] = {"ref": ref, "append": int(append)}
+            if path is not None:
+                params["path"] = path
+            if isinstance(source, str):
+                params["url"] = source
+            lines = self.lines("POST", "/files/put", PutLine, params=params,
+                               content=None if isinstance(source, str) else source)
         commit: Commit | None = None
-        lines: Iterator[dict[str, Any]] = self.lines("POST", "/files/put", dict[str, Any],
-                                                     params=params, content=content)
-        for line in lines:  # {"progress": Counts} ... then {"commit": Commit}
-            if line.get("progress") is not None and progress is not None:
-                progress(msgspec.convert(line["progress"], Counts))
-            if line.get("commit") is not None:
-                commit = msgspec.convert(line["commit"], Commit)
+        for line in lines:  # progress ... then the commit
+            if line.progress is not None and progress is not None:
+                progress(line.progress)
+            if line.commit is not None:
+                commit = line.commit
         if commit is None:
             raise PfsError("the daemon ended the put without an answer; see its log")
         return commit
@@ -329,15 +302,11 @@ class Client:
     def export(self, ref: str, dest: Path, recursive: bool = True) -> Counts:
         """Have the daemon write a file or a directory tree to local ``dest``; with
         ``recursive=False`` a directory is refused (``InvalidArgument``), in the same request."""
-        from pfsmount.pfs.model import Counts
-
         return self.call("POST", "/files/export", Counts, json={
             "ref": ref, "dest": str(dest.absolute()), "recursive": recursive})
 
     def list_files(self, ref: str, after: str | None = None,
                    limit: int | None = None) -> Iterator[FileInfo]:
-        from pfsmount.pfs.model import FileInfo
-
         params: dict[str, Any] = {"ref": ref}
         if after is not None:
             params["after"] = after
@@ -346,39 +315,27 @@ class Client:
         return self.lines("GET", "/files/list", FileInfo, params=params)
 
     def walk_files(self, ref: str) -> Iterator[FileInfo]:
-        from pfsmount.pfs.model import FileInfo
-
         return self.lines("GET", "/files/walk", FileInfo, params={"ref": ref})
 
     def glob_files(self, ref: str, pattern: str) -> Iterator[FileInfo]:
-        from pfsmount.pfs.model import FileInfo
-
         return self.lines("GET", "/files/glob", FileInfo,
                            params={"ref": ref, "pattern": pattern})
 
     def inspect_file(self, ref: str) -> FileInfo:
-        from pfsmount.pfs.model import FileInfo
-
         return self.call("GET", "/files/inspect", FileInfo, params={"ref": ref})
 
     def diff_files(self, new: str, old: str | None = None) -> list[FileDiff]:
-        from pfsmount.pfs.model import FileDiff
-
         params = {"new": new} | ({"old": old} if old else {})
         return self.call("GET", "/files/diff", list[FileDiff], params=params)
 
     def delete_file(self, ref: str, recursive: bool = False) -> Commit:
-        from pfsmount.pfs.model import Commit
-
         return self.call("POST", "/files/delete", Commit,
                           json={"ref": ref, "recursive": recursive})
 
     def copy_file(self, src: str, dst: str) -> Commit:
-        from pfsmount.pfs.model import Commit
-
         return self.call("POST", "/files/copy", Commit, json={"src": src, "dst": dst})
 
 
-def _seg(name: str) -> str:
+def segment(name: str) -> str:
     """A path segment; names are validated by the daemon, this only keeps the URL intact."""
     return quote(name, safe="")

@@ -1,6 +1,7 @@
-"""``PipelineClient``: pipeline, job and log calls over a daemon ``Client``.
+"""``PipelineClient``: pipeline, job, datum and log calls over a daemon ``Client``.
 
-Kept apart from the routes so that the CLI can talk to the scheduler without importing it.
+The client side of ``pfsmount.api.pipelines``; answers are ``wire_pipelines``' shapes. Apart
+from ``Client`` so that commands on repos and files do not import the spec parser.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ import builtins
 from collections.abc import Iterator
 from typing import Any
 
-from pfsmount.api.client import Client
-from pfsmount.pfs.model import Commit
-from scheduler.records import Job, Pipeline
-from scheduler.wire import DatumInfo, DatumTask
+from scheduler.wire import DatumTask
+
+from .client import Client, segment
+from .wire import Commit
+from .wire_pipelines import DatumInfo, Job, Pipeline
 
 
 class PipelineClient:
@@ -30,16 +32,16 @@ class PipelineClient:
         return self.client.call("GET", "/pipelines", builtins.list[Pipeline])
 
     def inspect(self, name: str) -> Pipeline:
-        return self.client.call("GET", f"/pipelines/{name}", Pipeline)
+        return self.client.call("GET", f"/pipelines/{segment(name)}", Pipeline)
 
     def delete(self, name: str) -> None:
-        self.client.call("DELETE", f"/pipelines/{name}")
+        self.client.call("DELETE", f"/pipelines/{segment(name)}")
 
     def stop(self, name: str) -> Pipeline:
-        return self.client.call("POST", f"/pipelines/{name}/stop", Pipeline)
+        return self.client.call("POST", f"/pipelines/{segment(name)}/stop", Pipeline)
 
     def start(self, name: str) -> Pipeline:
-        return self.client.call("POST", f"/pipelines/{name}/start", Pipeline)
+        return self.client.call("POST", f"/pipelines/{segment(name)}/start", Pipeline)
 
     def jobs(self, pipeline: str | None = None) -> builtins.list[Job]:
         params = {"pipeline": pipeline} if pipeline else {}
@@ -50,29 +52,30 @@ class PipelineClient:
         return self.client.call("POST", "/jobs", Job, json={"spec": spec_text})
 
     def job(self, job_id: str) -> Job:
-        return self.client.call("GET", f"/jobs/{job_id}", Job)
+        return self.client.call("GET", f"/jobs/{segment(job_id)}", Job)
 
     def stop_job(self, job_id: str) -> Job:
-        return self.client.call("POST", f"/jobs/{job_id}/stop", Job)
+        return self.client.call("POST", f"/jobs/{segment(job_id)}/stop", Job)
 
     def wait_job(self, job_id: str, timeout: float | None = None) -> Job:
-        return self.client.call("POST", f"/jobs/{job_id}/wait", Job, json={"timeout": timeout})
+        return self.client.call("POST", f"/jobs/{segment(job_id)}/wait", Job,
+                                json={"timeout": timeout})
 
     def wait_commit(self, ref: str, timeout: float | None = None) -> builtins.list[Commit]:
         return self.client.wait_commit(ref, timeout)
 
     def datums(self, pipeline: str, job: str | None = None) -> builtins.list[DatumInfo]:
         params = {"job": job} if job else {}
-        return self.client.call("GET", f"/pipelines/{pipeline}/datums",
+        return self.client.call("GET", f"/pipelines/{segment(pipeline)}/datums",
                                 builtins.list[DatumInfo], params=params)
 
     def reproduce(self, pipeline: str, datum: str | None = None,
                   job: str | None = None) -> DatumTask:
-        return self.client.call("POST", f"/pipelines/{pipeline}/datums/reproduce", DatumTask,
-                                json={"datum": datum, "job": job})
+        return self.client.call("POST", f"/pipelines/{segment(pipeline)}/datums/reproduce",
+                                DatumTask, json={"datum": datum, "job": job})
 
     def forget(self, token: str) -> None:
-        self.client.call("DELETE", f"/reproductions/{token}")
+        self.client.call("DELETE", f"/reproductions/{segment(token)}")
 
     def logs(self, pipeline: str | None, job: str | None = None, datum: str | None = None,
              follow: bool = False) -> Iterator[bytes]:

@@ -1,127 +1,130 @@
-"""The scheduler's HTTP routes, added to the daemon's API: one per ``Scheduler`` method.
+"""The scheduler's HTTP routes: one per ``Scheduler`` operation, added to the daemon's API.
 
-``scheduler.client.PipelineClient`` is their client side.
+The composition root builds them with ``routes(scheduler)`` and hands them to ``build_app``;
+``pfsmount.api.pipeline_client.PipelineClient`` is their client side. Handlers run the
+scheduler's calls in worker threads and return its records, which the route table converts
+to ``wire_pipelines``' shapes. Arguments follow ``pfsmount.api.endpoint``'s rule.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute
 
-from pfsmount.api.server import arg, body, json_response, route
+from pfsmount.errors import InvalidArgument
 from pfsmount.pfs.refs import check_name
 from scheduler import reproduce
 from scheduler.engine import Scheduler
 from scheduler.jobspec import parse_job_spec
-from scheduler.records import TERMINAL, Pipeline
+from scheduler.records import TERMINAL
 from scheduler.spec import parse_specs
+from scheduler.wire import DatumTask
+
+from . import wire as w
+from . import wire_pipelines as wp
+from .endpoint import TEXT, Call, Endpoint
 
 
-def routes(scheduler: Scheduler) -> list[BaseRoute]:
+def routes(scheduler: Scheduler) -> list[Endpoint]:
     s = scheduler
 
-    def run(fn: Any, *args: Any) -> Any:
+    def run(fn: Callable[..., Any], *args: Any) -> Any:
         return anyio.to_thread.run_sync(fn, *args)
 
-    async def create(request: Request) -> Response:
-        p = await body(request)
-        update, reprocess = arg(p, "update", bool, False), arg(p, "reprocess", bool, False)
+    async def create(call: Call) -> Any:
+        a: wp.PipelineCreateArgs = call.args
+        return await run(lambda: s.create_pipelines(parse_specs(a.spec), a.update, a.reprocess))
 
-        def go() -> list[Pipeline]:
-            return s.create_pipelines(parse_specs(arg(p, "spec")), update, reprocess)
+    async def listing(call: Call) -> Any:
+        return await run(s.list_pipelines)
 
-        return json_response(await run(go), 201)
+    async def inspect(call: Call) -> Any:
+        return await run(s.inspect_pipeline, call.path["name"])
 
-    async def listing(request: Request) -> Response:
-        return json_response(await run(s.list_pipelines))
+    async def delete(call: Call) -> Any:
+        await run(s.delete_pipeline, call.path["name"])
+        return w.Deleted(deleted=call.path["name"])
 
-    async def inspect(request: Request) -> Response:
-        return json_response(await run(s.inspect_pipeline, request.path_params["name"]))
+    async def stop(call: Call) -> Any:
+        return await run(s.set_stopped, call.path["name"], True)
 
-    async def delete(request: Request) -> Response:
-        await run(s.delete_pipeline, request.path_params["name"])
-        return json_response({"deleted": request.path_params["name"]})
+    async def start(call: Call) -> Any:
+        return await run(s.set_stopped, call.path["name"], False)
 
-    async def stop(request: Request) -> Response:
-        return json_response(await run(s.set_stopped, request.path_params["name"], True))
+    async def jobs(call: Call) -> Any:
+        return await run(s.list_jobs, call.args.pipeline)
 
-    async def start(request: Request) -> Response:
-        return json_response(await run(s.set_stopped, request.path_params["name"], False))
+    async def job_create(call: Call) -> Any:
+        return await run(lambda: s.create_job(parse_job_spec(call.args.spec)))
 
-    async def jobs(request: Request) -> Response:
-        return json_response(await run(s.list_jobs, request.query_params.get("pipeline")))
+    async def job(call: Call) -> Any:
+        return await run(s.inspect_job, call.path["id"])
 
-    async def job_create(request: Request) -> Response:
-        p = await body(request)
-        return json_response(await run(lambda: s.create_job(parse_job_spec(arg(p, "spec")))),
-                             201)
+    async def job_stop(call: Call) -> Any:
+        return await run(s.stop_job, call.path["id"])
 
-    async def job(request: Request) -> Response:
-        return json_response(await run(s.inspect_job, request.path_params["id"]))
+    async def job_wait(call: Call) -> Any:
+        return await run(s.wait_job, call.path["id"], call.args.timeout)
 
-    async def job_stop(request: Request) -> Response:
-        return json_response(await run(s.stop_job, request.path_params["id"]))
+    async def commit_wait(call: Call) -> Any:
+        return await run(s.wait_commit, call.args.ref, call.args.timeout)
 
-    async def job_wait(request: Request) -> Response:
-        p = await body(request)
-        return json_response(await run(lambda: s.wait_job(request.path_params["id"],
-                                                          arg(p, "timeout", float, None))))
-
-    async def commit_wait(request: Request) -> Response:
-        p = await body(request)
-        return json_response(await run(lambda: s.wait_commit(arg(p, "ref"),
-                                                             arg(p, "timeout", float, None))))
-
-    async def logs(request: Request) -> Response:
-        q = dict(request.query_params)
-        job_id, datum = arg(q, "job", str, None), arg(q, "datum", str, None)
-        if job_id is not None and q.get("pipeline") is None:  # 1.x get-logs --job
-            pipeline = (await run(s.inspect_job, job_id)).pipeline
+    async def logs(call: Call) -> Response:
+        a: wp.LogArgs = call.args
+        if a.job is not None and a.pipeline is None:  # 1.x get-logs --job
+            pipeline = (await run(s.inspect_job, a.job)).pipeline
+        elif a.pipeline is None:
+            raise InvalidArgument("missing argument 'pipeline'")
         else:
-            pipeline = check_name("pipeline", arg(q, "pipeline"))
-        follow = arg(q, "follow", bool, False)
-        files = await run(s.logs_for, pipeline, job_id, datum)
-        return StreamingResponse(_tail(s, pipeline, job_id, datum, files, follow),
-                                 media_type="text/plain")
+            pipeline = check_name("pipeline", a.pipeline)
+        files = await run(s.logs_for, pipeline, a.job, a.datum)
+        return StreamingResponse(_tail(s, pipeline, a.job, a.datum, files, a.follow),
+                                 media_type=TEXT)
 
-    async def datum_list(request: Request) -> Response:
-        job_id = arg(dict(request.query_params), "job", str, None)
-        return json_response(await run(reproduce.list_datums, s, request.path_params["name"],
-                                       job_id))
+    async def datum_list(call: Call) -> Any:
+        return await run(reproduce.list_datums, s, call.path["name"], call.args.job)
 
-    async def datum_task(request: Request) -> Response:
-        p = await body(request)
-        return json_response(await run(reproduce.reproduce, s, request.path_params["name"],
-                                       arg(p, "datum", str, None), arg(p, "job", str, None)))
+    async def datum_task(call: Call) -> Any:
+        a: wp.ReproduceArgs = call.args
+        return await run(reproduce.reproduce, s, call.path["name"], a.datum, a.job)
 
-    async def datum_forget(request: Request) -> Response:
-        await run(reproduce.forget, s, request.path_params["token"])
-        return json_response({"deleted": request.path_params["token"]})
+    async def datum_forget(call: Call) -> Any:
+        await run(reproduce.forget, s, call.path["token"])
+        return w.Deleted(deleted=call.path["token"])
 
+    E = Endpoint
     return [
-        route("/pipelines", create, "POST"),
-        route("/pipelines/{name}/datums", datum_list, "GET"),
-        route("/pipelines/{name}/datums/reproduce", datum_task, "POST"),
-        route("/reproductions/{token}", datum_forget, "DELETE"),
-        route("/pipelines", listing, "GET"),
-        route("/pipelines/{name}", inspect, "GET"),
-        route("/pipelines/{name}", delete, "DELETE"),
-        route("/pipelines/{name}/stop", stop, "POST"),
-        route("/pipelines/{name}/start", start, "POST"),
-        route("/jobs", jobs, "GET"),
-        route("/jobs", job_create, "POST"),
-        route("/jobs/{id}", job, "GET"),
-        route("/jobs/{id}/stop", job_stop, "POST"),
-        route("/jobs/{id}/wait", job_wait, "POST"),
-        route("/commits/wait", commit_wait, "POST"),
-        route("/logs", logs, "GET"),
+        E("POST", "/pipelines", create, "Create (or update) the pipelines of a spec file.",
+          wp.PipelineCreateArgs, list[wp.Pipeline], status=201),
+        E("GET", "/pipelines", listing, "Every pipeline.", answer=list[wp.Pipeline]),
+        E("GET", "/pipelines/{name}", inspect, "One pipeline.", answer=wp.Pipeline),
+        E("DELETE", "/pipelines/{name}", delete, "Delete a pipeline (its output repo stays).",
+          answer=w.Deleted),
+        E("POST", "/pipelines/{name}/stop", stop, "Make no new jobs.", answer=wp.Pipeline),
+        E("POST", "/pipelines/{name}/start", start, "Make jobs again.", answer=wp.Pipeline),
+        E("GET", "/pipelines/{name}/datums", datum_list, "The datums of a finished job (the "
+          "last by default) and how each ended.", wp.DatumListArgs, list[wp.DatumInfo]),
+        E("POST", "/pipelines/{name}/datums/reproduce", datum_task, "One datum's task, with "
+          "its inputs at paths of the daemon's host.", wp.ReproduceArgs, DatumTask,
+          local_only=True),
+        E("DELETE", "/reproductions/{token}", datum_forget, "Remove the input copies of a "
+          "reproduction.", answer=w.Deleted, local_only=True),
+        E("GET", "/jobs", jobs, "Every job, or a pipeline's.", wp.JobListArgs, list[wp.Job]),
+        E("POST", "/jobs", job_create, "A 1.x one-off job on the commits its spec names.",
+          wp.SpecArgs, wp.Job, status=201),
+        E("GET", "/jobs/{id}", job, "One job.", answer=wp.Job),
+        E("POST", "/jobs/{id}/stop", job_stop, "Kill a job.", answer=wp.Job),
+        E("POST", "/jobs/{id}/wait", job_wait, "Wait until a job ends.", wp.TimeoutArgs,
+          wp.Job),
+        E("POST", "/commits/wait", commit_wait, "Wait until a commit and every job "
+          "downstream of it are done; their output commits.", w.WaitArgs, list[w.Commit]),
+        E("GET", "/logs", logs, "Datum logs of a pipeline, a job or a datum (follow: until "
+          "the jobs end).", wp.LogArgs, media=TEXT),
     ]
 
 

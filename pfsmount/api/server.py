@@ -1,33 +1,30 @@
-"""The HTTP+JSON API over a Unix socket: one route per model operation, nothing more.
+"""The model's HTTP routes (one per operation), and the app that serves them with those of
+the layers above.
 
-Each handler parses its arguments, runs the model call in a worker thread (LMDB, hashing and
-file I/O must never block the trio loop that also serves the mount), and encodes the result.
-Every ``PfsError`` becomes ``{"error", "message"}`` with its status; anything else becomes a
-500 that is logged with its traceback. Layers above (the scheduler) add routes of their own
-through ``extra_routes``.
+Each handler runs its model call in a worker thread (LMDB, hashing and file I/O must never
+block the trio loop that also serves the mount) and returns the model's answer, which the
+route table converts to its wire type (``pfsmount.api.endpoint``). The scheduler's routes come
+from ``pfsmount.api.pipelines`` through ``build_app``'s ``extra``. Nothing here decides what a
+request may do: that is the model's.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
-import math
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import anyio
 import anyio.to_thread
-import msgspec
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
 from starlette.types import Send
 
-from pfsmount.errors import InvalidArgument, PfsError, StoreFull, TooLarge
+from pfsmount.errors import InvalidArgument, PfsError, StoreFull
 from pfsmount.pfs import Counts, Pfs
 from pfsmount.pfs.export import export
 from pfsmount.pfs.files import LocalPath, Source, Stream, Url
@@ -36,145 +33,12 @@ from pfsmount.pfs.garbage import collect
 from pfsmount.pfs.refs import parse_ref
 from pfsmount.pfs.repair import repair
 
-from .wire import API_PREFIX, encode, encode_line, error_body
+from . import wire as w
+from .endpoint import BYTES, JSON, NDJSON, Call, Endpoint, as_route
+from .openapi import document
+from .wire import encode_line, error_body
 
 log = logging.getLogger("pfsmount.api")
-MAX_BODY = 16 << 20  # bytes of a JSON request body (a pipeline spec file is far smaller)
-MAX_TEXT = 1 << 20  # bytes of one text argument: a description, a reference, a path
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def json_response(value: Any, status: int = 200) -> Response:
-    return Response(encode(value), status_code=status, media_type="application/json")
-
-
-def error_response(err: PfsError) -> Response:
-    return json_response(error_body(err), err.status)
-
-
-def guarded(handler: Handler) -> Handler:
-    """Map errors to responses so that no exception reaches the server."""
-
-    async def wrapper(request: Request) -> Response:
-        try:
-            _check_utf8(request)
-            return await handler(request)
-        except PfsError as e:
-            return error_response(e)
-        except ClientDisconnect:  # nobody is left to answer; not the daemon's fault
-            log.info("client went away during %s %s", request.method, request.url.path)
-            return Response(status_code=400)
-        except Exception:
-            log.exception("internal error in %s %s", request.method, request.url.path)
-            return json_response({"error": "internal", "message": "internal error; see the "
-                                  "daemon log"}, 500)
-
-    return wrapper
-
-
-def _check_utf8(request: Request) -> None:
-    """Percent-escapes in the path and query must decode as UTF-8: the server would read
-    ``x%FF`` as ``x\ufffd``, and a file would be stored under a name nobody gave."""
-    raw = request.scope.get("raw_path") or b""
-    query = request.scope.get("query_string") or b""
-    for part in (raw, *query.split(b"&")):
-        if b"%" in part or not part.isascii():
-            try:
-                unquote_to_bytes(part.replace(b"+", b" ")).decode()
-            except UnicodeDecodeError:
-                shown = part.decode("latin-1")[:80]
-                raise InvalidArgument(f"{shown!r} is not valid UTF-8 once decoded") from None
-
-
-async def body(request: Request) -> dict[str, Any]:
-    """The JSON object a request carries, at most ``MAX_BODY`` bytes (uploads stream
-    elsewhere and have no limit)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise TooLarge(f"request body is {int(declared)} bytes; at most {MAX_BODY} are taken")
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > MAX_BODY:
-            raise TooLarge(f"request body is over {MAX_BODY} bytes")
-        parts.append(part)
-    raw = b"".join(parts)
-    if not raw:
-        return {}
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise InvalidArgument("request body is not valid JSON") from None
-    except RecursionError:
-        raise InvalidArgument("request body is nested too deeply") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument("request body must be a JSON object")
-    return value
-
-
-_KINDS: dict[Any, str] = {str: "a string", int: "an integer", float: "a number",
-                          bool: "a boolean", list[str]: "a list of strings"}
-_TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
-
-
-def arg(params: dict[str, Any], name: str, kind: Any = str, default: Any = ...) -> Any:
-    """One typed argument from a JSON body or a query string (where every value is text).
-
-    ``None`` (JSON null) stands for "not given"; a required argument must be given. Numbers
-    must be finite, and text must be valid UTF-8 and at most ``MAX_TEXT`` bytes.
-    """
-    value = params.get(name)
-    if value is None:
-        if default is ...:
-            raise InvalidArgument(f"missing argument {name!r}")
-        return default
-    if kind is bool and isinstance(value, str) and value.lower() in _TRUE + _FALSE:
-        return value.lower() in _TRUE
-    try:
-        value = msgspec.convert(value, kind, strict=not isinstance(value, str))
-    except msgspec.ValidationError:
-        raise InvalidArgument(f"argument {name!r} must be "
-                              f"{_KINDS.get(kind, getattr(kind, '__name__', kind))}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidArgument(f"argument {name!r} must be a finite number")
-    for text in value if isinstance(value, list) else [value]:
-        if isinstance(text, str):
-            _check_text(name, text)
-    return value
-
-
-def _check_text(name: str, text: str) -> None:
-    try:
-        size = len(text.encode())
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"argument {name!r} is not valid UTF-8") from None
-    if size > MAX_TEXT:
-        raise TooLarge(f"argument {name!r} is {size} bytes; at most {MAX_TEXT} are taken")
-
-
-def ndjson(items: Iterable[Any]) -> StreamingResponse:
-    """Stream items as NDJSON; the first lines go out at once, the rest in batches."""
-
-    def lines() -> Iterator[bytes]:
-        batch: list[bytes] = []
-        size = 16
-        try:
-            for item in items:
-                batch.append(encode_line(item))
-                if len(batch) >= size:
-                    yield b"".join(batch)
-                    batch.clear()
-                    size = 1024
-        except PfsError as e:
-            batch.append(encode_line(error_body(e)))
-        except Exception:
-            log.exception("internal error while streaming")
-            batch.append(encode_line({"error": "internal", "message": "internal error"}))
-        if batch:
-            yield b"".join(batch)
-
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
 class _BodyReader:
@@ -221,23 +85,51 @@ class _FileBody(StreamingResponse):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def route(path: str, handler: Handler, method: str) -> Route:
-    return Route(API_PREFIX + path, guarded(handler), methods=[method])
-
-
 def build_app(
     pfs: Pfs,
     status: Callable[[], dict[str, Any]],
     shutdown: Callable[[], None],
-    extra_routes: list[BaseRoute] | None = None,
+    extra: list[Endpoint] | None = None,
 ) -> Starlette:
-    """The ASGI application serving ``pfs``; ``status`` and ``shutdown`` come from the daemon.
+    """The ASGI application serving ``pfs``; ``status`` and ``shutdown`` come from the daemon,
+    ``extra`` from the layers above (it may replace a route of the model's: the scheduler's
+    ``/commits/wait`` waits for downstream jobs too). ``GET /openapi.json`` describes them all.
 
     The store's reader processes start in the background now, so that the first big put
     does not wait for them.
     """
     threading.Thread(target=_start_readers, args=(pfs,), name="pfsmount-readers",
                      daemon=True).start()
+    return Starlette(routes=[as_route(ep) for ep in served(pfs, status, shutdown, extra)])
+
+
+def served(pfs: Pfs, status: Callable[[], dict[str, Any]], shutdown: Callable[[], None],
+           extra: list[Endpoint] | None = None) -> list[Endpoint]:
+    """Every route ``build_app`` serves, ``GET /openapi.json`` last."""
+    table = {ep.key: ep for ep in endpoints(pfs, status, shutdown)}
+    table.update((ep.key, ep) for ep in extra or [])
+    routes = list(table.values())
+    routes.append(_openapi(routes))
+    return routes
+
+
+def _openapi(routes: list[Endpoint]) -> Endpoint:
+    """The route serving the document of ``routes`` (itself among them), made once."""
+
+    @functools.cache
+    def raw() -> bytes:
+        return w.encode(document(routes))
+
+    async def openapi(call: Call) -> Response:
+        return Response(raw(), media_type=JSON)
+
+    return Endpoint("GET", "/openapi.json", openapi, "This document: every route, its "
+                    "arguments and its answers.", answer=dict[str, Any])
+
+
+def endpoints(pfs: Pfs, status: Callable[[], dict[str, Any]],
+              shutdown: Callable[[], None]) -> list[Endpoint]:
+    """The model's routes, and the daemon's own (status, shutdown)."""
 
     def run(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         def call() -> Any:
@@ -249,115 +141,100 @@ def build_app(
 
         return anyio.to_thread.run_sync(call)
 
-    async def get_status(request: Request) -> Response:
-        return json_response(status())
+    async def get_status(call: Call) -> Any:
+        return status()
 
-    async def post_shutdown(request: Request) -> Response:
+    async def post_shutdown(call: Call) -> Any:
         shutdown()
-        return json_response({"stopping": True})
+        return w.Stopping(stopping=True)
 
     # -- repos and branches ------------------------------------------------------------------
 
-    async def repo_list(request: Request) -> Response:
-        return json_response(await run(pfs.repos.list))
+    async def repo_list(call: Call) -> Any:
+        return await run(pfs.repos.list)
 
-    async def repo_create(request: Request) -> Response:
-        p = await body(request)
-        repo = await run(lambda: pfs.repos.create(
-            arg(p, "name"), arg(p, "description", str, "")))
-        return json_response(repo, 201)
+    async def repo_create(call: Call) -> Any:
+        a: w.RepoCreateArgs = call.args
+        return await run(pfs.repos.create, a.name, a.description)
 
-    async def repo_inspect(request: Request) -> Response:
-        return json_response(await run(pfs.repos.inspect, request.path_params["name"]))
+    async def repo_inspect(call: Call) -> Any:
+        return await run(pfs.repos.inspect, call.path["name"])
 
-    async def repo_delete(request: Request) -> Response:
-        force = arg(dict(request.query_params), "force", bool, False)
-        await run(lambda: pfs.repos.delete(request.path_params["name"], force=force))
-        return json_response({"deleted": request.path_params["name"]})
+    async def repo_delete(call: Call) -> Any:
+        await run(lambda: pfs.repos.delete(call.path["name"], force=call.args.force))
+        return w.Deleted(deleted=call.path["name"])
 
-    async def branch_list(request: Request) -> Response:
-        return json_response(await run(pfs.repos.list_branches, request.path_params["name"]))
+    async def branch_list(call: Call) -> Any:
+        return await run(pfs.repos.list_branches, call.path["name"])
 
-    async def branch_create(request: Request) -> Response:
-        p = await body(request)
-        branch = await run(lambda: pfs.repos.create_branch(
-            request.path_params["name"], arg(p, "branch"), arg(p, "head", str, None),
-            arg(p, "provenance", list[str], None)))
-        return json_response(branch, 201)
+    async def branch_create(call: Call) -> Any:
+        a: w.BranchCreateArgs = call.args
+        return await run(pfs.repos.create_branch, call.path["name"], a.branch, a.head,
+                         a.provenance)
 
-    async def branch_delete(request: Request) -> Response:
-        await run(pfs.repos.delete_branch, request.path_params["name"],
-                  request.path_params["branch"])
-        return json_response({"deleted": request.path_params["branch"]})
+    async def branch_delete(call: Call) -> Any:
+        await run(pfs.repos.delete_branch, call.path["name"], call.path["branch"])
+        return w.Deleted(deleted=call.path["branch"])
 
     # -- commits -----------------------------------------------------------------------------
 
-    async def commit_list(request: Request) -> Response:
-        q = dict(request.query_params)
-        return json_response(await run(lambda: pfs.commits.list(
-            request.path_params["name"], arg(q, "branch", str, None),
-            arg(q, "limit", int, None))))
+    async def commit_list(call: Call) -> Any:
+        a: w.CommitListArgs = call.args
+        return await run(pfs.commits.list, call.path["name"], a.branch, a.limit)
 
-    async def commit_start(request: Request) -> Response:
-        p = await body(request)
-        return json_response(await run(lambda: pfs.commits.start(
-            arg(p, "repo"), arg(p, "branch", str, "master"), arg(p, "parent", str, None),
-            arg(p, "description", str, ""))), 201)
+    async def commit_start(call: Call) -> Any:
+        a: w.CommitStartArgs = call.args
+        return await run(pfs.commits.start, a.repo, a.branch, a.parent, a.description)
 
-    async def commit_finish(request: Request) -> Response:
-        p = await body(request)
-        return json_response(await run(lambda: pfs.commits.finish(
-            arg(p, "ref"), arg(p, "description", str, None))))
+    async def commit_finish(call: Call) -> Any:
+        return await run(pfs.commits.finish, call.args.ref, call.args.description)
 
-    async def commit_inspect(request: Request) -> Response:
-        return json_response(await run(pfs.commits.inspect, arg(dict(request.query_params),
-                                                                 "ref")))
+    async def commit_inspect(call: Call) -> Any:
+        return await run(pfs.commits.inspect, call.args.ref)
 
-    async def commit_delete(request: Request) -> Response:
-        p = await body(request)
-        return json_response(await run(pfs.commits.delete, arg(p, "ref")))
+    async def commit_delete(call: Call) -> Any:
+        return await run(pfs.commits.delete, call.args.ref)
 
-    async def commit_squash(request: Request) -> Response:
-        p = await body(request)
-        return json_response(await run(pfs.commits.squash, arg(p, "ref")))
+    async def commit_squash(call: Call) -> Any:
+        return await run(pfs.commits.squash, call.args.ref)
 
-    async def commit_wait(request: Request) -> Response:
-        p = await body(request)
-        commit = await run(lambda: pfs.commits.wait(arg(p, "ref"), arg(p, "timeout", float,
-                                                                         None)))
-        return json_response([commit])
+    async def commit_wait(call: Call) -> Any:
+        return [await run(pfs.commits.wait, call.args.ref, call.args.timeout)]
 
     # -- files -------------------------------------------------------------------------------
 
-    async def file_put(request: Request) -> Response:
-        q = dict(request.query_params)
-        ref, path = arg(q, "ref"), arg(q, "path", str, None)
-        append = arg(q, "append", bool, False)
-        source: Source
-        if "local" in q:
-            local = Path(q["local"])
-            if not local.is_absolute():
-                raise InvalidArgument("local source paths must be absolute")
-            source = LocalPath(local)
-        elif "url" in q:
-            source = Url(q["url"])
-        else:
-            # The body is read while the put runs, so the answer cannot stream alongside
-            # (a streaming response would compete for the body's messages): one final line.
-            source = Stream(_BodyReader(request.stream().__aiter__()))
-            commit = await run(lambda: pfs.files.put(ref, source, path=path, append=append))
-            return Response(encode_line({"commit": commit}), media_type="application/x-ndjson")
+    async def file_put(call: Call) -> Response:
+        a: w.PutArgs = call.args
+        if a.url is not None:
+            return _put_streamed(a.ref, Url(a.url), a.path, a.append)
+        # The body is read while the put runs, so the answer cannot stream alongside (a
+        # streaming response would compete for the body's messages): one final line.
+        source = Stream(_BodyReader(call.request.stream().__aiter__()))
+        commit = await run(lambda: pfs.files.put(a.ref, source, path=a.path, append=a.append))
+        return Response(encode_line(w.PutLine(commit=w.to_wire(commit, w.Commit))),
+                        media_type=NDJSON)
+
+    async def file_import(call: Call) -> Response:
+        a: w.ImportArgs = call.args
+        local = Path(a.local)
+        if not local.is_absolute():
+            raise InvalidArgument("local source paths must be absolute")
+        return _put_streamed(a.ref, LocalPath(local), a.path, a.append)
+
+    def _put_streamed(ref: str, source: Source, path: str | None, append: bool) -> Response:
+        """A put whose answer streams its progress while it runs, then its commit."""
         send, receive = anyio.create_memory_object_stream[bytes](64)
 
         def progress(counts: Counts) -> None:
-            anyio.from_thread.run(send.send, encode_line({"progress": counts}))
+            line = w.PutLine(progress=w.to_wire(counts, w.Counts))
+            anyio.from_thread.run(send.send, encode_line(line))
 
         async def worker() -> None:
             async with send:
                 try:
                     commit = await run(lambda: pfs.files.put(
                         ref, source, path=path, append=append, progress=progress))
-                    await send.send(encode_line({"commit": commit}))
+                    await send.send(encode_line(w.PutLine(commit=w.to_wire(commit, w.Commit))))
                 except PfsError as e:
                     await send.send(encode_line(error_body(e)))
                 except Exception:
@@ -372,119 +249,129 @@ def build_app(
                     async for line in receive:
                         yield line
 
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
+        return StreamingResponse(lines(), media_type=NDJSON)
 
-    async def file_get(request: Request) -> Response:
-        q = dict(request.query_params)
-        ref, path = arg(q, "ref"), arg(q, "path", str, None)
-        offset, size = arg(q, "offset", int, 0), arg(q, "size", int, None)
-        if offset < 0 or (size is not None and size < 0):
+    async def file_get(call: Call) -> Response:
+        a: w.GetArgs = call.args
+        if a.offset < 0 or (a.size is not None and a.size < 0):
             raise InvalidArgument("offset and size must not be negative")
-        commit, entry = await run(pfs.files.open, ref, path)
-        if offset > entry.size:
-            raise InvalidArgument(f"offset {offset} is past the end of the file "
+        commit, entry = await run(pfs.files.open, a.ref, a.path)
+        if a.offset > entry.size:
+            raise InvalidArgument(f"offset {a.offset} is past the end of the file "
                                   f"({entry.size} bytes)")
-        length = entry.size - offset if size is None else min(size, entry.size - offset)
-        where = pfs.files.describe(commit, parse_ref(ref, path).path)
-        pieces = pfs.files.read(entry, offset, length, where)
+        length = entry.size - a.offset if a.size is None else min(a.size, entry.size - a.offset)
+        where = pfs.files.describe(commit, parse_ref(a.ref, a.path).path)
+        pieces = pfs.files.read(entry, a.offset, length, where)
         # Damage in the first chunk is an ordinary error answer; later damage breaks the
         # body off (see ``_FileBody``).
         first = await anyio.to_thread.run_sync(next, pieces, b"")
-        return _FileBody(itertools.chain([first], pieces), media_type="application/octet-stream",
+        return _FileBody(itertools.chain([first], pieces), media_type=BYTES,
                          headers={"x-pfs-commit": commit.id, "content-length": str(length)})
 
-    async def file_export(request: Request) -> Response:
-        p = await body(request)
-        dest = Path(arg(p, "dest"))
+    async def file_export(call: Call) -> Any:
+        a: w.ExportArgs = call.args
+        dest = Path(a.dest)
         if not dest.is_absolute():
             raise InvalidArgument("export destinations must be absolute")
-        recursive = arg(p, "recursive", bool, True)
-        return json_response(await run(lambda: export(pfs, arg(p, "ref"), dest, recursive)))
+        return await run(export, pfs, a.ref, dest, a.recursive)
 
-    async def file_list(request: Request) -> Response:
-        q = dict(request.query_params)
-        items = pfs.files.list(arg(q, "ref"), arg(q, "path", str, None),
-                               arg(q, "after", str, None), arg(q, "limit", int, None))
-        await run(lambda: pfs.files.inspect(arg(q, "ref"), arg(q, "path", str, None)))
-        return ndjson(items)
+    async def file_list(call: Call) -> Any:
+        a: w.ListArgs = call.args
+        items = pfs.files.list(a.ref, a.path, a.after, a.limit)
+        await run(pfs.files.inspect, a.ref, a.path)  # a missing path fails before any line
+        return items
 
-    async def file_walk(request: Request) -> Response:
-        q = dict(request.query_params)
-        await run(lambda: pfs.files.inspect(arg(q, "ref"), arg(q, "path", str, None)))
-        return ndjson(pfs.files.walk(arg(q, "ref"), arg(q, "path", str, None)))
+    async def file_walk(call: Call) -> Any:
+        a: w.FileArgs = call.args
+        await run(pfs.files.inspect, a.ref, a.path)
+        return pfs.files.walk(a.ref, a.path)
 
-    async def file_glob(request: Request) -> Response:
-        q = dict(request.query_params)
-        await run(lambda: pfs.commits.inspect(arg(q, "ref")))
-        return ndjson(pfs.files.glob(arg(q, "ref"), arg(q, "pattern")))
+    async def file_glob(call: Call) -> Any:
+        a: w.GlobArgs = call.args
+        await run(pfs.commits.inspect, a.ref)
+        return pfs.files.glob(a.ref, a.pattern)
 
-    async def file_inspect(request: Request) -> Response:
-        q = dict(request.query_params)
-        return json_response(await run(pfs.files.inspect, arg(q, "ref"),
-                                       arg(q, "path", str, None)))
+    async def file_inspect(call: Call) -> Any:
+        return await run(pfs.files.inspect, call.args.ref, call.args.path)
 
-    async def file_diff(request: Request) -> Response:
-        q = dict(request.query_params)
-        return json_response(await run(pfs.files.diff, arg(q, "new"), arg(q, "old", str, None)))
+    async def file_diff(call: Call) -> Any:
+        return await run(pfs.files.diff, call.args.new, call.args.old)
 
-    async def file_delete(request: Request) -> Response:
-        p = await body(request)
-        return json_response(await run(lambda: pfs.files.delete(
-            arg(p, "ref"), arg(p, "path", str, None), arg(p, "recursive", bool, False))))
+    async def file_delete(call: Call) -> Any:
+        a: w.FileDeleteArgs = call.args
+        return await run(pfs.files.delete, a.ref, a.path, a.recursive)
 
-    async def file_copy(request: Request) -> Response:
-        p = await body(request)
-        return json_response(await run(pfs.files.copy, arg(p, "src"), arg(p, "dst")))
+    async def file_copy(call: Call) -> Any:
+        return await run(pfs.files.copy, call.args.src, call.args.dst)
 
-    async def get_fsck(request: Request) -> Response:
-        verify = arg(dict(request.query_params), "verify", bool, False)
-        return json_response(await run(lambda: fsck(pfs, verify_data=verify)))
+    async def get_fsck(call: Call) -> Any:
+        return await run(lambda: fsck(pfs, verify_data=call.args.verify))
 
-    async def post_fsck_repair(request: Request) -> Response:
-        p = await body(request)
-        return json_response(await run(lambda: repair(pfs, wait=arg(p, "wait", float, 30.0))))
+    async def post_fsck_repair(call: Call) -> Any:
+        return await run(lambda: repair(pfs, wait=call.args.wait))
 
-    async def post_gc(request: Request) -> Response:
-        p = await body(request)
-        return json_response(await run(lambda: collect(
-            pfs, dry_run=arg(p, "dry_run", bool, False), wait=arg(p, "wait", float, 30.0))))
+    async def post_gc(call: Call) -> Any:
+        a: w.GcArgs = call.args
+        return await run(lambda: collect(pfs, dry_run=a.dry_run, wait=a.wait))
 
-    # Routes from layers above come first, so they may also replace one of these (the
-    # scheduler's /commits/wait waits for downstream jobs too).
-    routes: list[BaseRoute] = [
-        *(extra_routes or []),
-        route("/status", get_status, "GET"),
-        route("/shutdown", post_shutdown, "POST"),
-        route("/fsck", get_fsck, "GET"),
-        route("/fsck/repair", post_fsck_repair, "POST"),
-        route("/gc", post_gc, "POST"),
-        route("/repos", repo_list, "GET"),
-        route("/repos", repo_create, "POST"),
-        route("/repos/{name}", repo_inspect, "GET"),
-        route("/repos/{name}", repo_delete, "DELETE"),
-        route("/repos/{name}/branches", branch_list, "GET"),
-        route("/repos/{name}/branches", branch_create, "POST"),
-        route("/repos/{name}/branches/{branch}", branch_delete, "DELETE"),
-        route("/repos/{name}/commits", commit_list, "GET"),
-        route("/commits/start", commit_start, "POST"),
-        route("/commits/finish", commit_finish, "POST"),
-        route("/commits/inspect", commit_inspect, "GET"),
-        route("/commits/delete", commit_delete, "POST"),
-        route("/commits/squash", commit_squash, "POST"),
-        route("/commits/wait", commit_wait, "POST"),
-        route("/files/put", file_put, "POST"),
-        route("/files/get", file_get, "GET"),
-        route("/files/export", file_export, "POST"),
-        route("/files/list", file_list, "GET"),
-        route("/files/walk", file_walk, "GET"),
-        route("/files/glob", file_glob, "GET"),
-        route("/files/inspect", file_inspect, "GET"),
-        route("/files/diff", file_diff, "GET"),
-        route("/files/delete", file_delete, "POST"),
-        route("/files/copy", file_copy, "POST"),
+    E = Endpoint
+    return [
+        E("GET", "/status", get_status, "The daemon: pid, root, socket, start time, mount.",
+          answer=dict[str, Any]),
+        E("POST", "/shutdown", post_shutdown, "Stop the daemon.", answer=w.Stopping),
+        E("GET", "/fsck", get_fsck, "Check every stored structure (with verify: every "
+          "chunk's bytes).", w.FsckArgs, w.FsckReport),
+        E("POST", "/fsck/repair", post_fsck_repair, "Drop files whose data is damaged from "
+          "every commit that holds them, then check again.", w.RepairArgs, w.FsckReport),
+        E("POST", "/gc", post_gc, "Remove what no commit reaches.", w.GcArgs, w.GcReport),
+        E("GET", "/repos", repo_list, "Every repo.", answer=list[w.Repo]),
+        E("POST", "/repos", repo_create, "Create an input repo.", w.RepoCreateArgs, w.Repo,
+          status=201),
+        E("GET", "/repos/{name}", repo_inspect, "One repo.", answer=w.Repo),
+        E("DELETE", "/repos/{name}", repo_delete, "Delete a repo and its commits.",
+          w.RepoDeleteArgs, w.Deleted),
+        E("GET", "/repos/{name}/branches", branch_list, "A repo's branches.",
+          answer=list[w.Branch]),
+        E("POST", "/repos/{name}/branches", branch_create, "Create or move a branch.",
+          w.BranchCreateArgs, w.Branch, status=201),
+        E("DELETE", "/repos/{name}/branches/{branch}", branch_delete, "Delete a branch (its "
+          "commits stay).", answer=w.Deleted),
+        E("GET", "/repos/{name}/commits", commit_list, "A repo's commits, newest first.",
+          w.CommitListArgs, list[w.Commit]),
+        E("POST", "/commits/start", commit_start, "Open a commit on a branch.",
+          w.CommitStartArgs, w.Commit, status=201),
+        E("POST", "/commits/finish", commit_finish, "Seal a branch's open commit.",
+          w.CommitFinishArgs, w.Commit),
+        E("GET", "/commits/inspect", commit_inspect, "One commit.", w.RefArgs, w.Commit),
+        E("POST", "/commits/delete", commit_delete, "Delete a branch's newest commit.",
+          w.RefArgs, w.Commit),
+        E("POST", "/commits/squash", commit_squash, "Fold a commit into its child.",
+          w.RefArgs, w.Commit),
+        E("POST", "/commits/wait", commit_wait, "Wait until a commit is finished.",
+          w.WaitArgs, list[w.Commit]),
+        E("POST", "/files/put", file_put, "Put the request body (a file's bytes), or a URL, "
+          "at a path.", w.PutArgs, w.PutLine, NDJSON, upload=True),
+        E("POST", "/files/import", file_import, "Put a file or directory of the daemon's "
+          "host.", w.ImportArgs, w.PutLine, NDJSON, local_only=True),
+        E("GET", "/files/get", file_get, "A file's bytes, or a range of them.", w.GetArgs,
+          media=BYTES),
+        E("POST", "/files/export", file_export, "Write a file or directory tree to a path "
+          "of the daemon's host.", w.ExportArgs, w.Counts, local_only=True),
+        E("GET", "/files/list", file_list, "A directory's entries, in name order.",
+          w.ListArgs, w.FileInfo, NDJSON),
+        E("GET", "/files/walk", file_walk, "Every entry under a path.", w.FileArgs,
+          w.FileInfo, NDJSON),
+        E("GET", "/files/glob", file_glob, "The entries a glob pattern matches.", w.GlobArgs,
+          w.FileInfo, NDJSON),
+        E("GET", "/files/inspect", file_inspect, "One file or directory.", w.FileArgs,
+          w.FileInfo),
+        E("GET", "/files/diff", file_diff, "What changed between two commits (or since the "
+          "parent).", w.DiffArgs, list[w.FileDiff]),
+        E("POST", "/files/delete", file_delete, "Delete a file (a directory: recursive).",
+          w.FileDeleteArgs, w.Commit),
+        E("POST", "/files/copy", file_copy, "Copy a file or directory, sharing its content.",
+          w.CopyArgs, w.Commit),
     ]
-    return Starlette(routes=routes)
-
 
 def _start_readers(pfs: Pfs) -> None:
     try:

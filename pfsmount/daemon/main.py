@@ -1,9 +1,9 @@
-"""The daemon process: one trio nursery running the API server and the hosted services.
+"""The daemon process's lifetime: one trio nursery running the API server and the services.
 
-Owns the daemon's lifetime: the exclusive lock on the root (one daemon per root), the
-owner-only Unix socket, the pid file, signal handling, and an orderly shutdown in which
-every service is cancelled and the store is closed. Services (the mount, the scheduler) and
-their API routes come from a ``Setup`` the caller hands in, so this layer imports neither.
+Owns the exclusive lock on the root (one daemon per root), the owner-only Unix socket, the
+pid file, signal handling, and an orderly shutdown in which every service is cancelled. What
+it serves (the ASGI app, the mount, the scheduler) is built by ``compose`` and handed in:
+this module imports neither the model nor any layer that serves it.
 """
 
 from __future__ import annotations
@@ -15,37 +15,27 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
 from hypercorn.config import Config
-from starlette.routing import BaseRoute
 
 from pfsmount.api.serve import serve
-from pfsmount.api.server import build_app
 from pfsmount.config import Layout, private_root
 from pfsmount.errors import DaemonRunning
-from pfsmount.pfs import Pfs
 
 log = logging.getLogger("pfsmount.daemon")
 
 Service = Callable[[trio.Nursery], Awaitable[None]]  # starts its tasks, returns when ready
-Setup = Callable[[Pfs], tuple[list[Service], list[BaseRoute]]]
 
 
 class Daemon:
-    """Everything one ``pfsmount up --foreground`` runs, from lock to shutdown."""
+    """Everything one daemon process runs, from lock to shutdown; ``info`` adds to status."""
 
-    def __init__(
-        self,
-        layout: Layout,
-        setup: Setup | None = None,
-        info: Callable[[], dict[str, Any]] | None = None,
-    ) -> None:
+    def __init__(self, layout: Layout, info: dict[str, Any] | None = None) -> None:
         self.layout = layout
-        self.setup = setup or (lambda pfs: ([], []))
-        self.info = info or dict
+        self.info = info or {}
         self.started = time.time()
         self._stop = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
@@ -83,7 +73,7 @@ class Daemon:
             "root": str(self.layout.root),
             "socket": str(self.layout.socket),
             "started": self.started,
-            **self.info(),
+            **self.info,
         }
 
     def stop(self) -> None:
@@ -93,26 +83,27 @@ class Daemon:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(self._stop.set)
 
-    def run(self) -> None:
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the root's lock (the store may be opened only inside); on the way out the
+        socket and pid file go, and the lock last."""
         lock_fd = self._lock()
         try:
-            pfs = Pfs(self.layout.store)
-            try:
-                trio.run(self._main, pfs)
-            finally:
-                pfs.close()
+            yield
         finally:
             self.layout.socket.unlink(missing_ok=True)
             self.layout.pidfile.unlink(missing_ok=True)
             os.close(lock_fd)
 
-    async def _main(self, pfs: Pfs) -> None:
+    def serve(self, app: Any, services: list[Service]) -> None:
+        """Start ``services`` in order, then answer on the socket until stopped."""
+        trio.run(self._main, app, services)
+
+    async def _main(self, app: Any, services: list[Service]) -> None:
         self._token = trio.lowlevel.current_trio_token()
         sock = self._socket()
         config = Config()
         config.accesslog = None
-        services, routes = self.setup(pfs)
-        app = build_app(pfs, self.status, self.stop, routes)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals)
             for service in services:  # the API answers only once every service is up

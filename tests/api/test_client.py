@@ -13,6 +13,7 @@ import blake3
 import pytest
 
 from pfsmount import Client
+from pfsmount.api.wire import Branch, Commit, Counts, FileDiff, FileInfo, Repo
 from pfsmount.errors import (
     AlreadyExists,
     Conflict,
@@ -24,7 +25,6 @@ from pfsmount.errors import (
     ReadOnly,
     SourceError,
 )
-from pfsmount.pfs.model import Branch, Commit, Counts, FileDiff, FileInfo, Repo
 
 
 def test_socket_and_root_are_owner_only(pfsd, client: Client) -> None:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from pfsmount import Client
-from pfsmount.pfs.model import Counts
+from pfsmount.api.wire import Counts
 
 
 def test_a_big_single_file_put_reports_progress_as_it_goes(client: Client,

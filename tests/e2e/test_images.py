@@ -23,7 +23,7 @@ import msgspec
 import pytest
 
 from pfsmount import Client
-from scheduler.client import PipelineClient
+from pfsmount.api.pipeline_client import PipelineClient
 from tests.conftest import PROJECT, Commands, Mounted, require_fuse, running, unusable
 
 IMAGE = "pfsmount-examples/python3-pil:latest"

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from pfsmount import Client
-from scheduler.client import PipelineClient
+from pfsmount.api.pipeline_client import PipelineClient
 from tests.conftest import (
     EXAMPLES,
     PFSMOUNT,

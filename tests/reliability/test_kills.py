@@ -48,7 +48,7 @@ import blake3
 import pytest
 
 from pfsmount import Client
-from scheduler.client import PipelineClient
+from pfsmount.api.pipeline_client import PipelineClient
 from tests.conftest import require_fuse
 from tests.reliability.crashing import Crashable, Tree, descendants, hashes, listing
 

@@ -30,7 +30,7 @@ import msgspec
 import pytest
 
 from pfsmount import Client
-from scheduler.client import PipelineClient
+from pfsmount.api.pipeline_client import PipelineClient
 from tests.conftest import Commands, Mounted, alive, error_line, require_fuse, running, unusable
 
 IMAGE = "pfsmount-test/busybox:latest"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from scheduler.client import PipelineClient
+from pfsmount.api.pipeline_client import PipelineClient
 
 if TYPE_CHECKING:
     from tests.scheduler.conftest import Pfsd

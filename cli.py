@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from pfsmount import humanize
-from pfsmount.config import default_mount, layout
+from pfsmount.config import DaemonConfig, default_mount, layout
 from pfsmount.errors import InvalidArgument, PfsError
 
 # Start-up is paid by every command: what only some commands need (rich for progress bars,
@@ -272,44 +272,18 @@ def main(ctx: click.Context, root: Path | None) -> None:
 def up(ctx: click.Context, foreground: bool, mountpoint: Path | None, no_mount: bool,
        allow_other: bool) -> None:
     """Start the daemon (store, mount and API); returns once it serves."""
-    from pfsmount.daemon import launch
+    from pfsmount.daemon import launch, preflight
 
-    lay = layout(ctx.obj.get("root"))
-    mountpoint = (mountpoint or default_mount()).absolute()
-    if not no_mount:
-        from pfsmount.fuse.mount import mount_problem
-
-        problem = mount_problem(mountpoint, allow_other)
-        if problem:
-            raise PfsError(problem)
+    mount = None if no_mount else (mountpoint or default_mount()).absolute()
+    config = DaemonConfig(layout(ctx.obj.get("root")).root, mount, allow_other and not no_mount)
+    problem = preflight.problem(config)
+    if problem:
+        raise PfsError(problem)
     if foreground:
-        import logging
+        from pfsmount.daemon.command import serve
 
-        from pfsmount.daemon.main import Daemon, Service
-        from pfsmount.fuse.mount import mount_service
-        from pfsmount.pfs import Pfs
-        from pfsmount.api.pipelines import routes
-        from scheduler.engine import Scheduler
-
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        mount = None if no_mount else mountpoint
-
-        def setup(pfs: Pfs) -> tuple[list[Service], list[Any]]:
-            scheduler = Scheduler(pfs, lay.root, mount)
-            services: list[Service] = []
-            if mount is not None:
-                services.append(mount_service(pfs, mount, lay.root / "mount-staging",
-                                              allow_other))
-            services.append(scheduler.service)
-            return services, routes(scheduler)
-
-        Daemon(lay, setup, info=lambda: {"mount": str(mount)} if mount else {}).run()
-        return
-    argv = [sys.executable, os.path.abspath(__file__), "--root", str(lay.root), "up",
-            "--foreground", *(["--no-mount"] if no_mount else ["--mount", str(mountpoint)]),
-            *(["--allow-other"] if allow_other and not no_mount else [])]
-    status = launch.start(lay, argv)
+        return serve(config)
+    status = launch.start(config)
     where = f", mounted at {status['mount']}" if "mount" in status else ""
     say(f"pfsmount serving {status['root']} (pid {status['pid']}){where}")
 

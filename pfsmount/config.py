@@ -1,8 +1,10 @@
-"""Where things live: the root directory, its socket, lock, log and store, the default mount.
+"""Where things live, and what one daemon serves.
 
-Path arithmetic shared by the daemon (which creates these) and the client (which finds
-them), reading only environment variables; and ``private_root``, the one place that makes
-the root directory (store and socket) private to its user.
+``Layout``: the root directory, its socket, lock, log and store, path arithmetic shared by
+the daemon (which creates these) and the client (which finds them), reading only environment
+variables. ``DaemonConfig``: everything the composition root (``pfsmount.daemon``) builds a
+daemon from. ``private_root``: the one place that makes the root directory (store and
+socket) private to its user. Nothing here opens a store or starts anything.
 """
 
 from __future__ import annotations
@@ -54,6 +56,30 @@ class Layout(NamedTuple):
     @property
     def store(self) -> Path:
         return self.root / "store"
+
+    @property
+    def mount_staging(self) -> Path:
+        """Where the mount keeps the bytes of files open for writing."""
+        return self.root / "mount-staging"
+
+
+class DaemonConfig(NamedTuple):
+    """One daemon: its root, its mount (None: the API alone), where its packs live (an
+    ``ObjectStore`` URL; "" is ``file://<root>/store/packs``) and what runs its datums."""
+
+    root: Path
+    mountpoint: Path | None = None
+    allow_other: bool = False
+    storage: str = ""
+    executor: str = "local"
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or (self.layout.store / "packs").as_uri()
 
 
 def layout(root: Path | str | None = None) -> Layout:

@@ -1,9 +1,9 @@
 """Starting a daemon in the background and stopping it, from a client process.
 
-``start`` spawns the given command (the CLI's ``up --foreground``) detached from the
-terminal, with its output in the root's log, and returns once the daemon answers on its
-socket, or raises with the tail of the log if it died first. ``stop`` asks it to shut down
-and waits for its pid to go away.
+``start`` spawns the daemon's own command (``python -m pfsmount.daemon``, see ``command``)
+detached from the terminal, with its output in the root's log, and returns once the daemon
+answers on its socket, or raises with the last message of the log if it died first.
+``stop`` asks it to shut down and waits for its pid to go away.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pfsmount.api.client import Client
-from pfsmount.config import Layout
+from pfsmount.config import DaemonConfig, Layout
+from pfsmount.daemon.command import argv
 from pfsmount.errors import DaemonNotRunning, DaemonRunning, PfsError
 
 START_TIMEOUT = 60.0
@@ -41,8 +42,9 @@ def _last_message(tail: str) -> str:
     return ""
 
 
-def start(layout: Layout, argv: list[str]) -> dict[str, Any]:
-    """Spawn ``argv`` as the daemon for ``layout`` and wait until it serves."""
+def start(config: DaemonConfig) -> dict[str, Any]:
+    """Spawn the daemon of ``config`` and wait until it serves."""
+    layout = config.layout
     client = Client(layout.root)
     try:
         status = client.status()
@@ -54,7 +56,7 @@ def start(layout: Layout, argv: list[str]) -> dict[str, Any]:
     layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(layout.log, "ab") as log, open(os.devnull, "rb") as null:
         proc = subprocess.Popen(
-            argv, stdin=null, stdout=log, stderr=log, start_new_session=True, close_fds=True
+            argv(config), stdin=null, stdout=log, stderr=log, start_new_session=True, close_fds=True
         )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:

@@ -16,21 +16,21 @@ thousand walks. Each error is one line naming the repo, commit and path where th
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import lmdb
 import msgspec
 
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.model import Branch, Commit, FsckReport, Repo
+from pfsmount.pfs.records import Records
 from pfsmount.pfs.refs import is_commit_id
 from pfsmount.store.check import StoreCheck
 
 MAX_ERRORS = 1000  # past this, errors are counted, not listed
 
-_NS = struct.Struct(">Q")
+_T = TypeVar("_T")
 _repo_dec = msgspec.msgpack.Decoder(Repo)
 _branch_dec = msgspec.msgpack.Decoder(Branch)
 _commit_dec = msgspec.msgpack.Decoder(Commit)
@@ -111,28 +111,29 @@ class _Checker:
 
     # -- repos, commits, branches (invariants 4 and 5) ---------------------------------------
 
-    def check_repos(self) -> None:
-        for key, raw in self.rows("repos"):
-            self.report.repos += 1
-            name = key.decode(errors="replace")
+    def decoded(self, name: str, what: str, decoder: msgspec.msgpack.Decoder[_T]
+                ) -> Iterator[tuple[bytes, str, _T]]:
+        """Each row of sub-database ``name``: its key, the key as text and its record; a
+        record that does not decode is an error (``what`` names its kind) and is skipped."""
+        for key, raw in self.rows(name):
+            label = key.decode(errors="replace").replace("\0", "@")
             try:
-                repo = _repo_dec.decode(raw)
+                record = decoder.decode(raw)
             except msgspec.DecodeError as e:
-                self.error(f"repo {name}: record does not decode: {e}")
+                self.error(f"{what} {label}: record does not decode: {e}")
                 continue
+            yield key, label, record
+
+    def check_repos(self) -> None:
+        self.report.repos = self.txn.stat(self.db["repos"])["entries"]
+        for _, name, repo in self.decoded("repos", "repo", _repo_dec):
             if repo.name != name:
                 self.error(f"repo {name}: record is stored under the name of repo {repo.name}")
             self.repos.add(name)
 
     def check_commits(self) -> None:
-        for key, raw in self.rows("commits"):
-            self.report.commits += 1
-            cid = key.decode(errors="replace")
-            try:
-                commit = _commit_dec.decode(raw)
-            except msgspec.DecodeError as e:
-                self.error(f"commit {cid}: record does not decode: {e}")
-                continue
+        self.report.commits = self.txn.stat(self.db["commits"])["entries"]
+        for _, cid, commit in self.decoded("commits", "commit", _commit_dec):
             if commit.id != cid or not is_commit_id(cid):
                 self.error(f"commit {cid}: record is stored under another id ({commit.id})")
                 continue
@@ -169,17 +170,15 @@ class _Checker:
     def check_commit_log(self) -> None:
         seen: dict[str, int] = {}
         for key, _ in self.rows("commit_log"):
-            repo_b, sep, rest = key.partition(b"\0")
-            if not sep or len(rest) != _NS.size + 32:
+            parsed = Records.parse_log_key(key)
+            if parsed is None:
                 self.error(f"commit_log: malformed row {key!r}")
                 continue
-            repo = repo_b.decode(errors="replace")
-            cid = rest[_NS.size :].decode(errors="replace")
+            repo, started, cid = parsed
             commit = self.commits.get(cid)
             if commit is None:
                 self.error(f"commit_log: row in repo {repo} names missing commit {cid}")
                 continue
-            started = _NS.unpack(rest[: _NS.size])[0]
             if commit.repo != repo or started != int(commit.started * 1e9):
                 self.error(f"commit {commit.repo}@{cid}: commit_log row does not match it")
                 continue
@@ -190,13 +189,7 @@ class _Checker:
                 self.error(f"commit {commit.repo}@{cid}: has {count} commit_log rows, not 1")
 
     def check_branches(self) -> None:
-        for key, raw in self.rows("branches"):
-            label = key.decode(errors="replace").replace("\0", "@")
-            try:
-                branch = _branch_dec.decode(raw)
-            except msgspec.DecodeError as e:
-                self.error(f"branch {label}: record does not decode: {e}")
-                continue
+        for key, label, branch in self.decoded("branches", "branch", _branch_dec):
             where = f"branch {branch.repo}@{branch.name}"
             if key != f"{branch.repo}\0{branch.name}".encode():
                 self.error(f"branch {label}: record is stored under another key ({where})")

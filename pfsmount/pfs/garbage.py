@@ -19,7 +19,6 @@ reading it). Nothing here knows about HTTP, FUSE or pipelines.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import time
@@ -31,10 +30,9 @@ from pfsmount.pfs import Pfs
 from pfsmount.pfs.model import GcReport
 from pfsmount.store import KIND_FILE, Entry
 from pfsmount.store.rows import Location
-from pfsmount.store.sweep import Sweep, delete_packs, sweep
+from pfsmount.store.sweep import delete_packs, sweep
 
 log = logging.getLogger("pfsmount.gc")
-_COUNTS = [f.name for f in dataclasses.fields(Sweep) if f.name in GcReport.__struct_fields__]
 
 
 def collect(pfs: Pfs, dry_run: bool = False, wait: float = 30.0) -> GcReport:
@@ -47,9 +45,7 @@ def collect(pfs: Pfs, dry_run: bool = False, wait: float = 30.0) -> GcReport:
         store.packs.seal()  # every chunk in it is indexed or garbage now: it may go whole
         with (store.meta.read() if dry_run else store.meta.write()) as txn:
             pages, contents = _mark(pfs, txn)
-            swept = sweep(store, txn, pages, contents, delete=not dry_run)
-        for name in _COUNTS:
-            setattr(report, name, getattr(swept, name))
+            swept = sweep(store, txn, pages, contents, not dry_run, report)
         if not dry_run:
             delete_packs(store, swept.dead)
             if swept.moving:

@@ -10,6 +10,8 @@ from typing import Literal
 
 import msgspec
 
+from pfsmount.store.sweep import SweepCounts
+
 RepoKind = Literal["input", "pipeline"]
 FileType = Literal["file", "dir", "symlink"]
 
@@ -73,28 +75,11 @@ class Counts(msgspec.Struct, kw_only=True):
     bytes: int = 0
 
 
-class GcReport(msgspec.Struct, kw_only=True):
-    """What ``gc`` removed (or, with ``dry_run``, would remove).
-
-    ``pages``, ``contents`` and ``chunks`` count index rows; ``packs`` the pack objects
-    deleted and ``freed`` their bytes. Packs that are mostly garbage are emptied: their live
-    chunks (``moved`` bytes) are copied to a new pack, and the ``compacted`` old packs
-    (``freed_next`` bytes) go at the next collection, once no reader can be using them.
-    ``garbage_kept`` is the stored size of the garbage chunks (dropped from the index) in the
-    ``packs_kept`` packs that also hold enough live data to stay as they are.
-    """
+class GcReport(SweepCounts, kw_only=True):
+    """What ``gc`` removed (or, with ``dry_run``, would remove): the store's sweep counts
+    (``store.sweep.SweepCounts`` says what each means) and how long it took."""
 
     dry_run: bool = False
-    pages: int = 0
-    contents: int = 0
-    chunks: int = 0
-    packs: int = 0
-    freed: int = 0
-    packs_kept: int = 0
-    garbage_kept: int = 0
-    compacted: int = 0
-    moved: int = 0
-    freed_next: int = 0
     seconds: float = 0.0
 
 

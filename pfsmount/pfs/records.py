@@ -111,6 +111,15 @@ class Records:
             + commit.id.encode()
         )
 
+    @staticmethod
+    def parse_log_key(key: bytes) -> tuple[str, int, str] | None:
+        """A ``commit_log`` key's repo, start time (ns) and commit id; None if malformed."""
+        repo, sep, rest = key.partition(b"\0")
+        if not sep or len(rest) != _NS.size + 32:
+            return None
+        started: int = _NS.unpack(rest[: _NS.size])[0]
+        return repo.decode(errors="replace"), started, rest[_NS.size :].decode(errors="replace")
+
     def log(self, txn: lmdb.Transaction, repo: str) -> Iterator[Commit]:
         """Every commit of a repo, newest first."""
         prefix = repo.encode() + b"\0"

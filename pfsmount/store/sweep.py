@@ -13,10 +13,10 @@ commits, repos or why something is live.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import lmdb
+import msgspec
 
 from pfsmount.store.rows import Location, pack_name, pack_number
 
@@ -26,15 +26,14 @@ if TYPE_CHECKING:
 SPARSE = 0.5  # a pack at least this much garbage is emptied into a new one
 
 
-@dataclass
-class Sweep:
+class SweepCounts(msgspec.Struct, kw_only=True):
     """What a sweep found (and, unless a dry run, deleted from the index).
 
     ``pages``, ``contents`` and ``chunks`` count garbage rows; ``packs`` the pack objects no
-    row points into (``dead``) and ``freed`` their bytes. The ``compacted`` packs that are
-    at least ``SPARSE`` garbage have their live chunks (``moving``, ``moved`` bytes) copied
-    to a new pack, and go (``freed_next`` bytes) at the next sweep; ``packs_kept`` packs
-    keep ``garbage_kept`` bytes of garbage because they hold enough live data to stay.
+    row points into and ``freed`` their bytes. The ``compacted`` packs that are at least
+    ``SPARSE`` garbage have their live chunks (``moved`` bytes) copied to a new pack, and go
+    (``freed_next`` bytes) at the next sweep; ``packs_kept`` packs keep ``garbage_kept``
+    bytes of garbage because they hold enough live data to stay as they are.
     """
 
     pages: int = 0
@@ -47,15 +46,21 @@ class Sweep:
     compacted: int = 0
     moved: int = 0
     freed_next: int = 0
-    dead: set[int] = field(default_factory=set)
-    moving: list[tuple[bytes, Location]] = field(default_factory=list)
+
+
+class Sweep(NamedTuple):
+    """What is left to do once the sweep's transaction committed: the ``dead`` packs to
+    delete (``delete_packs``) and the live chunks ``moving`` out of sparse packs
+    (``PackStore.move``)."""
+
+    dead: set[int]
+    moving: list[tuple[bytes, Location]]
 
 
 def sweep(store: Store, txn: lmdb.Transaction, pages: set[bytes], contents: set[bytes],
-          delete: bool) -> Sweep:
-    """Count (and with ``delete``, drop) every row not live; find the dead and sparse packs.
-    ``pages`` gains the empty page."""
-    found = Sweep()
+          delete: bool, found: SweepCounts) -> Sweep:
+    """Count in ``found`` (and with ``delete``, drop) every row not live; find the dead and
+    sparse packs. ``pages`` gains the empty page."""
     db = store.meta.db
     pages.add(store.trees.empty)  # always live: every new tree starts from it
     found.pages = _drop(txn, db["nodes"], pages, delete)
@@ -78,9 +83,9 @@ def sweep(store: Store, txn: lmdb.Transaction, pages: set[bytes], contents: set[
             txn.delete(key, db=db["chunks"])
     staged = store.packs.staged()
     sealed = {p for p in map(pack_number, store.objects.list()) if p is not None}
-    found.dead = sealed - set(live_bytes) - staged
-    found.packs = len(found.dead)
-    found.freed = sum(_size(store, p) for p in found.dead)
+    dead = sealed - set(live_bytes) - staged
+    found.packs = len(dead)
+    found.freed = sum(_size(store, p) for p in dead)
     # Garbage: whatever part of a pack no live row covers, indexed or not (a failed write's
     # chunks were appended, never indexed).
     garbage: dict[int, int] = {}
@@ -88,10 +93,10 @@ def sweep(store: Store, txn: lmdb.Transaction, pages: set[bytes], contents: set[
         extra = _size(store, pack) - live_bytes[pack]
         if extra > 0:
             garbage[pack] = extra
-    sparse = _compact(store, txn, found, chunks, garbage)
+    sparse, moving = _compact(store, txn, found, chunks, garbage)
     found.packs_kept = len(set(garbage) - sparse)
     found.garbage_kept = sum(n for p, n in garbage.items() if p not in sparse)
-    return found
+    return Sweep(dead, moving)
 
 
 def delete_packs(store: Store, packs: set[int]) -> None:
@@ -104,12 +109,12 @@ def _size(store: Store, pack: int) -> int:
     return store.objects.size(pack_name(pack)) or 0
 
 
-def _compact(store: Store, txn: lmdb.Transaction, found: Sweep, chunks: set[bytes],
-             garbage: dict[int, int]) -> set[int]:
-    """The packs that are at least ``SPARSE`` garbage; their live ``chunks`` go to
-    ``found.moving``, for ``PackStore.move``."""
+def _compact(store: Store, txn: lmdb.Transaction, found: SweepCounts, chunks: set[bytes],
+             garbage: dict[int, int]) -> tuple[set[int], list[tuple[bytes, Location]]]:
+    """The packs that are at least ``SPARSE`` garbage, and their live ``chunks`` to move
+    (``PackStore.move``), in pack order."""
     if not garbage:
-        return set()
+        return set(), []
     live: dict[int, list[tuple[bytes, Location]]] = {p: [] for p in garbage}
     for key, value in cast(Iterator[tuple[bytes, bytes]], txn.cursor(db=store.meta.db["chunks"])):
         rows = live.get(Location.pack_of(value))
@@ -119,9 +124,9 @@ def _compact(store: Store, txn: lmdb.Transaction, found: Sweep, chunks: set[byte
               if garbage[p] >= SPARSE * (garbage[p] + sum(loc.stored for _, loc in rows))}
     found.compacted = len(sparse)
     found.freed_next = sum(_size(store, p) for p in sparse)
-    found.moving = sorted((row for p in sparse for row in live[p]), key=lambda r: r[1][:2])
-    found.moved = sum(loc.stored for _, loc in found.moving)  # a dry run's answer
-    return sparse
+    moving = sorted((row for p in sparse for row in live[p]), key=lambda r: r[1][:2])
+    found.moved = sum(loc.stored for _, loc in moving)  # a dry run's answer
+    return sparse, moving
 
 
 def _drop(txn: lmdb.Transaction, db: lmdb._Database, live: set[bytes], delete: bool) -> int:

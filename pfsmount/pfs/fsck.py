@@ -143,12 +143,20 @@ class _Checker:
             if commit.repo not in self.repos:
                 self.error(f"{where}: its repo {commit.repo} does not exist")
             if commit.parent is not None:
-                parent = self.commits.get(commit.parent)
-                if parent is None:
-                    self.error(f"{where}: its parent {commit.parent} does not exist")
-                elif parent.repo != commit.repo:
-                    self.error(f"{where}: its parent {commit.parent} is in repo {parent.repo}")
+                self.commit_in(commit.repo, commit.parent, f"{where}: its parent")
         self.check_ancestry()
+
+    def commit_in(self, repo: str, cid: str, named: str) -> Commit | None:
+        """The commit ``cid`` if it exists in ``repo``; else an error line, starting with
+        ``named`` (who names it, and as what), and None."""
+        commit = self.commits.get(cid)
+        if commit is None:
+            self.error(f"{named} {cid} does not exist")
+        elif commit.repo != repo:
+            self.error(f"{named} {cid} is in repo {commit.repo}")
+        else:
+            return commit
+        return None
 
     def check_ancestry(self) -> None:
         """A loop of parents would hang every history walk."""
@@ -196,12 +204,8 @@ class _Checker:
             if branch.repo not in self.repos:
                 self.error(f"{where}: its repo {branch.repo} does not exist")
             if branch.head is not None:
-                head = self.commits.get(branch.head)
-                if head is None:
-                    self.error(f"{where}: head {branch.head} does not exist")
-                elif head.repo != branch.repo:
-                    self.error(f"{where}: head {branch.head} is in repo {head.repo}")
-                elif head.is_open:
+                head = self.commit_in(branch.repo, branch.head, f"{where}: head")
+                if head is not None and head.is_open:
                     self.error(f"{where}: head {branch.head} is not finished")
             if branch.open is not None:
                 open_ = self.commits.get(branch.open)

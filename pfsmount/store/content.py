@@ -65,7 +65,6 @@ class WriteBatch:
     def __init__(self) -> None:
         self.chunks = ChunkBatch()
         self.contents: dict[bytes, bytes] = {}
-        self.bytes_in = 0
         # Told the bytes of a large file stored so far, every few MiB (a progress bar).
         self.progress: Callable[[int], None] | None = None
 
@@ -112,7 +111,6 @@ class ContentStore:
             _update(whole, head)
             name = whole.digest()
         batch.contents[name] = bytes(table)
-        batch.bytes_in += end
         return Content(name, end)
 
     def _write_pipelined(self, batch: WriteBatch, chunks: Iterable[bytes | memoryview]
@@ -163,7 +161,6 @@ class ContentStore:
             hasher.shutdown()
         name = whole.digest()
         batch.contents[name] = bytes(table)
-        batch.bytes_in += end
         return Content(name, end)
 
     def _prepare(self, pending: ChunkBatch, chunks: list[bytes | memoryview]
@@ -200,7 +197,6 @@ class ContentStore:
                         seen.add(c.digest)
                         new.append(c)
                 batch.contents[f.digest] = f.table
-                batch.bytes_in += f.size
                 out.append(Content(f.digest, f.size))
         self.packs.append(batch.chunks, new)
         return out

@@ -821,7 +821,7 @@ def show_pipelines(items: list[Pipeline], as_json: bool) -> None:
     if as_json:
         return print_json(items)
     table(["NAME", "INPUT", "CREATED", "STATE", "DESCRIPTION"],
-          [(p.name, ", ".join(f"{x.repo}@{x.branch}:{x.glob}" for x in p.spec.input.leaves()),
+          [(p.name, ", ".join(f"{x.repo}@{x.branch}:{x.glob}" for x in p.spec.tree.leaves()),
             humanize.ago(p.created), "stopped" if p.stopped else "running",
             p.spec.description) for p in items])
 

@@ -1,6 +1,7 @@
 """Datums: how a job's input commits split into units of work, and each unit's identity.
 
-A ``pfs`` input's glob picks files or directories of its commit; each match is a datum.
+Each input kind (``scheduler.inputs``) makes its datums from a ``Snapshot`` of the job's input
+commits: a ``pfs`` input's glob picks files or directories of its commit, each match a datum;
 ``cross`` takes every combination of its children's datums, ``union`` all of them in turn,
 as Pachyderm does. A datum's id hashes its inputs' names, paths and content hashes (not
 commit ids), so the same data in a later commit is the same datum and can be skipped.
@@ -9,11 +10,14 @@ commit ids), so the same data in a later commit is the same datum and can be ski
 from __future__ import annotations
 
 import hashlib
-import itertools
-from typing import NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
 from pfsmount.pfs import Pfs
-from scheduler.spec import Input
+from pfsmount.pfs.model import FileInfo
+
+if TYPE_CHECKING:
+    from scheduler.inputs import InputKind
 
 
 class DatumFile(NamedTuple):
@@ -30,6 +34,21 @@ class Datum(NamedTuple):
     files: tuple[DatumFile, ...]
 
 
+class Snapshot:
+    """One job's input commits, as an input kind sees them: the commit it pinned of each
+    branch, and the files a glob matches in a commit. Kinds make datums from this alone."""
+
+    def __init__(self, pfs: Pfs, commits: Mapping[str, str]) -> None:
+        self._pfs = pfs
+        self._commits = commits  # "repo@branch" -> commit id
+
+    def commit(self, repo: str, branch: str) -> str | None:
+        return self._commits.get(f"{repo}@{branch}")
+
+    def glob(self, repo: str, commit: str, pattern: str) -> Iterator[FileInfo]:
+        return self._pfs.files.glob(f"{repo}@{commit}", pattern)
+
+
 def datum_id(files: tuple[DatumFile, ...]) -> str:
     h = hashlib.blake2b(digest_size=16)
     for f in sorted(files):
@@ -37,22 +56,6 @@ def datum_id(files: tuple[DatumFile, ...]) -> str:
     return h.hexdigest()
 
 
-def _groups(pfs: Pfs, inp: Input, commits: dict[str, str]) -> list[tuple[DatumFile, ...]]:
-    if inp.pfs is not None:
-        leaf = inp.pfs
-        commit = commits.get(f"{leaf.repo}@{leaf.branch}")
-        if commit is None:
-            return []
-        return [
-            (DatumFile(leaf.name, leaf.repo, commit, info.path, info.hash, info.type),)
-            for info in pfs.files.glob(f"{leaf.repo}@{commit}", leaf.glob)
-        ]
-    children = [_groups(pfs, child, commits) for child in (inp.cross or inp.union or [])]
-    if inp.union is not None:
-        return [group for child in children for group in child]
-    return [tuple(f for part in combo for f in part) for combo in itertools.product(*children)]
-
-
-def datums(pfs: Pfs, inp: Input, commits: dict[str, str]) -> list[Datum]:
+def datums(pfs: Pfs, inp: InputKind, commits: Mapping[str, str]) -> list[Datum]:
     """The datums of ``inp`` over ``commits`` (``repo@branch`` -> commit id), in order."""
-    return [Datum(datum_id(files), files) for files in _groups(pfs, inp, commits)]
+    return [Datum(datum_id(files), files) for files in inp.datums(Snapshot(pfs, commits))]

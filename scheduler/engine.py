@@ -42,10 +42,11 @@ from pfsmount.pfs.export import export
 from pfsmount.pfs.state import KIND_FILE, Change, Entry, Scope, Staged
 from scheduler import legacy
 from scheduler.datums import Datum, DatumFile, datums
+from scheduler.inputs import PfsInput, crossed
 from scheduler.jobspec import JobSpec
 from scheduler.records import TERMINAL, DatumResult, Job, Pipeline, Records
 from scheduler.runners import DockerRunner, SandboxRunner, Task
-from scheduler.spec import V1, Input, PfsInput, Spec, V1Input
+from scheduler.spec import V1, Spec, V1Input
 
 log = logging.getLogger("pfsmount.scheduler")
 LOG_TAIL = 2000  # bytes of a failing datum's log kept in the job
@@ -137,9 +138,8 @@ class Scheduler:
         key = f"{event.repo}@{event.branch}"
         ids, failed = [], []
         for pipeline in self.list_pipelines():
-            leaves = pipeline.spec.input.leaves()
             if (only is not None and pipeline.name not in only) or pipeline.stopped \
-                    or not any(f"{x.repo}@{x.branch}" == key for x in leaves):
+                    or key not in pipeline.spec.tree.branches():
                 continue
             try:
                 heads = self._heads(pipeline.spec)
@@ -181,7 +181,7 @@ class Scheduler:
     def _heads(self, spec: Spec) -> dict[str, str]:
         heads = {}
         with self.state.read() as scope:
-            for leaf in spec.input.leaves():
+            for leaf in spec.tree.leaves():
                 head = self.state.branch_head(scope, leaf.repo, leaf.branch)
                 if head is not None:
                     heads[f"{leaf.repo}@{leaf.branch}"] = head
@@ -190,7 +190,7 @@ class Scheduler:
     def _upstream(self, scope: Scope, spec: Spec) -> set[str]:
         """Every repo the spec's output depends on, through other pipelines."""
         seen: set[str] = set()
-        todo = [leaf.repo for leaf in spec.input.leaves()]
+        todo = spec.tree.repos()
         while todo:
             repo = todo.pop()
             if repo in seen:
@@ -198,7 +198,7 @@ class Scheduler:
             seen.add(repo)
             other = self.records.find_pipeline(scope, repo)
             if other is not None:
-                todo.extend(leaf.repo for leaf in other.spec.input.leaves())
+                todo.extend(other.spec.tree.repos())
         return seen
 
     def create_pipelines(self, specs: list[Spec], update: bool = False,
@@ -219,7 +219,7 @@ class Scheduler:
         if spec.name in planned:
             raise AlreadyExists(f"pipeline {spec.name} is given twice")
         with self.state.read() as scope:
-            for leaf in spec.input.leaves():
+            for leaf in spec.tree.leaves():
                 if self.state.repo_kind(scope, leaf.repo) is None and leaf.repo not in planned:
                     raise InvalidArgument(f"pipeline {spec.name}: input repo {leaf.repo} "
                                           "does not exist")
@@ -245,7 +245,7 @@ class Scheduler:
         try:
             self.pfs.repos.create_branch(
                 spec.name, spec.output_branch,
-                provenance=[f"{x.repo}@{x.branch}" for x in spec.input.leaves()])
+                provenance=spec.tree.branches())
         except BaseException:
             if made:  # no output repo left behind without its pipeline
                 self.pfs.repos.delete(spec.name, force=True)
@@ -281,7 +281,7 @@ class Scheduler:
             with contextlib.suppress(Corrupt):
                 self.records.pipeline(scope, name)
             readers = [p.name for p in self.records.pipelines(scope)
-                       if any(x.repo == name for x in p.spec.input.leaves())]
+                       if name in p.spec.tree.repos()]
             output = self.state.repo_kind(scope, name) is not None
         if readers:
             raise Conflict(f"pipeline {', '.join(readers)} reads {name}; delete it first")
@@ -338,10 +338,10 @@ class Scheduler:
                                   method=inp.method, run_empty=True))
         job_id = uuid.uuid4().hex
         name = f"job-{job_id[:12]}"
-        leaves = [Input(pfs=PfsInput(repo=i.repo, branch=i.branch, glob="/", name=i.name))
+        leaves = [PfsInput(repo=i.repo, branch=i.branch, glob="/", name=i.name)
                   for i in inputs]
         full = Spec(name=name, transform=spec.transform,
-                    input=leaves[0] if len(leaves) == 1 else Input(cross=leaves),
+                    input=crossed(leaves).stored(),
                     description=f"job {job_id}", parallelism=spec.parallelism, datum_tries=1,
                     legacy=True, v1=V1(inputs=inputs, overwrite=True))
         job = Job(id=job_id, pipeline=name, inputs=commits, created=time.time(),
@@ -402,7 +402,7 @@ class Scheduler:
             commit = frontier.pop(0)
             key = f"{commit.repo}@{commit.branch}"
             for pipeline in self.list_pipelines():
-                if not any(f"{x.repo}@{x.branch}" == key for x in pipeline.spec.input.leaves()):
+                if key not in pipeline.spec.tree.branches():
                     continue
 
                 def probe(p: Pipeline = pipeline, c: Commit = commit, k: str = key
@@ -490,7 +490,7 @@ class Scheduler:
         if spec.v1 is not None:
             self._execute_v1(job, spec, cancel)
             return
-        found = datums(self.pfs, spec.input, job.inputs)
+        found = datums(self.pfs, spec.tree, job.inputs)
         results = self._run_all(job, spec, [
             (d.id, functools.partial(self._run_datum, job, spec, d, cancel)) for d in found],
             cancel)

@@ -16,23 +16,18 @@ import msgspec
 
 from pfsmount.errors import InvalidArgument
 from pfsmount.pfs.refs import check_name
+from scheduler.fields import Name, typed, without_nulls
+from scheduler.inputs import Method, RawMethod, RawRepo, method
 from scheduler.spec import (
-    Method,
     Transform,
     _documents,
-    _method,
-    _Name,
     _norm,
     _parallelism,
-    _RawMethod,
     _RawParallelism,
     _RawPipeline,
-    _RawRepo,
     _RawSpec,
     _RawTransform,
     _transform,
-    _typed,
-    _without_nulls,
     _Workers,
 )
 
@@ -51,14 +46,14 @@ class JobSpec(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class _RawCommit(msgspec.Struct, forbid_unknown_fields=True):
-    repo: _RawRepo
-    id: _Name
+    repo: RawRepo
+    id: Name
 
 
 class _RawJobInput(msgspec.Struct, forbid_unknown_fields=True):
     commit: _RawCommit
     name: str = ""
-    method: str | _RawMethod | None = None
+    method: str | RawMethod | None = None
 
 
 class _RawJob(msgspec.Struct, forbid_unknown_fields=True):
@@ -76,7 +71,7 @@ def parse_job_spec(text: str) -> JobSpec:
     raw = docs[0]
     if not isinstance(raw, dict):
         raise InvalidArgument("a job spec must be an object")
-    raw = _without_nulls(_norm(raw))
+    raw = without_nulls(_norm(raw))
     if "pipeline" in raw:
         raise InvalidArgument("spec field pipeline makes this a pipeline: use "
                               "create-pipeline -f (create-job runs one job on named commits)")
@@ -87,7 +82,7 @@ def parse_job_spec(text: str) -> JobSpec:
     if "input" in raw and "inputs" not in raw:
         raise InvalidArgument("spec field input is the 2.x pipeline form: a job takes "
                               "inputs, a list of {commit: {repo: {name}, id}}")
-    job = _typed(raw, _RawJob, "")
+    job = typed(raw, _RawJob, "")
     t = job.transform
     if t.overwrite is not None:
         raise InvalidArgument("spec field transform.overwrite has no meaning for a job "
@@ -101,7 +96,7 @@ def parse_job_spec(text: str) -> JobSpec:
         if name in ("out", "prev"):
             raise InvalidArgument(f"spec field {where}name {name!r} is reserved for /pfs/{name}")
         inputs.append(JobInput(name=name, repo=repo, commit=item.commit.id,
-                               method=_method(item.method, where)))
+                               method=method(item.method, where)))
     names = [i.name for i in inputs]
     if len(set(names)) != len(names):
         raise InvalidArgument(f"spec inputs share a name ({', '.join(names)}): set input names")

@@ -59,7 +59,7 @@ def _units(s: Scheduler, pipeline: Pipeline, job: Job) -> list[_Unit]:
     if spec.v1 is None:
         return [_Unit(d.id, [f"{f.input}={f.repo}@{f.commit}:{f.path}" for f in d.files],
                       functools.partial(s.datum_inputs, spec, d))
-                for d in datums(s.pfs, spec.input, job.inputs)]
+                for d in datums(s.pfs, spec.tree, job.inputs)]
     plan, prev = s.v1_plan(job, spec)
     return [_Unit(sh.id, [f"{v.input.name}={v.input.repo}@{v.commit}"
                           + ("" if v.whole else f" ({len(v.pieces)} pieces)") for v in sh.views],

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from pfsmount.errors import InvalidArgument
-from scheduler.spec import Input, PfsInput, parse_specs
+from scheduler.inputs import Cross, PfsInput, Union
+from scheduler.spec import parse_specs
 
 FILTER: dict[str, Any] = {
     "pipeline": {"name": "filter"},
@@ -45,7 +46,7 @@ def test_json_objects_back_to_back() -> None:
         assert [s.name for s in specs] == ["filter", "sum"]
         assert specs[0].transform.stdin == FILTER["transform"]["stdin"]
         assert specs[1].transform.cmd == ["sh", "-c", "cat /pfs/filter/* > /pfs/out/total"]
-        assert specs[0].input == Input(pfs=PfsInput(repo="data", glob="/", name="data"))
+        assert specs[0].tree == PfsInput(repo="data", glob="/", name="data")
 
 
 def test_json_list_of_specs() -> None:
@@ -106,13 +107,13 @@ def test_camel_case_and_snake_case_read_the_same() -> None:
     assert a.transform.env == {"MY_Var": "x", "camelKey": "y"}  # env names keep their case
     assert (a.parallelism, a.datum_tries, a.datum_timeout) == (4, 5, 120.0)
     assert a.output_branch == "out"
-    assert a.input == Input(pfs=PfsInput(repo="images", branch="dev", glob="/*/*", name="img"))
+    assert a.tree == PfsInput(repo="images", branch="dev", glob="/*/*", name="img")
 
 
 def test_defaults() -> None:
     s = parse_specs(json.dumps({"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]},
                                 "input": {"pfs": {"repo": "data"}}}))[0]
-    assert s.input == Input(pfs=PfsInput(repo="data", branch="master", glob="/*", name="data"))
+    assert s.tree == PfsInput(repo="data", branch="master", glob="/*", name="data")
     assert s.datum_tries == 3
     assert s.parallelism == 1
     assert s.output_branch == "master"
@@ -127,8 +128,8 @@ def test_1x_atom_input() -> None:
                             {"atom": {"repo": "b", "glob": "/"}}]},
     })
     s = parse_specs(text)[0]
-    assert s.input == Input(cross=[Input(pfs=PfsInput(repo="a", glob="/*", name="a")),
-                                   Input(pfs=PfsInput(repo="b", glob="/", name="b"))])
+    assert s.tree == Cross((PfsInput(repo="a", glob="/*", name="a"),
+                            PfsInput(repo="b", glob="/", name="b")))
     assert not s.legacy  # `atom` is only a spelling; the 2.x collision rule holds
 
 
@@ -139,14 +140,14 @@ transform: {cmd: [sh]}
 inputs:
   - repo: {name: docs}
 """)[0]
-    assert one.input == Input(pfs=PfsInput(repo="docs", glob="/*", name="docs"))
+    assert one.tree == PfsInput(repo="docs", glob="/*", name="docs")
     assert one.legacy
 
     reduce = parse_specs(json.dumps({
         "pipeline": {"name": "total"}, "transform": {"cmd": ["sh"]},
         "inputs": [{"repo": {"name": "counts"}, "method": "reduce"}],
     }))[0]
-    assert reduce.input == Input(pfs=PfsInput(repo="counts", glob="/", name="counts"))
+    assert reduce.tree == PfsInput(repo="counts", glob="/", name="counts")
 
     crossed = parse_specs(json.dumps({
         "pipeline": {"name": "join"}, "transform": {"cmd": ["sh"]},
@@ -154,11 +155,11 @@ inputs:
                    {"repo": {"name": "right"}, "method": "reduce"},
                    {"repo": {"name": "third"}, "method": "global"}],
     }))[0]
-    assert crossed.input == Input(cross=[
-        Input(pfs=PfsInput(repo="left", glob="/*", name="left")),
-        Input(pfs=PfsInput(repo="right", glob="/", name="right")),
-        Input(pfs=PfsInput(repo="third", glob="/", name="third")),
-    ])
+    assert crossed.tree == Cross((
+        PfsInput(repo="left", glob="/*", name="left"),
+        PfsInput(repo="right", glob="/", name="right"),
+        PfsInput(repo="third", glob="/", name="third"),
+    ))
     assert crossed.legacy and crossed.v1 is not None
 
 
@@ -168,8 +169,8 @@ def test_union_and_cross_nest() -> None:
         "input": {"union": [{"pfs": {"repo": "a"}},
                             {"cross": [{"pfs": {"repo": "b"}}, {"pfs": {"repo": "c"}}]}]},
     }))[0]
-    assert [leaf.repo for leaf in s.input.leaves()] == ["a", "b", "c"]
-    assert s.input.union is not None and s.input.union[1].cross is not None
+    assert [leaf.repo for leaf in s.tree.leaves()] == ["a", "b", "c"]
+    assert isinstance(s.tree, Union) and isinstance(s.tree.inputs[1], Cross)
 
 
 @pytest.mark.parametrize(("spec", "field"), [

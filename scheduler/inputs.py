@@ -1,0 +1,383 @@
+"""Input kinds: each kind of pipeline input is one class, registered in ``KINDS``.
+
+A kind knows four things, and nothing outside its class asks which kind an input is:
+- how to read its fragment of a spec (``read``: ``input.pfs``, ``input.cross``...), refusing
+  a wrong one with one line naming the field, and how to write it back (``fragment``);
+- the ``pfs`` leaves under it (``leaves``): the names at ``/pfs/<name>``, and through them the
+  repos it reads (``repos``) and the branches whose commits it depends on (``branches``: a
+  pipeline's provenance, what triggers its jobs, the commits a job pins);
+- its datums, from a ``Snapshot`` of a job's input commits (``datums``).
+
+Built in: ``pfs`` (also spelled ``atom``, as 1.x did), ``cross`` and ``union`` as Pachyderm
+defines them, and 1.x's ``inputs`` list (``V1Inputs``), which is read from a field of the
+spec's own rather than under ``input``, and means its inputs crossed. A new kind is a class
+and a ``register`` call; the spec parser, datum listing and the engine pick it up.
+
+An input is stored, and shown by the API, as a spec writes it: ``{kind: fragment}``, checked
+and with defaults filled in; ``load`` reads that back. Nothing here touches storage or runs
+anything.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import product
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from pfsmount.errors import InvalidArgument
+from pfsmount.pfs.refs import check_name
+from scheduler.datums import DatumFile, Snapshot
+from scheduler.fields import Name, typed, without_nulls
+
+Files = tuple[DatumFile, ...]  # one datum's files, before it is named
+Reader = Callable[[Any, str], "InputKind"]  # reads a nested input at a path: ``input.cross[0]``
+
+
+class InputKind(ABC):
+    """One node of a pipeline's input tree. Subclasses are frozen dataclasses, so that two
+    inputs read from the same text are equal."""
+
+    key: ClassVar[str]  # the field that holds it: ``input.<key>``
+    spellings: ClassVar[tuple[str, ...]] = ()  # other names it is read under
+    in_input: ClassVar[bool] = True  # False: a field of the spec's own (1.x ``inputs``)
+    names_may_repeat: ClassVar[bool] = False  # at the top: its leaves may share a name
+
+    @classmethod
+    @abstractmethod
+    def read(cls, value: Any, where: str, child: Reader) -> InputKind:
+        """This kind's node from its ``value`` in a spec (keys already snake_case, nulls
+        dropped); ``where`` is its path (``input.cross[1].pfs``) for errors; ``child`` reads
+        an input nested in it."""
+
+    @abstractmethod
+    def fragment(self) -> Any:
+        """Its value as stored and shown, which ``read`` reads back to an equal node."""
+
+    def stored(self) -> dict[str, Any]:
+        return {self.key: self.fragment()}
+
+    def children(self) -> Sequence[InputKind]:
+        return ()
+
+    def leaves(self) -> list[PfsInput]:
+        """The ``pfs`` inputs under this one, in the spec's order."""
+        return [leaf for child in self.children() for leaf in child.leaves()]
+
+    def repos(self) -> list[str]:
+        """The repos it reads, each once."""
+        return list(dict.fromkeys(leaf.repo for leaf in self.leaves()))
+
+    def branches(self) -> list[str]:
+        """``repo@branch`` of each branch whose commits it reads, each once."""
+        return list(dict.fromkeys(f"{leaf.repo}@{leaf.branch}" for leaf in self.leaves()))
+
+    @abstractmethod
+    def datums(self, snapshot: Snapshot) -> list[Files]:
+        """Its datums over one job's input commits, in a stable order."""
+
+
+KINDS: dict[str, type[InputKind]] = {}
+
+
+def register(kind: type[InputKind]) -> type[InputKind]:
+    """Make ``kind`` readable in specs (a class decorator)."""
+    for name in (kind.key, *kind.spellings):
+        if name in KINDS or any(name in k.spellings for k in KINDS.values()):
+            raise ValueError(f"input kind {name} is registered twice")
+    KINDS[kind.key] = kind
+    return kind
+
+
+def _spellings() -> dict[str, type[InputKind]]:
+    return {name: kind for kind in KINDS.values() if kind.in_input
+            for name in (kind.key, *kind.spellings)}
+
+
+_MAX_DEPTH = 32  # levels of nesting
+
+
+def read_input(raw: Any, where: str = "input", depth: int = 0) -> InputKind:
+    """The input tree of a spec's ``input`` (or a nested one at ``where``), every node read
+    by its kind."""
+    if depth > _MAX_DEPTH:
+        raise InvalidArgument(f"spec field {where} nests deeper than {_MAX_DEPTH} levels")
+    kinds = _spellings()
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise InvalidArgument(f"spec field {where} must have exactly one of {', '.join(kinds)}")
+    key, value = next(iter(raw.items()))
+    kind = kinds.get(key)
+    if kind is None:
+        *most, last = kinds
+        raise InvalidArgument(f"spec field {where}.{key} is not supported "
+                              f"(use {', '.join(most)} or {last})")
+    return kind.read(value, f"{where}.{key}",
+                     lambda v, at: read_input(v, at, depth + 1))
+
+
+def load(stored: dict[str, Any]) -> InputKind:
+    """The input tree of a stored or received spec (``Spec.input``). A row written before
+    kinds were stored alone holds a null for every other kind, at every level: those go."""
+    return read_input(without_nulls(stored))
+
+
+# -- pfs -----------------------------------------------------------------------------------------
+
+
+class _RawPfs(msgspec.Struct, forbid_unknown_fields=True):
+    repo: Name
+    branch: Name = "master"
+    glob: str = "/*"
+    name: str = ""
+
+
+def _glob(glob: str, where: str) -> str:
+    parts = [p for p in glob.split("/") if p]
+    if not glob.startswith("/") or ".." in parts or any(p in ("", ".") for p in parts):
+        raise InvalidArgument(f"spec field {where}glob {glob!r} must be like / or /* or /*/*")
+    if glob.count("[") != glob.count("]"):
+        raise InvalidArgument(f"spec field {where}glob {glob!r} has an unclosed '['")
+    return glob
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class PfsInput(InputKind):
+    """A branch of a repo, split into datums by a glob: each match is a datum."""
+
+    key = "pfs"
+    spellings = ("atom",)
+    repo: str
+    branch: str = "master"
+    glob: str = "/*"
+    name: str = ""  # defaults to the repo
+
+    @classmethod
+    def checked(cls, repo: str, branch: str, glob: str, name: str, where: str) -> PfsInput:
+        """A pfs input whose names are names (an input name is a directory under /pfs);
+        ``where`` prefixes the glob's field in errors (``input.pfs.``)."""
+        check_name("repo", repo)
+        check_name("branch", branch)
+        check_name("input", name or repo)
+        return cls(repo=repo, branch=branch, glob=_glob(glob, where), name=name or repo)
+
+    @classmethod
+    def read(cls, value: Any, where: str, child: Reader) -> PfsInput:
+        raw = typed(value, _RawPfs, f"{where}.")
+        return cls.checked(raw.repo, raw.branch, raw.glob, raw.name, f"{where}.")
+
+    def fragment(self) -> dict[str, str]:
+        return {"repo": self.repo, "branch": self.branch, "glob": self.glob,
+                "name": self.name}
+
+    def leaves(self) -> list[PfsInput]:
+        return [self]
+
+    def datums(self, snapshot: Snapshot) -> list[Files]:
+        commit = snapshot.commit(self.repo, self.branch)
+        if commit is None:
+            return []
+        return [(DatumFile(self.name, self.repo, commit, info.path, info.hash, info.type),)
+                for info in snapshot.glob(self.repo, commit, self.glob)]
+
+
+# -- inputs of inputs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Combined(InputKind):
+    """A kind made of a non-empty list of inputs (``cross``, ``union``)."""
+
+    inputs: tuple[InputKind, ...]
+
+    @classmethod
+    def read(cls, value: Any, where: str, child: Reader) -> InputKind:
+        if not isinstance(value, list) or not value:
+            raise InvalidArgument(f"spec field {where} must be a non-empty list")
+        return cls(tuple(child(v, f"{where}[{i}]") for i, v in enumerate(value)))
+
+    def fragment(self) -> list[dict[str, Any]]:
+        return [inp.stored() for inp in self.inputs]
+
+    def children(self) -> Sequence[InputKind]:
+        return self.inputs
+
+
+@register
+@dataclass(frozen=True)
+class Cross(Combined):
+    """Every combination of one datum of each input."""
+
+    key = "cross"
+
+    def datums(self, snapshot: Snapshot) -> list[Files]:
+        parts = [inp.datums(snapshot) for inp in self.inputs]
+        return [tuple(f for part in combo for f in part) for combo in product(*parts)]
+
+
+@register
+@dataclass(frozen=True)
+class Union(Combined):
+    """The datums of each input in turn; the inputs may share a name (one /pfs/<name>)."""
+
+    key = "union"
+    names_may_repeat = True
+
+    def datums(self, snapshot: Snapshot) -> list[Files]:
+        return [files for inp in self.inputs for files in inp.datums(snapshot)]
+
+
+def crossed(leaves: Sequence[PfsInput]) -> InputKind:
+    """Several inputs crossed, as 1.x's ``inputs`` lists and jobs meant; one alone is itself."""
+    return leaves[0] if len(leaves) == 1 else Cross(tuple(leaves))
+
+
+# -- 1.x: the ``inputs`` list --------------------------------------------------------------------
+
+
+Partition = Literal["BLOCK", "FILE", "REPO"]
+Incremental = Literal["NONE", "DIFF", "FULL"]
+
+
+class Method(msgspec.Struct, kw_only=True, frozen=True):
+    """A 1.x input method: how its data splits across containers, and what each job sees."""
+
+    partition: Partition = "BLOCK"
+    incremental: Incremental = "DIFF"
+
+
+class V1Input(msgspec.Struct, kw_only=True, frozen=True):
+    name: str
+    repo: str
+    branch: str
+    method: Method
+    run_empty: bool = False
+
+
+class V1(msgspec.Struct, kw_only=True, frozen=True):
+    """What a 1.3-form spec means besides its inputs' leaves: 1.x jobs, not datums."""
+
+    inputs: list[V1Input]  # in the order of the spec (and of ``Spec.tree.leaves()``)
+    overwrite: bool = False
+
+
+class RawRepo(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+
+
+class RawMethod(msgspec.Struct, forbid_unknown_fields=True):
+    partition: str = "BLOCK"
+    incremental: str | bool | None = None  # NONE by default; 1.2 wrote a boolean
+    incrementality: bool | None = None  # 1.1's docs' spelling of the boolean
+
+
+class RawV1Input(msgspec.Struct, forbid_unknown_fields=True):
+    repo: RawRepo
+    branch: Name = "master"
+    glob: str | None = None  # 1.4
+    name: str = ""
+    method: str | RawMethod | None = None  # 1.3
+    run_empty: bool | None = None  # 1.3
+
+
+_METHODS: dict[str, Method] = {  # 1.3's aliases
+    "map": Method(partition="BLOCK", incremental="DIFF"),
+    "reduce": Method(partition="FILE", incremental="NONE"),
+    "incremental_reduce": Method(partition="FILE", incremental="DIFF"),
+    "global": Method(partition="REPO", incremental="NONE"),
+}
+_INCREMENTAL: dict[str, Incremental] = {"NONE": "NONE", "DIFF": "DIFF", "FULL": "FULL",
+                                        "FILE": "FULL"}  # the docs' "FILE" is the proto's FULL
+
+
+def method(raw: str | RawMethod | None, where: str) -> Method:
+    """A 1.3 ``method``: an alias, or ``{partition, incremental}``; none is ``map``."""
+    if raw is None:
+        return _METHODS["map"]
+    if isinstance(raw, str):
+        if raw.lower() not in _METHODS:
+            raise InvalidArgument(f"spec field {where}method {raw!r} must be map, reduce, "
+                                  "incremental_reduce, global or {partition, incremental}")
+        return _METHODS[raw.lower()]
+    partition = raw.partition.upper()
+    if partition not in ("BLOCK", "FILE", "REPO"):
+        raise InvalidArgument(f"spec field {where}method.partition {raw.partition!r} must be "
+                              "BLOCK, FILE or REPO")
+    given = raw.incremental if raw.incrementality is None else raw.incrementality
+    if raw.incremental is not None and raw.incrementality is not None:
+        raise InvalidArgument(f"spec fields {where}method.incremental and .incrementality: "
+                              "give one")
+    if given is None:
+        incremental: Incremental = "NONE"
+    elif isinstance(given, bool):
+        incremental = "DIFF" if given else "NONE"
+    elif given.upper() in _INCREMENTAL:
+        incremental = _INCREMENTAL[given.upper()]
+    else:
+        raise InvalidArgument(f"spec field {where}method.incremental {given!r} must "
+                              "be NONE, DIFF or FULL (FILE)")
+    return Method(partition=partition, incremental=incremental)  # type: ignore[arg-type]
+
+
+@register
+@dataclass(frozen=True)
+class V1Inputs(InputKind):
+    """1.x's ``inputs`` list, several inputs crossed. With a ``glob`` on any input, the 1.4
+    form: glob datums (``v1`` is None). Without, the 1.3 form: ``method``s, run as 1.x jobs
+    (``v1``; see ``scheduler.legacy``). One spec never mixes them: it would have no meaning
+    any Pachyderm gave it. Stored as the input it means (``stored``), with ``v1`` beside it
+    in the spec."""
+
+    key = "inputs"
+    in_input = False
+    tree: InputKind  # the inputs crossed
+    v1: V1 | None
+
+    @classmethod
+    def read(cls, value: Any, where: str, child: Reader) -> V1Inputs:
+        if not isinstance(value, list) or not value:
+            raise InvalidArgument(f"spec field {where} must be a non-empty list")
+        raw = [typed(item, RawV1Input, f"{where}[{i}].") for i, item in enumerate(value)]
+        globbed = [i for i, item in enumerate(raw) if item.glob is not None]
+        leaves, v1 = [], []
+        for i, item in enumerate(raw):
+            at = f"{where}[{i}]."
+            if globbed and (item.method is not None or item.run_empty is not None):
+                field = "method" if item.method is not None else "runEmpty"
+                raise InvalidArgument(f"spec field {at}{field} is 1.3's and "
+                                      f"{where}[{globbed[0]}].glob is 1.4's: use one form")
+            if globbed and item.glob is None:
+                raise InvalidArgument(f"spec field {at}glob is missing (the 1.4 form: every "
+                                      "input has a glob)")
+            how = method(item.method, at)
+            glob = item.glob if item.glob is not None else \
+                "/*" if how.partition == "BLOCK" else "/"
+            leaf = PfsInput.checked(item.repo.name, item.branch, glob, item.name, at)
+            leaves.append(leaf)
+            v1.append(V1Input(name=leaf.name, repo=leaf.repo, branch=leaf.branch,
+                              method=how, run_empty=bool(item.run_empty)))
+        return cls(crossed(leaves), None if globbed else V1(inputs=v1))
+
+    def fragment(self) -> list[dict[str, Any]]:
+        if self.v1 is None:
+            return [{"repo": {"name": x.repo}, "branch": x.branch, "glob": x.glob,
+                     "name": x.name} for x in self.leaves()]
+        return [{"repo": {"name": x.repo}, "branch": x.branch, "name": x.name,
+                 "method": msgspec.to_builtins(x.method), "run_empty": x.run_empty}
+                for x in self.v1.inputs]
+
+    def stored(self) -> dict[str, Any]:
+        return self.tree.stored()
+
+    def children(self) -> Sequence[InputKind]:
+        return (self.tree,)
+
+    def datums(self, snapshot: Snapshot) -> list[Files]:
+        return self.tree.datums(snapshot)
+
+
+__all__ = ["KINDS", "V1", "Cross", "InputKind", "Method", "PfsInput", "Snapshot", "Union",
+           "V1Input", "V1Inputs", "crossed", "load", "read_input", "register"]

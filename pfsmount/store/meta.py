@@ -1,14 +1,15 @@
 """The LMDB metadata environment: every sub-database, its encoding and its invariants.
 
 This module is the one place that names the sub-databases. Records are msgpack (msgspec
-structs declared next to the code that owns them); keys are raw bytes as listed below.
+structs declared next to the code that owns them); keys are raw bytes as listed below. The
+byte layouts the store itself writes are defined once, in ``rows``.
 
 =============  ===========================================  ================================
 sub-database   key                                          value
 =============  ===========================================  ================================
 ``meta``       ``b"schema"``                                 u32 big-endian schema version
-``chunks``     BLAKE3 digest of the raw chunk (32 bytes)    ``packs.Location`` (21 bytes)
-``contents``   BLAKE3 digest of a whole file (32 bytes)     N x (chunk digest 32 B + u64 end)
+``chunks``     BLAKE3 digest of the raw chunk (32 bytes)    ``rows.Location`` (21 bytes)
+``contents``   BLAKE3 digest of a whole file (32 bytes)     N x ``rows.TABLE_ROW`` (32 B+u64)
 ``nodes``      BLAKE3 digest of the encoded node (32 B)     ``tree.Leaf`` / ``tree.Inner``
 ``repos``      repo name (utf-8)                            ``pfs.model.Repo``
 ``branches``   repo ``\\0`` branch (utf-8)                  ``pfs.model.Branch``
@@ -39,8 +40,10 @@ Invariants (``pfsmount fsck`` checks each one):
    garbage collection, which may move a chunk (the same bytes) out of a pack that is mostly
    garbage and point its ``chunks`` row at the new place.
 
-Unreferenced ``chunks``, ``contents`` and ``nodes`` rows are garbage, not errors;
-``pfs.garbage.collect`` (``pfsmount gc``) removes them, with the packs no row points into.
+Invariants 1 to 3 are the store's own: ``check`` checks them, and ``sweep`` removes
+the garbage; ``pfs.fsck`` and ``pfs.garbage`` call these. Unreferenced ``chunks``,
+``contents`` and ``nodes`` rows are garbage, not errors; ``pfs.garbage.collect``
+(``pfsmount gc``) removes them, with the packs no row points into.
 """
 
 from __future__ import annotations

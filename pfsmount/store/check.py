@@ -1,5 +1,5 @@
 """Checking the store's own structures: tree pages, ``contents`` rows, ``chunks`` rows and the
-bytes in packs (invariants 1, 2, 3 and 6 of ``meta``), and dropping the rows reads cannot be
+bytes in packs (invariants 1, 2 and 3 of ``meta``), and dropping the rows reads cannot be
 served from (``fsck --repair``).
 
 ``StoreCheck`` reads inside the caller's LMDB read transaction and writes nothing; each

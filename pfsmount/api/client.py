@@ -200,12 +200,8 @@ class Client:
 
     def list_commits(self, repo: str, branch: str | None = None,
                      limit: int | None = None) -> list[Commit]:
-        params: dict[str, Any] = {}
-        if branch is not None:
-            params["branch"] = branch
-        if limit is not None:
-            params["limit"] = limit
-        return self.call("GET", f"/repos/{segment(repo)}/commits", list[Commit], params=params)
+        return self.call("GET", f"/repos/{segment(repo)}/commits", list[Commit],
+                         params=given(branch=branch, limit=limit))
 
     def delete_commit(self, ref: str) -> Commit:
         return self.call("POST", "/commits/delete", Commit, json={"ref": ref})
@@ -236,13 +232,10 @@ class Client:
             lines = self.lines("POST", "/files/import", PutLine, json={
                 "ref": ref, "local": str(source.absolute()), "path": path, "append": append})
         else:
-            params: dict[str, Any] = {"ref": ref, "append": int(append)}
-            if path is not None:
-                params["path"] = path
-            if isinstance(source, str):
-                params["url"] = source
-            lines = self.lines("POST", "/files/put", PutLine, params=params,
-                               content=None if isinstance(source, str) else source)
+            url = source if isinstance(source, str) else None
+            lines = self.lines("POST", "/files/put", PutLine, params=given(
+                ref=ref, path=path, append=int(append), url=url),
+                content=None if url is not None else source)
         commit: Commit | None = None
         for line in lines:  # progress ... then the commit
             if line.progress is not None and progress is not None:
@@ -256,12 +249,7 @@ class Client:
     def get_file(self, ref: str, offset: int | None = None,
                  size: int | None = None) -> Iterator[bytes]:
         """A file's bytes, streamed."""
-        params: dict[str, Any] = {"ref": ref}
-        if offset is not None:
-            params["offset"] = offset
-        if size is not None:
-            params["size"] = size
-        return self._file_bytes(params)
+        return self._file_bytes(given(ref=ref, offset=offset, size=size))
 
     def _file_bytes(self, params: dict[str, Any]) -> Iterator[bytes]:
         """The body of ``/files/get``, which must hold ``content-length`` bytes. The daemon
@@ -307,12 +295,8 @@ class Client:
 
     def list_files(self, ref: str, after: str | None = None,
                    limit: int | None = None) -> Iterator[FileInfo]:
-        params: dict[str, Any] = {"ref": ref}
-        if after is not None:
-            params["after"] = after
-        if limit is not None:
-            params["limit"] = limit
-        return self.lines("GET", "/files/list", FileInfo, params=params)
+        return self.lines("GET", "/files/list", FileInfo,
+                          params=given(ref=ref, after=after, limit=limit))
 
     def walk_files(self, ref: str) -> Iterator[FileInfo]:
         return self.lines("GET", "/files/walk", FileInfo, params={"ref": ref})
@@ -325,8 +309,8 @@ class Client:
         return self.call("GET", "/files/inspect", FileInfo, params={"ref": ref})
 
     def diff_files(self, new: str, old: str | None = None) -> list[FileDiff]:
-        params = {"new": new} | ({"old": old} if old else {})
-        return self.call("GET", "/files/diff", list[FileDiff], params=params)
+        return self.call("GET", "/files/diff", list[FileDiff],
+                         params=given(new=new, old=old or None))
 
     def delete_file(self, ref: str, recursive: bool = False) -> Commit:
         return self.call("POST", "/files/delete", Commit,
@@ -334,6 +318,12 @@ class Client:
 
     def copy_file(self, src: str, dst: str) -> Commit:
         return self.call("POST", "/files/copy", Commit, json={"src": src, "dst": dst})
+
+
+def given(**params: Any) -> dict[str, Any]:
+    """Query arguments, less those not given (``None``): in a query an empty value is a
+    value."""
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def segment(name: str) -> str:

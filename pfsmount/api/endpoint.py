@@ -29,7 +29,7 @@ import math
 import types
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Annotated, Any, get_args, get_origin
 from urllib.parse import unquote_to_bytes
 
 import msgspec
@@ -185,6 +185,8 @@ def decoder(kind: type[msgspec.Struct]) -> Callable[[dict[str, Any]], Any]:
     fields = []
     for f in msgspec.structs.fields(kind):
         base = f.type
+        if get_origin(base) is Annotated:  # a description, for the document
+            base = get_args(base)[0]
         if isinstance(base, types.UnionType):  # "T | None": None is "not given"
             base = next(t for t in get_args(base) if t is not type(None))
         if f.default_factory is not msgspec.NODEFAULT:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterator
-from typing import Any
 
 from scheduler.wire import DatumTask
 
-from .client import Client, segment
+from .client import Client, given, segment
 from .wire import Commit
 from .wire_pipelines import DatumInfo, Job, Pipeline
 
@@ -44,8 +43,8 @@ class PipelineClient:
         return self.client.call("POST", f"/pipelines/{segment(name)}/start", Pipeline)
 
     def jobs(self, pipeline: str | None = None) -> builtins.list[Job]:
-        params = {"pipeline": pipeline} if pipeline else {}
-        return self.client.call("GET", "/jobs", builtins.list[Job], params=params)
+        return self.client.call("GET", "/jobs", builtins.list[Job],
+                                params=given(pipeline=pipeline or None))
 
     def create_job(self, spec_text: str) -> Job:
         """A 1.x one-off job (``create-job -f``) on the commits its spec names."""
@@ -65,9 +64,8 @@ class PipelineClient:
         return self.client.wait_commit(ref, timeout)
 
     def datums(self, pipeline: str, job: str | None = None) -> builtins.list[DatumInfo]:
-        params = {"job": job} if job else {}
         return self.client.call("GET", f"/pipelines/{segment(pipeline)}/datums",
-                                builtins.list[DatumInfo], params=params)
+                                builtins.list[DatumInfo], params=given(job=job or None))
 
     def reproduce(self, pipeline: str, datum: str | None = None,
                   job: str | None = None) -> DatumTask:
@@ -80,12 +78,7 @@ class PipelineClient:
     def logs(self, pipeline: str | None, job: str | None = None, datum: str | None = None,
              follow: bool = False) -> Iterator[bytes]:
         """Datum logs of a pipeline, or of one job (``pipeline`` None: the job's own)."""
-        params: dict[str, Any] = {"follow": int(follow)}
-        if pipeline:
-            params["pipeline"] = pipeline
-        if job:
-            params["job"] = job
-        if datum:
-            params["datum"] = datum
+        params = given(follow=int(follow), pipeline=pipeline or None, job=job or None,
+                       datum=datum or None)
         yield from self.client.stream_bytes("GET", "/logs", params=params)
 

@@ -18,7 +18,7 @@ Nothing here reads storage or imports the model; it must stay cheap to import (t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -40,6 +40,11 @@ def error_body(err: PfsError) -> dict[str, str]:
     return {"error": err.code, "message": err.message}
 
 
+def doc(text: str) -> msgspec.Meta:
+    """A field's description, for the OpenAPI document."""
+    return msgspec.Meta(description=text)
+
+
 def to_wire(value: Any, kind: Any) -> Any:
     """``value`` (records, lists of them, dicts) in the wire shape ``kind``, field by field."""
     return msgspec.convert(value, kind, from_attributes=True)
@@ -57,31 +62,31 @@ class Error(msgspec.Struct, kw_only=True):
 
 class Repo(msgspec.Struct, kw_only=True):
     name: str
-    created: float
+    created: Annotated[float, doc("when it was made, seconds since the epoch")]
     description: str = ""
-    kind: Literal["input", "pipeline"] = "input"
-    size: int = 0  # bytes in the branch heads
+    kind: Annotated[Literal["input", "pipeline"], doc("pipeline: a pipeline's output")] = "input"
+    size: Annotated[int, doc("bytes in its branch heads")] = 0
 
 
 class Branch(msgspec.Struct, kw_only=True):
     repo: str
     name: str
-    head: str | None = None  # newest finished commit
-    open: str | None = None  # commit being written, if any
-    created: float = 0.0
-    provenance: list[str] = msgspec.field(default_factory=list)  # "repo@branch"
+    head: Annotated[str | None, doc("id of its newest finished commit")] = None
+    open: Annotated[str | None, doc("id of the commit being written, if any")] = None
+    created: Annotated[float, doc("seconds since the epoch")] = 0.0
+    provenance: Annotated[list[str], doc('"repo@branch" it derives from')] = []
 
 
 class Commit(msgspec.Struct, kw_only=True):
-    id: str
+    id: Annotated[str, doc("32 hex digits")]
     repo: str
     branch: str
-    parent: str | None
-    started: float
-    finished: float | None = None
-    root: str = ""  # content digest of the commit's root directory
-    size: int = 0
-    provenance: list[str] = msgspec.field(default_factory=list)  # "repo@commit"
+    parent: Annotated[str | None, doc("id of the commit it follows")]
+    started: Annotated[float, doc("seconds since the epoch")]
+    finished: Annotated[float | None, doc("null while the commit is open")] = None
+    root: Annotated[str, doc("content digest of its root directory")] = ""
+    size: Annotated[int, doc("bytes of its files")] = 0
+    provenance: Annotated[list[str], doc('"repo@commit" it was derived from')] = []
     description: str = ""
 
     @property
@@ -90,21 +95,21 @@ class Commit(msgspec.Struct, kw_only=True):
 
 
 class FileInfo(msgspec.Struct, kw_only=True):
-    path: str  # "/a/b", "/" for the root
+    path: Annotated[str, doc('"/a/b"; "/" for the root')]
     type: Literal["file", "dir", "symlink"]
-    size: int
-    hash: str  # content digest, hex
-    mode: int
-    mtime: float
-    target: str | None = None  # symlink target
-    commit: str = ""
+    size: Annotated[int, doc("bytes (a directory: of the files under it)")]
+    hash: Annotated[str, doc("content digest, hex")]
+    mode: Annotated[int, doc("permission bits")]
+    mtime: Annotated[float, doc("seconds since the epoch")]
+    target: Annotated[str | None, doc("a symlink's target")] = None
+    commit: Annotated[str, doc("id of the commit it was read from")] = ""
 
 
 class FileDiff(msgspec.Struct, kw_only=True):
     path: str
     change: Literal["added", "removed", "modified"]
-    old: FileInfo | None = None
-    new: FileInfo | None = None
+    old: Annotated[FileInfo | None, doc("before; null when added")] = None
+    new: Annotated[FileInfo | None, doc("after; null when removed")] = None
 
 
 class Counts(msgspec.Struct, kw_only=True):
@@ -121,34 +126,38 @@ class PutLine(msgspec.Struct, kw_only=True, omit_defaults=True):
     commit: Commit | None = None
 
 
+_Rows = Annotated[int, doc("index rows dropped")]
+
+
 class GcReport(msgspec.Struct, kw_only=True):
-    """What ``gc`` removed or, with ``dry_run``, would remove (``pfs.model.GcReport`` says
-    what each count is)."""
+    """What ``gc`` removed or, with ``dry_run``, would remove. Packs mostly garbage are
+    emptied: their live chunks are copied to a new pack, and the old ones go at the next
+    collection, once no reader can be using them."""
 
     dry_run: bool = False
-    pages: int = 0
-    contents: int = 0
-    chunks: int = 0
-    packs: int = 0
-    freed: int = 0
-    packs_kept: int = 0
-    garbage_kept: int = 0
-    compacted: int = 0
-    moved: int = 0
-    freed_next: int = 0
+    pages: _Rows = 0
+    contents: _Rows = 0
+    chunks: _Rows = 0
+    packs: Annotated[int, doc("pack objects deleted")] = 0
+    freed: Annotated[int, doc("bytes of the packs deleted")] = 0
+    packs_kept: Annotated[int, doc("packs that hold garbage and stay")] = 0
+    garbage_kept: Annotated[int, doc("stored bytes of the garbage in packs kept")] = 0
+    compacted: Annotated[int, doc("packs emptied, deleted next time")] = 0
+    moved: Annotated[int, doc("bytes copied out of the packs emptied")] = 0
+    freed_next: Annotated[int, doc("bytes the next collection frees")] = 0
     seconds: float = 0.0
 
 
 class FsckReport(msgspec.Struct, kw_only=True):
     """What ``fsck`` found: one line per problem, and how much it looked at."""
 
-    errors: list[str] = msgspec.field(default_factory=list)
+    errors: Annotated[list[str], doc("one line per problem; none: all is well")] = []
     repos: int = 0
     commits: int = 0
-    pages: int = 0
-    files: int = 0
-    chunks: int = 0
-    lost: list[str] = msgspec.field(default_factory=list)  # what ``--repair`` dropped
+    pages: Annotated[int, doc("distinct tree pages")] = 0
+    files: Annotated[int, doc("file and symlink entries on those pages")] = 0
+    chunks: Annotated[int, doc("chunk index rows")] = 0
+    lost: Annotated[list[str], doc("files a repair dropped")] = []
 
     @property
     def ok(self) -> bool:
@@ -198,76 +207,61 @@ class CommitStartArgs(msgspec.Struct, kw_only=True):
 
 
 class RefArgs(msgspec.Struct, kw_only=True):
-    ref: str
+    ref: Annotated[str, doc("repo/branch, repo@branch, repo@<commit-id>, repo@branch^ ...")]
 
 
-class CommitFinishArgs(msgspec.Struct, kw_only=True):
-    ref: str
+class CommitFinishArgs(RefArgs, kw_only=True):
     description: str | None = None
 
 
-class WaitArgs(msgspec.Struct, kw_only=True):
-    ref: str
-    timeout: float | None = None
+class WaitArgs(RefArgs, kw_only=True):
+    timeout: Annotated[float | None, doc("seconds; null: no limit")] = None
 
 
-class PutArgs(msgspec.Struct, kw_only=True):
+class FileArgs(RefArgs, kw_only=True):
+    path: Annotated[str | None, doc("within the commit, when ref has no :/path")] = None
+
+
+class PutArgs(FileArgs, kw_only=True):
     """A put of the request's body, or of ``url`` (fetched by the daemon)."""
 
-    ref: str
-    path: str | None = None
     append: bool = False
     url: str | None = None
 
 
-class ImportArgs(msgspec.Struct, kw_only=True):
-    """A put of a file or directory on the daemon's host (an absolute path)."""
+class ImportArgs(FileArgs, kw_only=True):
+    """A put of a file or directory on the daemon's host."""
 
-    ref: str
-    local: str
-    path: str | None = None
+    local: Annotated[str, doc("an absolute path on the daemon's host")]
     append: bool = False
 
 
-class GetArgs(msgspec.Struct, kw_only=True):
-    ref: str
-    path: str | None = None
+class GetArgs(FileArgs, kw_only=True):
     offset: int = 0
-    size: int | None = None
+    size: Annotated[int | None, doc("bytes; null: to the end")] = None
 
 
-class ExportArgs(msgspec.Struct, kw_only=True):
-    ref: str
-    dest: str  # absolute, on the daemon's host
-    recursive: bool = True
-
-
-class FileArgs(msgspec.Struct, kw_only=True):
-    ref: str
-    path: str | None = None
-
-
-class ListArgs(msgspec.Struct, kw_only=True):
-    ref: str
-    path: str | None = None
-    after: str | None = None
+class ListArgs(FileArgs, kw_only=True):
+    after: Annotated[str | None, doc("a name: only the entries after it")] = None
     limit: int | None = None
 
 
-class GlobArgs(msgspec.Struct, kw_only=True):
-    ref: str
+class FileDeleteArgs(FileArgs, kw_only=True):
+    recursive: bool = False
+
+
+class ExportArgs(RefArgs, kw_only=True):
+    dest: Annotated[str, doc("an absolute path on the daemon's host")]
+    recursive: Annotated[bool, doc("false: a directory is refused")] = True
+
+
+class GlobArgs(RefArgs, kw_only=True):
     pattern: str
 
 
 class DiffArgs(msgspec.Struct, kw_only=True):
     new: str
-    old: str | None = None
-
-
-class FileDeleteArgs(msgspec.Struct, kw_only=True):
-    ref: str
-    path: str | None = None
-    recursive: bool = False
+    old: Annotated[str | None, doc("null: the new commit's parent")] = None
 
 
 class CopyArgs(msgspec.Struct, kw_only=True):

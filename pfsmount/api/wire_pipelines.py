@@ -8,49 +8,51 @@ users' files, not a storage encoding, so the wire shows it as the scheduler pars
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from scheduler.spec import Spec
 
+from .wire import doc
+
+_Epoch = Annotated[float, doc("seconds since the epoch")]
+_Count = Annotated[int, doc("datums")]
+
 
 class Pipeline(msgspec.Struct, kw_only=True):
     name: str
-    spec: Spec
-    created: float
-    updated: float
-    stopped: bool = False
-    version: int = 1
-
-
-JobState = Literal["created", "running", "success", "failure", "killed"]
+    spec: Annotated[Spec, doc("as the scheduler read it (1.x and 2.x forms alike)")]
+    created: _Epoch
+    updated: _Epoch
+    stopped: Annotated[bool, doc("true: new input commits make no jobs")] = False
+    version: Annotated[int, doc("1, then one more at each update")] = 1
 
 
 class Job(msgspec.Struct, kw_only=True):
-    id: str
+    id: Annotated[str, doc("32 hex digits")]
     pipeline: str
-    inputs: dict[str, str]  # "repo@branch" -> commit id
-    state: JobState = "created"
-    created: float = 0.0
-    started: float | None = None
-    finished: float | None = None
-    datums: int = 0
-    processed: int = 0
-    skipped: int = 0
-    failed: int = 0
-    output: str | None = None  # "repo@commit"
+    inputs: Annotated[dict[str, str], doc('"repo@branch" -> the commit id it read')]
+    state: Literal["created", "running", "success", "failure", "killed"] = "created"
+    created: _Epoch = 0.0
+    started: Annotated[float | None, doc("seconds since the epoch")] = None
+    finished: Annotated[float | None, doc("seconds since the epoch")] = None
+    datums: _Count = 0
+    processed: _Count = 0
+    skipped: Annotated[int, doc("datums whose earlier output was reused")] = 0
+    failed: _Count = 0
+    output: Annotated[str | None, doc('"repo@commit" it wrote')] = None
     error: str = ""
     reprocess: bool = False
-    version: int = 1
-    spec: Spec | None = None  # a one-off job's own (1.x create-job); else its pipeline's
+    version: Annotated[int, doc("of its pipeline's spec")] = 1
+    spec: Annotated[Spec | None, doc("a one-off (1.x) job's own spec")] = None
 
 
 class DatumInfo(msgspec.Struct, kw_only=True):
     id: str
     job: str
     state: Literal["success", "failed", "skipped", "not run"]
-    files: list[str]  # "input=repo@commit:/path"
+    files: Annotated[list[str], doc('"input=repo@commit:/path"')]
 
 
 class PipelineCreateArgs(msgspec.Struct, kw_only=True):

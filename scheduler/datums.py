@@ -13,10 +13,10 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-from pfsmount.pfs import Pfs
 from pfsmount.pfs.model import FileInfo
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the spec reader (and so the CLI) imports this module: keep it light
+    from pfsmount.pfs import Pfs
     from scheduler.inputs import InputKind
 
 

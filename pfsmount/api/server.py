@@ -90,25 +90,29 @@ def build_app(
     status: Callable[[], dict[str, Any]],
     shutdown: Callable[[], None],
     extra: list[Endpoint] | None = None,
+    local: bool = True,
 ) -> Starlette:
     """The ASGI application serving ``pfs``; ``status`` and ``shutdown`` come from the daemon,
     ``extra`` from the layers above (it may replace a route of the model's: the scheduler's
     ``/commits/wait`` waits for downstream jobs too). ``GET /openapi.json`` describes them all.
+    ``local=False`` leaves out the routes that reach the daemon's host, for a server that
+    answers other machines.
 
     The store's reader processes start in the background now, so that the first big put
     does not wait for them.
     """
     threading.Thread(target=_start_readers, args=(pfs,), name="pfsmount-readers",
                      daemon=True).start()
-    return Starlette(routes=[as_route(ep) for ep in served(pfs, status, shutdown, extra)])
+    return Starlette(routes=[as_route(ep) for ep in served(pfs, status, shutdown, extra,
+                                                           local)])
 
 
 def served(pfs: Pfs, status: Callable[[], dict[str, Any]], shutdown: Callable[[], None],
-           extra: list[Endpoint] | None = None) -> list[Endpoint]:
+           extra: list[Endpoint] | None = None, local: bool = True) -> list[Endpoint]:
     """Every route ``build_app`` serves, ``GET /openapi.json`` last."""
     table = {ep.key: ep for ep in endpoints(pfs, status, shutdown)}
     table.update((ep.key, ep) for ep in extra or [])
-    routes = list(table.values())
+    routes = [ep for ep in table.values() if local or not ep.local_only]
     routes.append(_openapi(routes))
     return routes
 

@@ -174,6 +174,16 @@ def test_host_routes_are_marked_local_only(table: list[Endpoint]) -> None:
     assert ("POST", "/v1/files/put") not in marked  # uploads and URLs stay for everyone
 
 
+def test_a_server_for_other_machines_leaves_the_host_routes_out(
+        pfs: Pfs, tmp_path: Path, table: list[Endpoint]) -> None:
+    remote = served(pfs, dict, lambda: None, routes(Scheduler(pfs, tmp_path, None)),
+                    local=False)
+    assert {ep.key for ep in remote} == {ep.key for ep in table if not ep.local_only}
+    doc = json.loads(msgspec.json.encode(document(remote)))
+    assert not [op for _, _, op in operations(doc) if op.get(LOCAL_ONLY)]
+    assert "/v1/files/import" not in doc["paths"] and "/v1/files/put" in doc["paths"]
+
+
 def test_the_fuzz_test_knows_each_routes_arguments(table: list[Endpoint]) -> None:
     """test_fuzz lists the routes it fuzzes with their arguments by hand: each must still
     exist with exactly those arguments (less the host and network ones it never sends)."""

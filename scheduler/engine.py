@@ -13,17 +13,11 @@ form runs as 1.x jobs instead (``scheduler.legacy``): containers over partitione
 from __future__ import annotations
 
 import contextlib
-import functools
-import itertools
 import logging
-import os
-import re
-import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,35 +32,33 @@ from pfsmount.errors import (
     PfsError,
 )
 from pfsmount.pfs import Commit, Event, Pfs
-from pfsmount.pfs.export import export
-from pfsmount.pfs.state import KIND_FILE, Change, Entry, Scope, Staged
-from scheduler import legacy
-from scheduler.datums import Datum, DatumFile, datums
+from pfsmount.pfs.state import Scope
+from scheduler.executor import DatumExecutor
 from scheduler.inputs import PfsInput, crossed
+from scheduler.jobs import Jobs
 from scheduler.jobspec import JobSpec
-from scheduler.records import TERMINAL, DatumResult, Job, Pipeline, Records
-from scheduler.runners import DockerRunner, SandboxRunner, Task
+from scheduler.local_executor import LocalExecutor
+from scheduler.records import TERMINAL, Job, Pipeline, Records
 from scheduler.spec import V1, Spec, V1Input
 
 log = logging.getLogger("pfsmount.scheduler")
-LOG_TAIL = 2000  # bytes of a failing datum's log kept in the job
 _T = TypeVar("_T")
 _SKIP, _STOPPED = "skip", "stopped"  # wait_commit outcomes other than a job
-_TRY = re.compile(r"^\[pfsmount\] datum \S+ try \d+ of \d+$", re.M)  # starts a try's log
-# A unit of work's outcome: its outputs (stored, not yet indexed), or its log tail on failure
-_Outcome = tuple[list[tuple[str, Entry]], Staged] | str
 
 
 class Scheduler:
-    def __init__(self, pfs: Pfs, root: Path, mountpoint: Path | None) -> None:
+    def __init__(self, pfs: Pfs, root: Path, mountpoint: Path | None,
+                 executor: DatumExecutor | None = None) -> None:
+        """Datums run through ``executor``, by default a ``LocalExecutor`` (which
+        ``datum run|shell`` reproductions always use: they bind this machine's paths)."""
         self.pfs = pfs
         self.state = pfs.state
         self.records = Records(pfs.state)
         self.logs = root / "logs"
         self.work = root / "work"
-        self.mountpoint = mountpoint
-        self.sandbox = SandboxRunner(hidden=(root, *([mountpoint] if mountpoint else [])))
-        self.docker = DockerRunner()
+        self.local = LocalExecutor(pfs, root, mountpoint)
+        self.executor: DatumExecutor = executor or self.local
+        self.jobs = Jobs(pfs, self.records, self.executor, self._notify)
         self._changed = threading.Condition()
         self._cancel: dict[str, threading.Event] = {}
         self._token: trio.lowlevel.TrioToken | None = None
@@ -77,7 +69,7 @@ class Scheduler:
     async def service(self, nursery: trio.Nursery) -> None:
         """The daemon service: recover unfinished jobs, then follow commits."""
         self._token = trio.lowlevel.current_trio_token()
-        shutil.rmtree(self.work, ignore_errors=True)
+        self.local.clear()
         pending = await trio.to_thread.run_sync(self._recover)
         for job_id in pending:
             self._queue_send.send_nowait(job_id)
@@ -167,10 +159,10 @@ class Scheduler:
     def _stop_one_off_jobs(self) -> None:
         """Stop the running one-off jobs (``create-job``; a served notebook, say), so that
         ``pfsmount down`` does not wait for them; pipeline jobs finish, or rerun on restart."""
-        for job_id, cancel in list(self._cancel.items()):
+        for job_id in list(self._cancel):
             with contextlib.suppress(PfsError):
                 if self.inspect_job(job_id).spec is not None:
-                    cancel.set()
+                    self._stop(job_id)
 
     async def _run_job(self, lock: trio.Lock, job_id: str) -> None:
         async with lock:  # one job at a time per pipeline, in arrival order
@@ -353,8 +345,16 @@ class Scheduler:
     def _save(self, job: Job) -> None:
         with self.state.write() as scope:
             self.records.put_job(scope, job)
+        self._notify()
+
+    def _notify(self) -> None:
+        """A job's record changed: waiters look again."""
         with self._changed:
             self._changed.notify_all()
+
+    def _stop(self, job_id: str) -> None:
+        self._cancel.setdefault(job_id, threading.Event()).set()
+        self.executor.cancel(job_id)
 
     def list_jobs(self, pipeline: str | None = None) -> list[Job]:
         with self.state.read() as scope:
@@ -369,7 +369,7 @@ class Scheduler:
         job = self.inspect_job(job_id)
         if job.state in TERMINAL:
             return job
-        self._cancel.setdefault(job_id, threading.Event()).set()
+        self._stop(job_id)
         if job.state == "created":
             job.state, job.finished = "killed", time.time()
             self._save(job)
@@ -470,7 +470,7 @@ class Scheduler:
             if job.spec is not None:
                 self.pfs.repos.create(spec.name, f"output of job {job.id}", kind="pipeline",
                                       exist_ok=True)
-            self._execute(job, spec, cancel)
+            self.jobs.run(job, spec, cancel)
         except PfsError as e:
             job.state, job.error = "failure", e.message
         except Exception as e:
@@ -484,323 +484,6 @@ class Scheduler:
             with self.state.write() as scope:
                 self.records.delete_pipeline(scope, job.pipeline)
         self._cancel.pop(job_id, None)
-        shutil.rmtree(self.work / job.id, ignore_errors=True)
-
-    def _execute(self, job: Job, spec: Spec, cancel: threading.Event) -> None:
-        if spec.v1 is not None:
-            self._execute_v1(job, spec, cancel)
-            return
-        found = datums(self.pfs, spec.tree, job.inputs)
-        results = self._run_all(job, spec, [
-            (d.id, functools.partial(self._run_datum, job, spec, d, cancel)) for d in found],
-            cancel)
-        if results is None:
-            return
-        self._commit_output(job, spec, self._union(spec, found, results))
-
-    def _commit_output(self, job: Job, spec: Spec, changes: dict[str, Change],
-                       base: str | None = None) -> None:
-        """The job's output commit, and the job marked done in the same transaction: a job
-        left "running" beside its output would run again on restart and commit it twice."""
-
-        def done(scope: Scope, commit: Commit) -> None:
-            job.output, job.state = f"{spec.name}@{commit.id}", "success"
-            job.finished = time.time()
-            self.records.put_job(scope, job)
-
-        self.pfs.files.write_snapshot(spec.name, spec.output_branch, changes,
-                                      provenance=self._provenance(job), base=base, record=done)
-
-    def _run_all(self, job: Job, spec: Spec, units: list[tuple[str, Callable[[], _Outcome]]],
-                 cancel: threading.Event) -> dict[str, list[tuple[str, Entry]]] | None:
-        """Run a job's units of work (datums, or 1.x containers) ``parallelism`` at a time,
-        reusing those an earlier job of the same spec ran: each one's outputs by its id, or
-        None when the job failed or was stopped (its state says which)."""
-        job.datums = len(units)
-        digest = spec.digest  # a hash of the spec: once per job, not once per datum
-        results: dict[str, list[tuple[str, Entry]]] = {}
-        todo: list[tuple[str, Callable[[], _Outcome]]] = []
-        with self.state.read() as scope:
-            for unit_id, run in units:
-                done = None if job.reprocess else self.records.datum(
-                    scope, spec.name, digest, unit_id)
-                if done is not None:
-                    results[unit_id] = done.outputs
-                    job.skipped += 1
-                else:
-                    todo.append((unit_id, run))
-        self._save(job)
-        failure: str | None = None
-        unsaved: list[tuple[str, list[tuple[str, Entry]], Staged]] = []
-        last_save = time.monotonic()
-        with ThreadPoolExecutor(spec.parallelism) as pool:
-            for (unit_id, _), outcome in zip(todo, pool.map(lambda u: u[1](), todo),
-                                             strict=True):
-                if isinstance(outcome, str):
-                    job.failed += 1
-                    failure = failure or f"datum {unit_id} failed after " \
-                                         f"{spec.datum_tries} tries{outcome}"
-                else:
-                    results[unit_id] = outcome[0]
-                    unsaved.append((unit_id, *outcome))
-                    job.processed += 1
-                if time.monotonic() - last_save > 0.5:  # progress and results, in batches
-                    self._save_results(job, spec, digest, unsaved)
-                    last_save = time.monotonic()
-        self._save_results(job, spec, digest, unsaved)
-        if cancel.is_set():
-            job.state = "killed"
-            return None
-        if failure is not None:
-            job.state, job.error = "failure", failure
-            return None
-        return results
-
-    # -- 1.x jobs (scheduler.legacy says what they mean) ---------------------------------------
-
-    def _parent_job(self, job: Job, spec: Spec) -> Job | None:
-        """The job a 1.x job continues: the latest successful one of this pipeline version,
-        if it saw the same commit of every non-incremental input (else the job starts
-        over, as 1.x's ``inputsAreParental``)."""
-        assert spec.v1 is not None
-        if job.reprocess:
-            return None
-        done = [j for j in self.list_jobs(spec.name) if j.state == "success" and j.output
-                and j.version == job.version and j.created < job.created and j.id != job.id]
-        if not done:
-            return None
-        fixed = [f"{i.repo}@{i.branch}" for i in spec.v1.inputs
-                 if i.method.incremental == "NONE"]
-        last = done[0]
-        return last if all(last.inputs.get(k) == job.inputs.get(k) for k in fixed) else None
-
-    def v1_plan(self, job: Job, spec: Spec) -> tuple[legacy.Plan, str | None]:
-        """A 1.x job's containers, and the previous output commit they build on (also what
-        ``pfsmount datum shell`` rebuilds for a finished job)."""
-        assert spec.v1 is not None
-        parent = self._parent_job(job, spec)
-        prev = parent.output.split("@", 1)[1] if parent and parent.output else None
-        return legacy.plan(self.pfs, spec.v1, job.inputs, parent.inputs if parent else None,
-                           spec.parallelism, prev), prev
-
-    def _execute_v1(self, job: Job, spec: Spec, cancel: threading.Event) -> None:
-        plan, prev = self.v1_plan(job, spec)
-        if plan.idle:
-            log.info("job %s of pipeline %s runs nothing: %s", job.id, spec.name, plan.idle)
-            job.state, job.error = "success", f"nothing to run: {plan.idle}"
-            return
-        results = self._run_all(job, spec, [
-            (s.id, functools.partial(self._run_shard, job, spec, s, prev, cancel))
-            for s in plan.shards], cancel)
-        if results is None:
-            return
-        changes = self._v1_output(spec, prev, [results[s.id] for s in plan.shards])
-        self._commit_output(job, spec, changes, base=prev)
-
-    def _v1_output(self, spec: Spec, prev: str | None,
-                   outputs: list[list[tuple[str, Entry]]]) -> dict[str, Change]:
-        """What a 1.x job changes in its previous output ``prev``: each file written is
-        appended to its previous content (with ``overwrite``: replaces it), the writes of
-        several containers to one path concatenated in container order, as 1.x merged them."""
-        assert spec.v1 is not None
-        written: dict[str, list[Entry]] = {}
-        for out in outputs:
-            for path, entry in out:
-                written.setdefault(path, []).append(entry)
-        changes: dict[str, Change] = {}
-        staged = Staged()
-        for path, entries in written.items():
-            if prev is not None and not spec.v1.overwrite:
-                with contextlib.suppress(NotFound):
-                    before = self.pfs.files.inspect(f"{spec.name}@{prev}", path)
-                    if before.type == "file" and before.size:
-                        entries = [legacy.entry_of(before), *entries]
-            files = all(e.kind == KIND_FILE for e in entries)
-            changes[path] = entries[0] if len(entries) == 1 or not files else \
-                self._concat(staged, entries)
-        if not staged.empty:
-            self.state.land([staged])
-        return changes
-
-    def _run_shard(self, job: Job, spec: Spec, shard: legacy.Shard, prev: str | None,
-                   cancel: threading.Event) -> _Outcome:
-        """Run one 1.x container: its views at /pfs/<input>, the previous output at
-        /pfs/prev (read-only, when there is one)."""
-        if cancel.is_set():
-            return "job stopped"
-        scratch = self.work / job.id / shard.id
-        try:
-            binds, env = self.shard_inputs(spec, shard, prev, scratch)
-            return self._attempts(job, spec, shard.id, binds, env, cancel)
-        finally:  # its views and /pfs/out, stored by now: a job holds what it runs, no more
-            shutil.rmtree(scratch, ignore_errors=True)
-
-    def shard_inputs(self, spec: Spec, shard: legacy.Shard, prev: str | None, scratch: Path
-                     ) -> tuple[list[tuple[Path, str]], dict[str, str]]:
-        """A 1.x container's binds (views written to ``scratch``) and env."""
-        image = spec.transform.image
-        binds: list[tuple[Path, str]] = []
-        env = {"PACH_OUTPUT_COMMIT_ID": "", **({"PACH_PREV_COMMIT_ID": prev} if prev else {})}
-        for n, v in enumerate(shard.views):
-            inside = f"/pfs/{v.input.name}"
-            if v.whole:  # the commit as it is: bound like a 2.x input
-                binds.append(self._source(DatumFile(v.input.name, v.input.repo, v.commit,
-                                                    "/", "", "dir"), scratch, image, inside))
-            else:
-                target = scratch / "v1" / str(n)
-                shutil.rmtree(target, ignore_errors=True)
-                legacy.write_view(self.pfs, v, target)
-                binds.append((target, inside))
-            env[v.input.name] = inside
-            env[f"PACH_{re.sub(r'[^A-Z0-9]', '_', v.input.name.upper())}_COMMIT_ID"] = v.commit
-        if prev is not None:
-            binds.append(self._source(DatumFile("prev", spec.name, prev, "/", "", "dir"),
-                                      scratch, image, "/pfs/prev"))
-        return binds, env
-
-    def _provenance(self, job: Job) -> list[str]:
-        out: dict[str, None] = {}
-        for key, commit_id in sorted(job.inputs.items()):
-            repo = key.split("@", 1)[0]
-            out[f"{repo}@{commit_id}"] = None
-            for p in self.pfs.commits.inspect(f"{repo}@{commit_id}").provenance:
-                out[p] = None
-        return list(out)
-
-    def _union(self, spec: Spec, found: list[Datum],
-               results: dict[str, list[tuple[str, Entry]]]) -> dict[str, Change]:
-        """All datums' outputs; a path written twice fails (2.x) or is concatenated (1.x)."""
-        owner: dict[str, str] = {}
-        union: dict[str, list[Entry]] = {}
-        for d in found:
-            for path, entry in results[d.id]:
-                if path in owner and not spec.legacy:
-                    raise Conflict(f"datums {owner[path]} and {d.id} both wrote /{path}")
-                owner.setdefault(path, d.id)
-                union.setdefault(path, []).append(entry)
-        changes: dict[str, Change] = {}
-        staged = Staged()
-        for path, entries in union.items():
-            changes[path] = entries[0] if len(entries) == 1 else self._concat(staged, entries)
-        if not staged.empty:
-            self.state.land([staged])
-        return changes
-
-    def _concat(self, staged: Staged, entries: list[Entry]) -> Entry:
-        data = b"".join(b"".join(self.pfs.files.read(e)) for e in entries)
-        return self.state.stage_bytes(staged, data, entries[0].mode)
-
-    def _source(self, f: DatumFile, scratch: Path, image: str, inside: str
-                ) -> tuple[Path, str]:
-        """The bind that shows a datum's input at ``inside``: (the mount, or a copy; where).
-        A container of a root daemon runs as another uid (65534), which a mount private to
-        root does not let in: it gets a copy. A symlink is never a bind's source (the bind
-        would show what it points to on this machine, e.g. /etc/shadow): its copy's
-        directory is bound in its parent's place, so the link resolves inside."""
-        rel = f.path.lstrip("/")
-        shared = not image or os.getuid() != 0
-        if (shared and f.type != "symlink" and self.mountpoint is not None
-                and self.mountpoint.is_dir()):
-            return self.mountpoint / f.repo / f.commit / rel, inside
-        # A directory of its own per input file set: two inputs of one name share no path,
-        # so a link one of them holds cannot lead the other's copy out (nor does ``export``
-        # follow one below ``target``).
-        base = scratch / "in"
-        base.mkdir(parents=True, exist_ok=True)
-        for n in itertools.count():
-            with contextlib.suppress(FileExistsError):
-                (base / str(n)).mkdir()
-                break
-        if f.type == "symlink":
-            link = base / str(n) / rel.rsplit("/", 1)[-1]
-            export(self.pfs, f"{f.repo}@{f.commit}", link, path=f.path)
-            return link.parent, inside.rsplit("/", 1)[0]
-        target = base / str(n) / rel if rel else base / str(n)
-        export(self.pfs, f"{f.repo}@{f.commit}", target, path=f.path, readable=True)
-        return target, inside
-
-    def _save_results(self, job: Job, spec: Spec, digest: str,
-                      unsaved: list[tuple[str, list[tuple[str, Entry]], Staged]]) -> None:
-        """Record finished datums (so a rerun skips them), with their outputs' content, and
-        the job's progress, in one transaction: one per datum would cost more than running
-        it."""
-
-        def record(scope: Scope) -> None:
-            for datum_id, outputs, _ in unsaved:
-                self.records.put_datum(scope, spec.name, digest, datum_id,
-                                       DatumResult(job=job.id, outputs=outputs))
-            self.records.put_job(scope, job)
-
-        self.state.land([staged for _, _, staged in unsaved], record, durable=False)
-        unsaved.clear()
-        with self._changed:
-            self._changed.notify_all()
-
-    def _run_datum(self, job: Job, spec: Spec, d: Datum, cancel: threading.Event
-                   ) -> _Outcome:
-        """Run one datum with retries: its outputs (stored, not yet indexed), or its log
-        tail when every try failed."""
-        if cancel.is_set():  # a stopped job drains its queue without starting anything
-            return "job stopped"
-        scratch = self.work / job.id / d.id
-        try:
-            binds, env = self.datum_inputs(spec, d, scratch)
-            return self._attempts(job, spec, d.id, binds, env, cancel)
-        finally:  # its input copies and /pfs/out, stored by now: a job holds what it runs
-            shutil.rmtree(scratch, ignore_errors=True)
-
-    def datum_inputs(self, spec: Spec, d: Datum, scratch: Path
-                     ) -> tuple[list[tuple[Path, str]], dict[str, str]]:
-        """A datum's binds (copies, when needed, go in ``scratch``) and the variables that
-        name them (``$<input>``): also what ``pfsmount datum shell`` rebuilds."""
-        binds = []
-        env = {}
-        for f in d.files:
-            inside = f"/pfs/{f.input}{f.path if f.path != '/' else ''}"
-            binds.append(self._source(f, scratch, spec.transform.image, inside))
-            env[f.input] = inside
-        return binds, env
-
-    def _attempts(self, job: Job, spec: Spec, unit_id: str, binds: list[tuple[Path, str]],
-                  env: dict[str, str], cancel: threading.Event) -> _Outcome:
-        """Run a unit of work (a datum, or a 1.x container) up to ``datum_tries`` times."""
-        scratch = self.work / job.id / unit_id
-        logfile = self.logs / spec.name / job.id / f"{unit_id}.log"
-        logfile.parent.mkdir(parents=True, exist_ok=True)
-        env = self.unit_env(job, spec, unit_id, env)
-        runner = self.docker if spec.transform.image else self.sandbox
-        for attempt in range(1, spec.datum_tries + 1):
-            out = scratch / "out"
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
-            with open(logfile, "a") as log_out:
-                log_out.write(f"[pfsmount] datum {unit_id} try {attempt} of "
-                              f"{spec.datum_tries}\n")
-            code = runner.run(self.task(spec, env, binds, out, logfile, cancel))
-            if cancel.is_set():
-                return "job stopped"
-            if code == 0 or code in spec.transform.accept_return_code:
-                return self.state.stage_tree(out)
-            with open(logfile, "a") as log_out:
-                log_out.write(f"[pfsmount] exit code {code}\n")
-        return _failure(code, logfile)
-
-    @staticmethod
-    def unit_env(job: Job, spec: Spec, unit_id: str, env: dict[str, str]) -> dict[str, str]:
-        """The environment a unit of work runs with, over its inputs' ``env``."""
-        return {**spec.transform.env, "PACH_JOB_ID": job.id, "PACH_DATUM_ID": unit_id,
-                "PPS_PIPELINE_NAME": spec.name, "PFS_OUT": "/pfs/out", **env}
-
-    @staticmethod
-    def task(spec: Spec, env: dict[str, str], binds: list[tuple[Path, str]], out: Path,
-             logfile: Path, cancel: threading.Event) -> Task:
-        """One try of a unit of work, as its runner takes it. No ``stdin`` lines, no stdin:
-        a Docker runner gives one through ``sh``, which an image need not have."""
-        lines = spec.transform.stdin
-        return Task(cmd=spec.transform.cmd, stdin="".join(f"{x}\n" for x in lines),
-                    env=env, binds=binds, out=out, log=logfile,
-                    working_dir=spec.transform.working_dir, timeout=spec.datum_timeout,
-                    image=spec.transform.image, cancelled=cancel)
 
     def logs_for(self, pipeline: str, job: str | None = None, datum: str | None = None
                  ) -> list[Path]:
@@ -822,18 +505,3 @@ class Scheduler:
             raise NotFound(f"no logs of datum {datum} in pipeline {pipeline}")
         return found
 
-
-def _failure(code: int, logfile: Path) -> str:
-    """How a datum's last try ended, for the job's error: a first line that stands alone
-    (``commit wait`` shows only it) with the exit and the last lines the datum printed,
-    then the log's tail."""
-    tail = logfile.read_bytes()[-LOG_TAIL:].decode(errors="replace")
-    last_try = _TRY.split(tail)[-1].splitlines()
-    said = [line.strip() for line in last_try
-            if line.strip() and not line.startswith("[pfsmount]")]
-    how = "timed out" if "[pfsmount] datum timed out" in last_try else f"exit code {code}"
-    summary = " | ".join(said[-3:])
-    if len(summary) > 300:
-        summary = "..." + summary[-297:]
-    return (f" ({how}): {summary}" if summary else f" ({how}) with no output") + \
-        f"\nlog tail:\n{tail}"

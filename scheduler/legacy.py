@@ -1,6 +1,7 @@
 """Pachyderm 1.x jobs, for specs in the 1.3 form (``Spec.v1``): what each container of a job
 sees, as Pachyderm 1.3's docs ("Pipeline Input Methods", "Incrementality") and its job server
-define it. Plans and writes input views; runs nothing and writes nothing to the store.
+define it. Plans input views (the local executor writes their pieces out); runs nothing and
+writes nothing to the store.
 
 - The *parent job* is the pipeline's latest successful job (same pipeline version) if it saw
   the same commit of every non-incremental (``NONE``) input; the engine finds it. Its output
@@ -26,9 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from itertools import groupby
-from pathlib import Path
 from typing import NamedTuple
 
 from pfsmount.pfs import Pfs
@@ -211,26 +210,3 @@ def plan(pfs: Pfs, v1: V1, commits: dict[str, str], parent: dict[str, str] | Non
             for i, v in enumerate(views))
         shards.append(Shard(_shard_id(part, prev, v1), part))
     return Plan(shards, "")
-
-
-def write_view(pfs: Pfs, v: View, target: Path) -> None:
-    """Write a view's pieces under ``target`` as files readable by anyone (a container may
-    run as another uid); pieces of one file append in order."""
-    target.mkdir(parents=True, exist_ok=True)
-    target.chmod(0o755)
-    for p in v.pieces:
-        rel = p.path.lstrip("/")
-        dest = target / rel
-        for parent in reversed(dest.relative_to(target).parents[:-1]):
-            d = target / parent
-            if not d.is_dir():
-                d.mkdir()
-                d.chmod(0o755)
-        if p.entry.kind == KIND_LINK:
-            os.symlink(p.entry.ref, dest)
-            continue
-        with open(dest, "ab") as out:
-            for piece in pfs.files.read(p.entry, p.start, p.end - p.start,
-                                        where=f"{p.path} in {v.input.repo}@{v.commit}"):
-                out.write(piece)
-        dest.chmod(0o644)

@@ -2,20 +2,17 @@
 by default), its inputs bound the same way, its environment, working directory, command and
 image. A 1.x job's unit is a container over partitioned views (``scheduler.legacy``): it is
 rebuilt the same way, its views written afresh. ``pfsmount datum shell``/``datum run`` run
-the result on the user's terminal (``scheduler.replay``). Nothing here runs a datum or
+the result on the user's terminal (``pfsmount.workbench.replay``). Nothing here runs a datum or
 changes a job.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import shutil
-import threading
 import uuid
-from collections.abc import Callable
-from pathlib import Path
-from typing import NamedTuple
+
+import msgspec
 
 from pfsmount.errors import Conflict, InvalidArgument, NotFound
 from scheduler.datums import datums
@@ -25,14 +22,6 @@ from scheduler.wire import DatumInfo, DatumState, DatumTask
 
 _FAILED = re.compile(r"^datum ([0-9a-f]+) failed after")
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
-
-
-class _Unit(NamedTuple):
-    """A datum, or a 1.x container: its id, what it reads, and how to bind it."""
-
-    id: str
-    files: list[str]
-    inputs: Callable[[Path], tuple[list[tuple[Path, str]], dict[str, str]]]
 
 
 def _finished(s: Scheduler, pipeline: Pipeline, job_id: str | None) -> list[Job]:
@@ -51,19 +40,16 @@ def _finished(s: Scheduler, pipeline: Pipeline, job_id: str | None) -> list[Job]
     return jobs
 
 
-def _units(s: Scheduler, pipeline: Pipeline, job: Job) -> list[_Unit]:
+def _units(s: Scheduler, pipeline: Pipeline, job: Job) -> list[DatumTask]:
+    """The tasks of a job's datums (1.x: containers), rebuilt as the job ran them."""
     if job.version != pipeline.version:
         raise Conflict(f"job {job.id} ran version {job.version} of pipeline {pipeline.name}, "
                        f"which is now at version {pipeline.version}: that spec is gone")
     spec = pipeline.spec
     if spec.v1 is None:
-        return [_Unit(d.id, [f"{f.input}={f.repo}@{f.commit}:{f.path}" for f in d.files],
-                      functools.partial(s.datum_inputs, spec, d))
-                for d in datums(s.pfs, spec.tree, job.inputs)]
-    plan, prev = s.v1_plan(job, spec)
-    return [_Unit(sh.id, [f"{v.input.name}={v.input.repo}@{v.commit}"
-                          + ("" if v.whole else f" ({len(v.pieces)} pieces)") for v in sh.views],
-                  functools.partial(s.shard_inputs, spec, sh, prev)) for sh in plan.shards]
+        return [s.jobs.datum_task(job, spec, d) for d in datums(s.pfs, spec.tree, job.inputs)]
+    plan, prev = s.jobs.v1_plan(job, spec)
+    return [s.jobs.shard_task(job, spec, sh, prev) for sh in plan.shards]
 
 
 def list_datums(s: Scheduler, name: str, job_id: str | None = None) -> list[DatumInfo]:
@@ -73,17 +59,17 @@ def list_datums(s: Scheduler, name: str, job_id: str | None = None) -> list[Datu
     out = []
     for d in _units(s, pipeline, job):
         with s.state.read() as scope:
-            done = s.records.datum(scope, name, pipeline.spec.digest, d.id)
-        log = s.logs / name / job.id / f"{d.id}.log"
+            done = s.records.datum(scope, name, pipeline.spec.digest, d.datum)
+        log = s.logs / name / job.id / f"{d.datum}.log"
         state: DatumState = ("success" if done is not None and done.job == job.id else
                              "skipped" if done is not None else
                              "failed" if log.exists() else "not run")
-        out.append(DatumInfo(id=d.id, job=job.id, state=state, files=d.files))
+        out.append(DatumInfo(id=d.datum, job=job.id, state=state, files=d.files))
     return out
 
 
 def _pick(s: Scheduler, pipeline: Pipeline, datum: str | None, job_id: str | None
-          ) -> tuple[Job, _Unit]:
+          ) -> DatumTask:
     """The datum asked for (an id or a unique prefix of one) in the newest finished job
     that has it; by default the failed datum of the last failed job, else the first datum
     of the last job."""
@@ -93,18 +79,18 @@ def _pick(s: Scheduler, pipeline: Pipeline, datum: str | None, job_id: str | Non
         job = failed[0] if failed else jobs[0]
         found = _units(s, pipeline, job)
         match = _FAILED.match(job.error)
-        chosen = [d for d in found if match and d.id == match[1]] or found[:1]
+        chosen = [d for d in found if match and d.datum == match[1]] or found[:1]
         if not chosen:
             raise NotFound(f"job {job.id} of pipeline {pipeline.name} has no datum")
-        return job, chosen[0]
+        return chosen[0]
     for job in jobs:
         if job.version != pipeline.version:
             continue
-        hits = [d for d in _units(s, pipeline, job) if d.id.startswith(datum)]
+        hits = [d for d in _units(s, pipeline, job) if d.datum.startswith(datum)]
         if len(hits) > 1:
             raise InvalidArgument(f"datum {datum} is ambiguous: give more of its id")
         if hits:
-            return job, hits[0]
+            return hits[0]
     raise NotFound(f"datum {datum} not found in the finished jobs of pipeline {pipeline.name}")
 
 
@@ -115,22 +101,13 @@ def reproduce(s: Scheduler, name: str, datum: str | None = None,
     if datum is not None and not re.fullmatch(r"[0-9a-f]{1,32}", datum):
         raise InvalidArgument(f"datum {datum} is not a datum id (hex, as `datum list` "
                               "shows)")
-    pipeline = s.inspect_pipeline(name)
-    job, d = _pick(s, pipeline, datum, job_id)
-    spec = pipeline.spec
+    t = _pick(s, s.inspect_pipeline(name), datum, job_id)
     token = uuid.uuid4().hex
     scratch = s.work / "reproduce" / token
-    binds, env = d.inputs(scratch)
-    kept = scratch.exists()
-    template = s.task(spec, s.unit_env(job, spec, d.id, env), binds, Path(), Path(),
-                      threading.Event())
-    return DatumTask(
-        pipeline=name, job=job.id, datum=d.id, files=d.files, cmd=template.cmd,
-        stdin=template.stdin, env=template.env,
-        binds=[(str(h), inside) for h, inside in template.binds],
-        working_dir=template.working_dir, image=template.image, timeout=template.timeout,
-        hidden=[str(s.work.parent), *([str(s.mountpoint)] if s.mountpoint else [])],
-        scratch=token if kept else "")
+    binds = s.local.materialize(t, scratch)
+    return msgspec.structs.replace(
+        t, binds=[(str(h), inside) for h, inside in binds],
+        hidden=[str(p) for p in s.local.hidden], scratch=token if scratch.exists() else "")
 
 
 def forget(s: Scheduler, token: str) -> None:

@@ -1,13 +1,12 @@
-"""The scheduler: pipelines, the jobs their input commits trigger, and running them.
+"""The scheduler: pipelines, the jobs their input commits trigger, and their lifecycle.
 
 A finished commit on a branch a pipeline reads creates a job (persisted first, so a daemon
-that dies mid-job reruns it on restart). A job splits its inputs into datums, reuses the
-result of every datum an earlier successful job of the same spec already ran, runs the rest
-``parallelism`` at a time with retries, and writes the union of all datums' outputs as the
-next commit of the pipeline's output repo, whose provenance names the input commits. That
-commit triggers downstream pipelines in turn. A failed job moves nothing. A spec in the 1.3
-form runs as 1.x jobs instead (``scheduler.legacy``): containers over partitioned views, with
-``/pfs/prev``, building on the previous output.
+that dies mid-job reruns it on restart). Jobs run one at a time per pipeline, in arrival
+order; running one (its datums through a ``DatumExecutor``, its output commit) is
+``scheduler.jobs``'s. An output commit triggers downstream pipelines in turn; a failed job
+moves nothing. Owns the daemon service (recovery, triggers, the queue), the pipeline and job
+records' lifecycle (create, update, stop, delete), waiting for jobs and finding their logs.
+Runs no datum itself and keeps its records only through ``pfs.state`` (``records``).
 """
 
 from __future__ import annotations

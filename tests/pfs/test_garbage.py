@@ -18,6 +18,7 @@ from pfsmount.pfs.garbage import collect
 from pfsmount.pfs.model import GcReport
 from pfsmount.store import KIND_FILE, Entry, WriteBatch
 from pfsmount.store import packs as packs_module
+from pfsmount.store.rows import Location
 
 MIB = 1 << 20
 
@@ -302,7 +303,7 @@ def test_a_compaction_without_space_keeps_what_the_sweep_freed(
     pfs.repos.delete("gone")
     move = pfs.store.packs.move
 
-    def failing(txn: lmdb.Transaction, chunks: list[tuple[bytes, packs_module.Location]]
+    def failing(txn: lmdb.Transaction, chunks: list[tuple[bytes, Location]]
                 ) -> int:
         move(txn, chunks)  # bytes copied and rows changed in the transaction ...
         raise OSError(28, "No space left on device")  # ... which then aborts

@@ -91,6 +91,10 @@ Check = Callable[[Scope], Iterable[str]]
 
 
 class State:
+    """The state tables and the model operations that share a scope with them. ``ingest``
+    stores a local tree into a batch (``Files.ingest_tree``); ``gc_roots`` is the model's
+    list of live-entry providers, which ``keep`` adds to."""
+
     def __init__(self, store: Store, records: Records, ingest: Callable[
             [WriteBatch, Path], dict[str, Change]],
             gc_roots: list[Callable[[lmdb.Transaction], Iterable[Entry]]]) -> None:

@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
-from pfsmount.errors import InvalidArgument, PfsError, StoreFull
+from pfsmount.errors import InvalidArgument, PfsError
 from pfsmount.pfs import Counts, Pfs
 from pfsmount.pfs.export import export
 from pfsmount.pfs.files import LocalPath, Source, Stream, Url
@@ -136,14 +136,7 @@ def endpoints(pfs: Pfs, status: Callable[[], dict[str, Any]],
     """The model's routes, and the daemon's own (status, shutdown)."""
 
     def run(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
-        def call() -> Any:
-            try:
-                pfs.journal.flush()  # files the mount staged are visible to every request
-            except StoreFull as e:  # they wait for space; reads and deletes go on
-                log.warning("staged files wait: %s", e)
-            return fn(*args)
-
-        return anyio.to_thread.run_sync(call)
+        return anyio.to_thread.run_sync(fn, *args)  # the model sees staged files itself
 
     async def get_status(call: Call) -> Any:
         return status()

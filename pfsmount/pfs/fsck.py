@@ -47,6 +47,7 @@ class Damage(NamedTuple):
 
 def fsck(pfs: Pfs, verify_data: bool = False) -> FsckReport:
     """Check the store under ``pfs``; with ``verify_data`` also re-hash referenced chunks."""
+    pfs.barrier()  # files the mount staged are checked as stored, as every operation sees them
     return check(pfs, verify_data)[0]
 
 

@@ -129,14 +129,16 @@ class Views:
             return View(commit, False)
 
     def repos(self) -> list[str]:
-        return sorted(r.name for r in self.pfs.repos.list())
+        # ``direct``: no journal barrier, as the overlay shows the staged files already, and a
+        # flush here would stall the mount's requests behind an LMDB commit.
+        return sorted(r.name for r in self.pfs.direct.repos.list())
 
     def check_repo(self, name: str) -> None:
         """NotFound unless repo ``name`` exists."""
-        self.pfs.repos.inspect(name)
+        self.pfs.direct.repos.inspect(name)
 
     def branches(self, repo: str) -> list[str]:
-        return [b.name for b in self.pfs.repos.list_branches(repo)]
+        return [b.name for b in self.pfs.direct.repos.list_branches(repo)]
 
     # -- entries -----------------------------------------------------------------------------
 
@@ -221,7 +223,7 @@ class Views:
     # -- data --------------------------------------------------------------------------------
 
     def read(self, entry: Entry, offset: int, size: int) -> bytes:
-        return b"".join(self.pfs.files.read(entry, offset, size))
+        return b"".join(self.pfs.direct.files.read(entry, offset, size))
 
     @property
     def store_root(self) -> Path:
@@ -242,8 +244,8 @@ class Views:
             self._writer.active = True
             try:
                 self.pfs.journal.flush()
-                return self.pfs.files.apply(f"{repo}@{name}", changes, batch=batch,
-                                            finish=False)
+                return self.pfs.direct.files.apply(f"{repo}@{name}", changes, batch=batch,
+                                                   finish=False)
             finally:
                 self._writer.active = False
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 from pfsmount.errors import PfsError
 
@@ -34,33 +35,25 @@ def default_mount() -> Path:
     return Path("/pfs") if os.geteuid() == 0 else Path.home() / "pfs"
 
 
-class Layout(NamedTuple):
+class _InRoot:
+    """A path of the root directory, named once (``Layout.socket`` and the like)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, layout: Layout, owner: type | None = None) -> Path:
+        return layout.root / self.name
+
+
+@dataclass(frozen=True)
+class Layout:
     root: Path
-
-    @property
-    def socket(self) -> Path:
-        return self.root / "pfsmount.sock"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / "daemon.lock"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.root / "daemon.pid"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "daemon.log"
-
-    @property
-    def store(self) -> Path:
-        return self.root / "store"
-
-    @property
-    def mount_staging(self) -> Path:
-        """Where the mount keeps the bytes of files open for writing."""
-        return self.root / "mount-staging"
+    socket: ClassVar = _InRoot("pfsmount.sock")
+    lock: ClassVar = _InRoot("daemon.lock")
+    pidfile: ClassVar = _InRoot("daemon.pid")
+    log: ClassVar = _InRoot("daemon.log")
+    store: ClassVar = _InRoot("store")
+    mount_staging: ClassVar = _InRoot("mount-staging")  # files open for writing in the mount
 
 
 class DaemonConfig(NamedTuple):

@@ -53,6 +53,13 @@ class InputKind(ABC):
         dropped); ``where`` is its path (``input.cross[1].pfs``) for errors; ``child`` reads
         an input nested in it."""
 
+    @classmethod
+    def load(cls, value: Any, where: str, child: Reader) -> InputKind:
+        """This kind's node from its stored ``fragment``: as ``read``, but trusting what
+        pfsmount wrote (a 1.x job's input names a commit where a branch would be); types
+        are still checked. ``child`` loads nested inputs."""
+        return cls.read(value, where, child)
+
     @abstractmethod
     def fragment(self) -> Any:
         """Its value as stored and shown, which ``read`` reads back to an equal node."""
@@ -100,9 +107,10 @@ def _spellings() -> dict[str, type[InputKind]]:
 _MAX_DEPTH = 32  # levels of nesting
 
 
-def read_input(raw: Any, where: str = "input", depth: int = 0) -> InputKind:
+def read_input(raw: Any, where: str = "input", depth: int = 0, stored: bool = False
+               ) -> InputKind:
     """The input tree of a spec's ``input`` (or a nested one at ``where``), every node read
-    by its kind."""
+    by its kind (``stored``: loaded, see ``InputKind.load``)."""
     if depth > _MAX_DEPTH:
         raise InvalidArgument(f"spec field {where} nests deeper than {_MAX_DEPTH} levels")
     kinds = _spellings()
@@ -114,14 +122,14 @@ def read_input(raw: Any, where: str = "input", depth: int = 0) -> InputKind:
         *most, last = kinds
         raise InvalidArgument(f"spec field {where}.{key} is not supported "
                               f"(use {', '.join(most)} or {last})")
-    return kind.read(value, f"{where}.{key}",
-                     lambda v, at: read_input(v, at, depth + 1))
+    how = kind.load if stored else kind.read
+    return how(value, f"{where}.{key}", lambda v, at: read_input(v, at, depth + 1, stored))
 
 
 def load(stored: dict[str, Any]) -> InputKind:
     """The input tree of a stored or received spec (``Spec.input``). A row written before
     kinds were stored alone holds a null for every other kind, at every level: those go."""
-    return read_input(without_nulls(stored))
+    return read_input(without_nulls(stored), stored=True)
 
 
 # -- pfs -----------------------------------------------------------------------------------------
@@ -168,6 +176,11 @@ class PfsInput(InputKind):
     def read(cls, value: Any, where: str, child: Reader) -> PfsInput:
         raw = typed(value, _RawPfs, f"{where}.")
         return cls.checked(raw.repo, raw.branch, raw.glob, raw.name, f"{where}.")
+
+    @classmethod
+    def load(cls, value: Any, where: str, child: Reader) -> PfsInput:
+        raw = typed(value, _RawPfs, f"{where}.")
+        return cls(repo=raw.repo, branch=raw.branch, glob=raw.glob, name=raw.name or raw.repo)
 
     def fragment(self) -> dict[str, str]:
         return {"repo": self.repo, "branch": self.branch, "glob": self.glob,

@@ -19,9 +19,17 @@ from pfsmount.errors import InvalidArgument
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.files import Data
 from scheduler.datums import DatumFile, Snapshot, datum_id, datums
-from scheduler.inputs import KINDS, Combined, InputKind, PfsInput, read_input, register
+from scheduler.inputs import (
+    KINDS,
+    Combined,
+    InputKind,
+    PfsInput,
+    crossed,
+    read_input,
+    register,
+)
 from scheduler.records import Pipeline
-from scheduler.spec import Spec, parse_specs
+from scheduler.spec import Spec, Transform, parse_specs
 
 BASE: dict[str, Any] = {"pipeline": {"name": "p"}, "transform": {"cmd": ["true"]}}
 
@@ -85,6 +93,17 @@ def test_a_row_stored_before_kinds_were_stored_alone_still_reads() -> None:
     spec = msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=Spec)
     assert spec.tree.branches() == ["a@master", "b@master"]
     assert [leaf.glob for leaf in spec.tree.leaves()] == ["/*", "/"]
+
+
+def test_what_pfsmount_stores_it_reads_back_where_a_user_may_not_write_it() -> None:
+    # A one-off job (create-job) pins each input to a commit id where a branch would be.
+    commit = "40603e533660430dafdfae71c6d0cec7"
+    spec = Spec(name="job-1", transform=Transform(cmd=["true"]), input=crossed(
+        [PfsInput(repo="a", branch=commit, glob="/", name="a")]).stored())
+    stored = msgspec.msgpack.decode(msgspec.msgpack.encode(spec), type=Spec)
+    assert stored.tree.branches() == [f"a@{commit}"]
+    with pytest.raises(InvalidArgument, match="would read as a commit id"):
+        parse_specs(json.dumps({**BASE, "input": spec.input}))
 
 
 # -- a toy kind, registered by a test ----------------------------------------------------------

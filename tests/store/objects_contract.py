@@ -5,7 +5,8 @@ readers and atomic puts, all through the backend a URL names.
 A backend's test module subclasses ``ObjectStoreContract`` as ``Test<Backend>Objects`` and
 gives it two things: ``url`` (a fixture: the URL of an empty store, after starting whatever
 server it needs) and ``truncate`` (damage: make an object shorter behind the backend's back,
-as a torn upload or a damaged disk would). Not collected itself (no ``test_`` prefix).
+as a torn upload or a damaged disk would). Not collected itself (no ``test_`` prefix). The
+last test runs a whole pfsmount store on the backend.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from pathlib import Path
 import pytest
 
 from pfsmount.errors import Corrupt
+from pfsmount.pfs import Pfs
+from pfsmount.pfs.files import Data
+from pfsmount.pfs.fsck import fsck
 from pfsmount.store.objects import ObjectStore, open_objects
 
 SIZE = 100_000
@@ -186,3 +190,26 @@ class ObjectStoreContract:
         watching.result()
         watcher.shutdown()
         assert sorted(store.list()) == [f"{i}.pack" for i in range(4)]
+
+    # -- a pfsmount store on it --------------------------------------------------------------
+
+    def test_a_store_keeps_its_packs_there(self, url: str, tmp_path: Path) -> None:
+        """A store opened on the URL seals its packs into the backend (another client of
+        the same URL lists them), reads its files back from there and checks clean."""
+        data = b"kept in the object store\n" * 10_000
+        pfs = Pfs(tmp_path / "root", open_objects(url))
+        try:
+            pfs.repos.create("data")
+            pfs.files.put("data@master", Data(data), path="f")
+            pfs.store.packs.seal()
+            other = open_objects(url)
+            try:
+                assert [Path(n).suffix for n in other.list()] == [".pack"]
+            finally:
+                other.close()
+            assert not (tmp_path / "root" / "packs").exists()
+            _, entry = pfs.files.open("data@master:/f")
+            assert b"".join(pfs.files.read(entry)) == data
+            assert fsck(pfs, verify_data=True).errors == []
+        finally:
+            pfs.close()

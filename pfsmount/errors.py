@@ -151,6 +151,16 @@ class StoreFull(PfsError):
                    "`pfsmount gc`) and try again")
 
 
+class StorageUnavailable(PfsError):
+    """The object store (S3) cannot be reached, refuses the credentials, or has no such
+    bucket: the data is not at fault, and fixing the server or the settings fixes it."""
+
+    code = "storage_unavailable"
+    status = 503
+    exit_code = 12
+    errno = errno.EIO
+
+
 class Internal(PfsError):
     code = "internal"
     status = 500
@@ -176,6 +186,7 @@ ERRORS: dict[str, type[PfsError]] = {
         DaemonRunning,
         Corrupt,
         StoreFull,
+        StorageUnavailable,
         Internal,
     )
 }

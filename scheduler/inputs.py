@@ -1,6 +1,6 @@
 """Input kinds: each kind of pipeline input is one class, registered in ``KINDS``.
 
-A kind knows four things, and nothing outside its class asks which kind an input is:
+A kind knows three things, and nothing outside its class asks which kind an input is:
 - how to read its fragment of a spec (``read``: ``input.pfs``, ``input.cross``...), refusing
   a wrong one with one line naming the field, and how to write it back (``fragment``);
 - the ``pfs`` leaves under it (``leaves``): the names at ``/pfs/<name>``, and through them the
@@ -11,7 +11,9 @@ A kind knows four things, and nothing outside its class asks which kind an input
 Built in: ``pfs`` (also spelled ``atom``, as 1.x did), ``cross`` and ``union`` as Pachyderm
 defines them, and 1.x's ``inputs`` list (``V1Inputs``), which is read from a field of the
 spec's own rather than under ``input``, and means its inputs crossed. A new kind is a class
-and a ``register`` call; the spec parser, datum listing and the engine pick it up.
+and a ``register`` call; the spec parser, datum listing and the engine pick it up. So would
+Pachyderm's others: ``join`` and ``group`` as ``Combined`` kinds over ``pfs`` inputs that
+carry ``join_on``/``group_by``, ``cron`` as a leaf naming its tick repo as a ``PfsInput``.
 
 An input is stored, and shown by the API, as a spec writes it: ``{kind: fragment}``, checked
 and with defaults filled in; ``load`` reads that back. Nothing here touches storage or runs

@@ -21,9 +21,6 @@ import pytest
 from obstore.store import S3Store
 
 from pfsmount.errors import InvalidArgument, StorageUnavailable
-from pfsmount.pfs import Pfs
-from pfsmount.pfs.files import Data
-from pfsmount.pfs.fsck import fsck
 from pfsmount.store.objects import ObjectStore, open_objects
 from pfsmount.store.s3 import S3ObjectStore, S3Settings
 from tests.s3 import SeaweedS3
@@ -260,24 +257,3 @@ def test_reads_ride_out_a_server_that_is_briefly_away(aws_env: SeaweedS3, bucket
         back.join()
         outage.down()
     assert time.monotonic() - t0 >= 1.4  # it did wait for the server
-
-
-# -- a pfsmount store on S3 --------------------------------------------------------------------
-
-
-def test_a_store_keeps_its_packs_in_s3(aws_env: SeaweedS3, bucket: str,
-                                       tmp_path: Path) -> None:
-    url = fresh_url(bucket)
-    pfs = Pfs(tmp_path / "root", open_objects(url))
-    try:
-        pfs.repos.create("data")
-        pfs.files.put("data@master", Data(b"packed in s3\n" * 10_000), path="f")
-        pfs.store.packs.seal()
-        names = [m["path"] for batch in obstore.list(raw(aws_env, url)) for m in batch]
-        assert [Path(n).suffix for n in names] == [".pack"]
-        assert not (tmp_path / "root" / "packs").exists()
-        _, entry = pfs.files.open("data@master:/f")
-        assert b"".join(pfs.files.read(entry)) == b"packed in s3\n" * 10_000
-        assert fsck(pfs, verify_data=True).errors == []
-    finally:
-        pfs.close()

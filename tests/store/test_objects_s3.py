@@ -1,7 +1,8 @@
 """The S3 backend (``s3://``) against the object store contract on a real SeaweedFS server
 (``tests/s3.py``), and what a user meets around it: settings read the way AWS tools read
-them, one clear error for a server that is down, a wrong key or a missing bucket, retries
-that ride out a server restart, and a pfsmount store whose packs live in S3.
+them, one clear error for a server that is down, a wrong key or a missing bucket, and
+retries that ride out a short outage. (The contract's last test runs a whole pfsmount store
+on S3.)
 
 Each test gets a prefix of its own in one bucket, so they share the session's server and
 never see each other's objects.

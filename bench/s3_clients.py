@@ -157,6 +157,11 @@ def measured(fn: Callable[[], Any]) -> tuple[float, float]:
 def main() -> None:
     p = c.parser(__doc__.splitlines()[0])
     args = c.finish_args(p.parse_args())
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        sys.exit("s3_clients.py measures boto3 too: .venv/bin/pip install boto3 "
+                 "(it is in the bench extra)")
     large = (256 if args.quick else 1024) << 20
     count = 16 if args.quick else 64
     ranges = 500 if args.quick else 2000

@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from pfsmount.errors import InvalidArgument, PfsError, TooLarge
 
-from .wire import API_PREFIX, NoArgs, encode, encode_line, error_body, to_wire
+from .wire import API_PREFIX, NoArgs, encode, encode_line, error_body, same_encoding, to_wire
 
 log = logging.getLogger("pfsmount.api")
 MAX_BODY = 16 << 20  # bytes of a JSON request body (a pipeline spec file is far smaller)
@@ -243,9 +243,16 @@ def ndjson(items: Iterable[Any], kind: Any) -> StreamingResponse:
     def lines() -> Iterator[bytes]:
         batch: list[bytes] = []
         size = 16
+        plain: Any = None  # items of this type encode as ``kind`` does: no copy (to_wire)
         try:
             for item in items:
-                batch.append(encode_line(to_wire(item, kind)))
+                if type(item) is not plain:
+                    record: Any = type(item)
+                    if isinstance(kind, type) and same_encoding(record, kind):
+                        plain = record
+                    else:
+                        item = to_wire(item, kind)
+                batch.append(encode_line(item))
                 if len(batch) >= size:
                     yield b"".join(batch)
                     batch.clear()

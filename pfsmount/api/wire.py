@@ -18,7 +18,8 @@ Nothing here reads storage or imports the model; it must stay cheap to import (t
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import functools
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 
@@ -46,8 +47,45 @@ def doc(text: str) -> msgspec.Meta:
 
 
 def to_wire(value: Any, kind: Any) -> Any:
-    """``value`` (records, lists of them, dicts) in the wire shape ``kind``, field by field."""
+    """``value`` (records, lists of them, dicts) in the wire shape ``kind``, field by field.
+
+    A record whose type encodes exactly as ``kind`` (``same_encoding``) is returned as it is:
+    a listing of a million files pays for no copy while the two shapes agree, and the day a
+    stored record changes, its values are converted without anyone asking.
+    """
+    record: Any = type(value)
+    if isinstance(kind, type) and same_encoding(record, kind):
+        return value
     return msgspec.convert(value, kind, from_attributes=True)
+
+
+@functools.cache
+def same_encoding(record: Any, wire: Any) -> bool:
+    """Whether values of ``record`` encode to the same JSON as ``wire``: the same fields in
+    the same order, of the same types (structs compared the same way), with the same
+    encoding options. Defaults matter only where ``omit_defaults`` is on, so it must be off."""
+    if record is wire:
+        return True
+    if get_origin(record) is Annotated:
+        return same_encoding(get_args(record)[0], wire)
+    if get_origin(wire) is Annotated:
+        return same_encoding(record, get_args(wire)[0])
+    structs = [isinstance(t, type) and issubclass(t, msgspec.Struct) for t in (record, wire)]
+    if all(structs):
+        ours, theirs = record.__struct_config__, wire.__struct_config__
+        options = ("omit_defaults", "array_like", "tag", "tag_field")
+        a, b = msgspec.structs.fields(record), msgspec.structs.fields(wire)
+        return (all(getattr(ours, o) == getattr(theirs, o) for o in options)
+                and not ours.omit_defaults and len(a) == len(b)
+                and all(x.encode_name == y.encode_name and same_encoding(x.type, y.type)
+                        for x, y in zip(a, b, strict=True)))
+    if any(structs):
+        return False
+    ra, wa = get_args(record), get_args(wire)
+    if ra or wa:  # unions, containers, literals
+        return (get_origin(record) == get_origin(wire) and len(ra) == len(wa)
+                and all(same_encoding(x, y) for x, y in zip(ra, wa, strict=True)))
+    return bool(record == wire)
 
 
 # -- answers ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pfsmount.fuse.mount import mount_service
 from pfsmount.pfs import Pfs
 from scheduler.engine import Scheduler
 
-EXECUTORS = ("local",)  # what may run datums (a DatumExecutor each, once the seam lands)
+EXECUTORS = ("local",)  # the names a config may give for what runs datums
 
 
 def run(config: DaemonConfig) -> None:
@@ -31,7 +31,8 @@ def run(config: DaemonConfig) -> None:
     with daemon.locked():  # the store is this daemon's alone from here on
         pfs = Pfs.open(lay.store, config.storage_url)
         try:
-            scheduler = Scheduler(pfs, lay.root, mount)
+            # "local" is the scheduler's own executor (None); another is made here by name.
+            scheduler = Scheduler(pfs, lay.root, mount, executor=None)
             services: list[Service] = []
             if mount is not None:
                 services.append(mount_service(pfs, mount, lay.mount_staging,

@@ -47,6 +47,8 @@ BARRIERED = {
 
 
 class Parts(NamedTuple):
+    """The model's parts as they are, beneath the barrier (``Pfs.direct``)."""
+
     repos: Repos
     commits: Commits
     files: Files

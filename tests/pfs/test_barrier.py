@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pfsmount.pfs import Event, Pfs
 from pfsmount.pfs.fsck import fsck
+from pfsmount.pfs.system import BARRIERED
 from pfsmount.store import KIND_FILE, Entry, WriteBatch
 
 
@@ -61,3 +62,20 @@ def test_a_listener_of_the_flush_reads_the_model_without_waiting_for_itself(
     assert seen == [5]
     assert fsck(pfs, verify_data=True).errors == []
     pfs.close()
+
+
+def test_every_operation_is_behind_the_barrier_or_takes_what_its_caller_holds(pfs: Pfs) -> None:
+    """A new operation is placed on purpose: behind the barrier if it names a branch or
+    commit (``system.BARRIERED``), or among these, which read what the caller holds (an
+    entry, a transaction, a batch) and may run inside a write transaction."""
+    beneath = {
+        type(part).__name__: {n for n in dir(part) if not n.startswith("_")
+                              and callable(getattr(part, n))} - BARRIERED[type(part)]
+        for part in pfs.direct
+    }
+    assert beneath == {
+        "Repos": {"readers"},
+        "Commits": {"open_locked", "finish_locked", "writable_locked"},
+        "Files": {"check_writable", "ingest_tree", "space", "read_failed", "leaving", "read",
+                  "copy_to", "describe"},
+    }

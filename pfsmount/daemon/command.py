@@ -17,9 +17,10 @@ from pfsmount.errors import PfsError
 
 
 def argv(config: DaemonConfig) -> list[str]:
-    """The command that runs a daemon of ``config`` (with this Python)."""
+    """The command that runs a daemon of ``config`` with this Python. ``-P``: the user's
+    working directory is not searched for modules (a ``trio.py`` there must not load)."""
     where = ["--mount", str(config.mountpoint)] if config.mountpoint else ["--no-mount"]
-    return [sys.executable, "-m", "pfsmount.daemon", "--root", str(config.root), *where,
+    return [sys.executable, "-P", "-m", "pfsmount.daemon", "--root", str(config.root), *where,
             *(["--allow-other"] if config.allow_other else []),
             *(["--storage", config.storage] if config.storage else []),
             "--executor", config.executor]

@@ -3,8 +3,9 @@
 ``mount_service`` returns the async function the daemon runs in its nursery. It clears a
 stale mount left by a crashed daemon, mounts with pyfuse3, raises the mount's readahead,
 and runs the invalidator: when a branch changes other than through this mount (an API put,
-a pipeline, a deleted commit), the kernel is told at once which inodes and names are stale,
-found by diffing the branch's old and new trees.
+a pipeline, a deleted commit), the kernel is told at once which inodes and names are stale:
+the view model (``pfs.view``) says which paths changed, the inode table which of them the
+kernel holds. Nothing here reads the store.
 """
 
 from __future__ import annotations

@@ -232,8 +232,7 @@ class Overlay:
     async def _store(self, fid: int, dirty: Dirty) -> None:
         if dirty.error:  # its bytes are not what was written: the close fails, see ``Dirty``
             raise Failed(dirty.error)
-        _, unlinked = self.inodes.where(fid)
-        if unlinked or not dirty.changed:
+        if not dirty.changed or self.inodes.where(fid)[1]:  # unchanged, or unlinked
             return
         batch = WriteBatch()
         dirty.changed = False  # a write landing while this one is stored marks it again

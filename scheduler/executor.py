@@ -109,8 +109,9 @@ class DatumExecutor(Protocol):
     """Runs datums. ``run`` takes a job's tasks and yields each one's outcome in task order
     as they finish, at most ``parallelism`` running at once, with the content an outcome's
     manifest names staged in the model (``Staged``: the engine lands it with the datum's
-    record) or None when the task did not succeed. ``cancel`` stops a job's running tasks
-    and those not started yet (their outcomes say ``stopped``)."""
+    record) or None when the task did not succeed. ``cancel`` stops the tasks of a job
+    that ``run`` took and that have not finished (their outcomes say ``stopped``); the
+    caller sees to a cancel that comes before ``run``."""
 
     def run(self, tasks: Sequence[DatumTask], parallelism: int
             ) -> Iterator[tuple[DatumOutcome, Staged | None]]: ...

@@ -134,7 +134,10 @@ class Jobs:
         failure: str | None = None
         unsaved: list[tuple[str, _Outputs, Staged]] = []
         last_save = time.monotonic()
-        for outcome, staged in self.executor.run(todo, spec.parallelism):
+        outcomes = self.executor.run(todo, spec.parallelism)
+        if cancel.is_set():  # stopped before the executor took the tasks
+            self.executor.cancel(job.id)
+        for outcome, staged in outcomes:
             if outcome.state != "success" or staged is None:
                 job.failed += 1
                 failure = failure or f"datum {outcome.datum} failed after " \

@@ -43,16 +43,22 @@ class LocalExecutor:
         """Remove what an earlier daemon left in the scratch space."""
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def _stop(self, job: str) -> threading.Event:
-        with self._lock:
-            return self._stops.setdefault(job, threading.Event())
-
     def cancel(self, job: str) -> None:
-        self._stop(job).set()
+        with self._lock:
+            stop = self._stops.get(job)
+        if stop is not None:
+            stop.set()
 
     def run(self, tasks: Sequence[DatumTask], parallelism: int
             ) -> Iterator[tuple[DatumOutcome, Staged | None]]:
         jobs = {t.job for t in tasks}
+        with self._lock:  # from now on, ``cancel`` reaches these tasks
+            for job in jobs:
+                self._stops.setdefault(job, threading.Event())
+        return self._run(tasks, parallelism, jobs)
+
+    def _run(self, tasks: Sequence[DatumTask], parallelism: int, jobs: set[str]
+             ) -> Iterator[tuple[DatumOutcome, Staged | None]]:
         try:
             with ThreadPoolExecutor(parallelism) as pool:
                 yield from pool.map(self.run_one, tasks)
@@ -65,7 +71,8 @@ class LocalExecutor:
 
     def run_one(self, t: DatumTask) -> tuple[DatumOutcome, Staged | None]:
         """Run one task with its tries: the outcome, and its outputs' staged content."""
-        stop = self._stop(t.job)
+        with self._lock:
+            stop = self._stops.get(t.job) or threading.Event()  # run alone: no cancel
         if stop.is_set():  # a stopped job drains its queue without starting anything
             return DatumOutcome(datum=t.datum, state="stopped", code=None, log=""), None
         scratch = self.work / t.job / t.datum

@@ -4,6 +4,8 @@ bubblewrap, real store), and the scheduler's state tables checked by ``fsck``.""
 from __future__ import annotations
 
 import pickle
+import threading
+import time
 from pathlib import Path
 
 from pfsmount.pfs import Pfs
@@ -76,5 +78,37 @@ def test_fsck_names_a_datum_result_whose_output_content_is_missing(tmp_path: Pat
         errors = fsck(pfs).errors
         assert errors == ["pipeline bad: its record cannot be read",
                           "datum p spec d1: the content of its output /out/x is missing"]
+    finally:
+        pfs.close()
+
+
+def test_cancel_stops_a_jobs_running_and_waiting_tasks(tmp_path: Path) -> None:
+    require_bwrap()
+    root = tmp_path / "root"
+    pfs = Pfs(root)
+    try:
+        pfs.repos.create("src")
+        commit = pfs.files.put("src@master:/a.txt", Data(b"x\n")).id
+        digest = pfs.files.inspect(f"src@{commit}", "/a.txt").hash
+        executor = LocalExecutor(pfs, root, None)
+        tasks = [_task(commit, digest, f"d{n}", "echo started; sleep 60") for n in range(3)]
+        outcomes = executor.run(tasks, 1)
+        executor.cancel("other-job")  # another job's cancel reaches none of these
+        log = root / "logs/p/j1/d0.log"
+
+        def stop_once_running() -> None:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (
+                    log.exists() and "started" in log.read_text()):
+                time.sleep(0.05)
+            executor.cancel("j1")
+
+        threading.Thread(target=stop_once_running).start()
+        started = time.monotonic()
+        states = [(o.state, staged) for o, staged in outcomes]
+        assert time.monotonic() - started < 45
+        assert states == [("stopped", None)] * 3
+        assert "[pfsmount] job stopped" in log.read_text()
+        assert not (root / "logs/p/j1/d1.log").exists()  # never started
     finally:
         pfs.close()

@@ -163,7 +163,8 @@ class Overlay:
             dirty = Dirty(self.staging, stored.mode)
             if not truncate and stored.size:
                 try:
-                    await trio.to_thread.run_sync(dirty.fill, self.pfs.files.read(stored))
+                    await trio.to_thread.run_sync(dirty.fill,
+                                               self.pfs.direct.files.read(stored))
                 except BaseException:
                     dirty.close()  # its staging file holds space until closed
                     raise

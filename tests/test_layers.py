@@ -61,7 +61,7 @@ def project_modules() -> dict[str, Path]:
 
 
 def imports_of(module: str, path: Path) -> set[str]:
-    found = set()
+    found: set[str] = set()
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):

@@ -1,9 +1,10 @@
 """Datums: how a job's input commits split into units of work, and each unit's identity.
 
 Each input kind (``scheduler.inputs``) makes its datums from a ``Snapshot`` of the job's input
-commits: a ``pfs`` input's glob picks files or directories of its commit, each match a datum;
-``cross`` takes every combination of its children's datums, ``union`` all of them in turn,
-as Pachyderm does. A datum's id hashes its inputs' names, paths and content hashes (not
+commits: a ``pfs`` input's glob (``scheduler.glob``) picks files or directories of its commit,
+each match a datum; ``cross`` takes every combination of its children's datums, ``union`` all
+of them in turn, ``join`` and ``group`` match files by the keys their globs capture, as
+Pachyderm does. A datum's id hashes its inputs' names, paths and content hashes (not
 commit ids), so the same data in a later commit is the same datum and can be skipped.
 """
 
@@ -15,8 +16,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from pfsmount.pfs.model import FileInfo
 
+Captures = tuple[str, ...]
+
 if TYPE_CHECKING:  # the spec reader (and so the CLI) imports this module: keep it light
     from pfsmount.pfs import Pfs
+    from scheduler.glob import Glob
     from scheduler.inputs import InputKind
 
 
@@ -27,6 +31,8 @@ class DatumFile(NamedTuple):
     path: str  # "/a/b" within the repo; "/" for the whole commit
     hash: str
     type: str  # "file", "dir" or "symlink"
+    join_on: str = ""  # its key in a join: the input's ``join_on`` over its glob's captures
+    group_by: str = ""  # its key in a group, likewise
 
 
 class Datum(NamedTuple):
@@ -45,8 +51,13 @@ class Snapshot:
     def commit(self, repo: str, branch: str) -> str | None:
         return self._commits.get(f"{repo}@{branch}")
 
-    def glob(self, repo: str, commit: str, pattern: str) -> Iterator[FileInfo]:
-        return self._pfs.files.glob(f"{repo}@{commit}", pattern)
+    def glob(self, repo: str, commit: str, glob: Glob) -> Iterator[tuple[FileInfo, Captures]]:
+        """The entries of ``repo@commit`` that ``glob`` matches, each with its captures: the
+        store walks the levels ``glob.scan`` names, the pattern decides."""
+        for info in self._pfs.files.glob(f"{repo}@{commit}", glob.scan):
+            captures = glob.match(info.path)
+            if captures is not None:
+                yield info, captures
 
 
 def datum_id(files: tuple[DatumFile, ...]) -> str:

@@ -8,12 +8,13 @@ A kind knows three things, and nothing outside its class asks which kind an inpu
   pipeline's provenance, what triggers its jobs, the commits a job pins);
 - its datums, from a ``Snapshot`` of a job's input commits (``datums``).
 
-Built in: ``pfs`` (also spelled ``atom``, as 1.x did), ``cross`` and ``union`` as Pachyderm
-defines them, and 1.x's ``inputs`` list (``V1Inputs``), which is read from a field of the
-spec's own rather than under ``input``, and means its inputs crossed. A new kind is a class
-and a ``register`` call; the spec parser, datum listing and the engine pick it up. So would
-Pachyderm's others: ``join`` and ``group`` as ``Combined`` kinds over ``pfs`` inputs that
-carry ``join_on``/``group_by``, ``cron`` as a leaf naming its tick repo as a ``PfsInput``.
+Built in: ``pfs`` (also spelled ``atom``, as 1.x did), ``cross``, ``union``, ``join`` and
+``group`` as Pachyderm defines them (``Combined`` kinds; ``join``/``group`` match the files of
+their ``pfs`` leaves by the key each leaf's ``join_on``/``group_by`` makes of its glob's
+capture groups, see ``scheduler.glob``), and 1.x's ``inputs`` list (``V1Inputs``), which is
+read from a field of the spec's own rather than under ``input``, and means its inputs crossed.
+A new kind is a class and a ``register`` call; the spec parser, datum listing and the engine
+pick it up. So would Pachyderm's ``cron``, as a leaf naming its tick repo as a ``PfsInput``.
 
 An input is stored, and shown by the API, as a spec writes it: ``{kind: fragment}``, checked
 and with defaults filled in; ``load`` reads that back. Nothing here touches storage or runs
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 from typing import Any, ClassVar, Literal
 
@@ -34,6 +35,7 @@ from pfsmount.errors import InvalidArgument
 from pfsmount.pfs.refs import check_name
 from scheduler.datums import DatumFile, Snapshot
 from scheduler.fields import Name, typed, without_nulls
+from scheduler.glob import check_template, compile_glob, expand
 
 Files = tuple[DatumFile, ...]  # one datum's files, before it is named
 Reader = Callable[[Any, str], "InputKind"]  # reads a nested input at a path: ``input.cross[0]``
@@ -84,6 +86,16 @@ class InputKind(ABC):
         """``repo@branch`` of each branch whose commits it reads, each once."""
         return list(dict.fromkeys(f"{leaf.repo}@{leaf.branch}" for leaf in self.leaves()))
 
+    def made_repos(self) -> list[str]:
+        """Repos this input makes for its pipeline (a cron's tick repo): created with the
+        pipeline, deleted with it, and not required to exist before it."""
+        return [repo for child in self.children() for repo in child.made_repos()]
+
+    def for_pipeline(self, pipeline: str) -> InputKind:
+        """This input as pipeline ``pipeline`` reads it: defaults that derive from the
+        pipeline's name filled in (a cron's tick repo, ``<pipeline>_<name>``)."""
+        return self
+
     @abstractmethod
     def datums(self, snapshot: Snapshot) -> list[Files]:
         """Its datums over one job's input commits, in a stable order."""
@@ -125,7 +137,23 @@ def read_input(raw: Any, where: str = "input", depth: int = 0, stored: bool = Fa
         raise InvalidArgument(f"spec field {where}.{key} is not supported "
                               f"(use {', '.join(most)} or {last})")
     how = kind.load if stored else kind.read
-    return how(value, f"{where}.{key}", lambda v, at: read_input(v, at, depth + 1, stored))
+    node = how(value, f"{where}.{key}", lambda v, at: read_input(v, at, depth + 1, stored))
+    if where == "input" and not stored:  # a spec's whole input
+        _check_keys(node, where)
+    return node
+
+
+def _check_keys(node: InputKind, where: str, under: frozenset[str] = frozenset()) -> None:
+    """A ``join_on``/``outer_join`` only under a ``join``, a ``group_by`` only under a
+    ``group``: anywhere else Pachyderm would ignore it, and a field is never ignored here."""
+    if isinstance(node, PfsInput):
+        for field, kind in (("join_on", "join"), ("outer_join", "join"), ("group_by", "group")):
+            if getattr(node, field) and kind not in under:
+                raise InvalidArgument(f"spec field {field} of input {node.name} has a meaning "
+                                      f"only under input.{kind}, and {node.name} is not in one")
+        return
+    for child in node.children():
+        _check_keys(child, where, under | {node.key})
 
 
 def load(stored: dict[str, Any]) -> InputKind:
@@ -142,21 +170,26 @@ class _RawPfs(msgspec.Struct, forbid_unknown_fields=True):
     branch: Name = "master"
     glob: str = "/*"
     name: str = ""
+    join_on: str = ""
+    outer_join: bool = False
+    group_by: str = ""
+    empty_files: bool = False
+    lazy: bool = False
+    s3: bool = False
 
 
-def _glob(glob: str, where: str) -> str:
-    parts = [p for p in glob.split("/") if p]
-    if not glob.startswith("/") or ".." in parts or any(p in ("", ".") for p in parts):
-        raise InvalidArgument(f"spec field {where}glob {glob!r} must be like / or /* or /*/*")
-    if glob.count("[") != glob.count("]"):
-        raise InvalidArgument(f"spec field {where}glob {glob!r} has an unclosed '['")
-    return glob
+_KEYS = ("join_on", "outer_join", "group_by", "empty_files", "lazy")  # shown only when set
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
 class PfsInput(InputKind):
-    """A branch of a repo, split into datums by a glob: each match is a datum."""
+    """A branch of a repo, split into datums by a glob (``scheduler.glob``): each match is a
+    datum. Under a ``join`` or ``group`` its ``join_on``/``group_by`` makes each match's key
+    from the glob's capture groups. ``empty_files`` shows its files empty (the datum sees
+    names only). ``lazy`` is accepted and changes nothing: a datum reads its inputs through
+    the mount, which fetches bytes only when they are read, so every input is lazy already.
+    ``s3`` (an input served over an S3 gateway) is refused."""
 
     key = "pfs"
     spellings = ("atom",)
@@ -164,29 +197,45 @@ class PfsInput(InputKind):
     branch: str = "master"
     glob: str = "/*"
     name: str = ""  # defaults to the repo
+    join_on: str = ""
+    outer_join: bool = False
+    group_by: str = ""
+    empty_files: bool = False
+    lazy: bool = False
 
     @classmethod
-    def checked(cls, repo: str, branch: str, glob: str, name: str, where: str) -> PfsInput:
-        """A pfs input whose names are names (an input name is a directory under /pfs);
-        ``where`` prefixes the glob's field in errors (``input.pfs.``)."""
+    def checked(cls, repo: str, branch: str, glob: str, name: str, where: str,
+                **keys: Any) -> PfsInput:
+        """A pfs input whose names are names (an input name is a directory under /pfs) and
+        whose glob, ``join_on`` and ``group_by`` mean something; ``where`` prefixes the
+        fields in errors (``input.pfs.``)."""
         check_name("repo", repo)
         check_name("branch", branch)
         check_name("input", name or repo)
-        return cls(repo=repo, branch=branch, glob=_glob(glob, where), name=name or repo)
+        pattern = compile_glob(glob, where)
+        for field in ("join_on", "group_by"):
+            if keys.get(field):
+                check_template(keys[field], pattern, f"{where}{field}")
+        return cls(repo=repo, branch=branch, glob=glob, name=name or repo, **keys)
 
     @classmethod
     def read(cls, value: Any, where: str, child: Reader) -> PfsInput:
         raw = typed(value, _RawPfs, f"{where}.")
-        return cls.checked(raw.repo, raw.branch, raw.glob, raw.name, f"{where}.")
+        if raw.s3:
+            raise InvalidArgument(f"spec field {where}.s3 is not supported by pfsmount (an "
+                                  "S3 gateway per input): read the input at /pfs/<name>")
+        return cls.checked(raw.repo, raw.branch, raw.glob, raw.name, f"{where}.",
+                           **{k: getattr(raw, k) for k in _KEYS})
 
     @classmethod
     def load(cls, value: Any, where: str, child: Reader) -> PfsInput:
         raw = typed(value, _RawPfs, f"{where}.")
-        return cls(repo=raw.repo, branch=raw.branch, glob=raw.glob, name=raw.name or raw.repo)
+        return cls(repo=raw.repo, branch=raw.branch, glob=raw.glob, name=raw.name or raw.repo,
+                   **{k: getattr(raw, k) for k in _KEYS})
 
-    def fragment(self) -> dict[str, str]:
+    def fragment(self) -> dict[str, Any]:
         return {"repo": self.repo, "branch": self.branch, "glob": self.glob,
-                "name": self.name}
+                "name": self.name, **{k: getattr(self, k) for k in _KEYS if getattr(self, k)}}
 
     def leaves(self) -> list[PfsInput]:
         return [self]
@@ -195,8 +244,11 @@ class PfsInput(InputKind):
         commit = snapshot.commit(self.repo, self.branch)
         if commit is None:
             return []
-        return [(DatumFile(self.name, self.repo, commit, info.path, info.hash, info.type),)
-                for info in snapshot.glob(self.repo, commit, self.glob)]
+        return [(DatumFile(self.name, self.repo, commit, info.path, info.hash, info.type,
+                           join_on=expand(self.join_on, captures) if self.join_on else "",
+                           group_by=expand(self.group_by, captures) if self.group_by else ""),)
+                for info, captures in snapshot.glob(self.repo, commit,
+                                                    compile_glob(self.glob))]
 
 
 # -- inputs of inputs ----------------------------------------------------------------------------
@@ -219,6 +271,9 @@ class Combined(InputKind):
 
     def children(self) -> Sequence[InputKind]:
         return self.inputs
+
+    def for_pipeline(self, pipeline: str) -> InputKind:
+        return replace(self, inputs=tuple(i.for_pipeline(pipeline) for i in self.inputs))
 
 
 @register
@@ -243,6 +298,71 @@ class Union(Combined):
 
     def datums(self, snapshot: Snapshot) -> list[Files]:
         return [files for inp in self.inputs for files in inp.datums(snapshot)]
+
+
+class _Keyed(Combined):
+    """``join`` and ``group``: inputs whose every ``pfs`` leaf keys its files by a template
+    over its glob's capture groups (``field``)."""
+
+    field: ClassVar[str]
+
+    @classmethod
+    def read(cls, value: Any, where: str, child: Reader) -> InputKind:
+        node = super().read(value, where, child)
+        for i, inp in enumerate(node.children()):
+            for leaf in inp.leaves():
+                if not getattr(leaf, cls.field):
+                    field = f"{where}[{i}].pfs.{cls.field}" if inp is leaf else \
+                        f"{cls.field} of input {leaf.name} in {where}[{i}]"
+                    raise InvalidArgument(
+                        f"spec field {field} is missing: a {cls.key} matches files by a "
+                        f"capture group of their glob (like glob /(*).txt with "
+                        f"{cls.field} $1)")
+        return node
+
+
+@register
+@dataclass(frozen=True)
+class Join(_Keyed):
+    """Files of its inputs whose ``join_on`` keys are equal, every combination of one file
+    of each input per key (a cross per key), keys in order. A key some input lacks makes
+    datums only when an input that has it sets ``outer_join``, of the inputs that have it."""
+
+    key = "join"
+    field = "join_on"
+
+    def datums(self, snapshot: Snapshot) -> list[Files]:
+        keyed: dict[str, list[list[DatumFile]]] = {}
+        for i, inp in enumerate(self.inputs):
+            for files in inp.datums(snapshot):
+                for f in files:
+                    keyed.setdefault(f.join_on, [[] for _ in self.inputs])[i].append(f)
+        outer = [all(leaf.outer_join for leaf in inp.leaves()) for inp in self.inputs]
+        out: list[Files] = []
+        for key in sorted(keyed):
+            have = [i for i, files in enumerate(keyed[key]) if files]
+            if len(have) < len(self.inputs) and not any(outer[i] for i in have):
+                continue
+            out += [tuple(combo) for combo in product(*(keyed[key][i] for i in have))]
+        return out
+
+
+@register
+@dataclass(frozen=True)
+class Group(_Keyed):
+    """One datum per ``group_by`` key, holding every file of every input with that key,
+    keys in order."""
+
+    key = "group"
+    field = "group_by"
+
+    def datums(self, snapshot: Snapshot) -> list[Files]:
+        groups: dict[str, list[DatumFile]] = {}
+        for inp in self.inputs:
+            for files in inp.datums(snapshot):
+                for f in files:
+                    groups.setdefault(f.group_by, []).append(f)
+        return [tuple(groups[key]) for key in sorted(groups)]
 
 
 def crossed(leaves: Sequence[PfsInput]) -> InputKind:
@@ -394,5 +514,6 @@ class V1Inputs(InputKind):
         return self.tree.datums(snapshot)
 
 
-__all__ = ["KINDS", "V1", "Cross", "InputKind", "Method", "PfsInput", "Snapshot", "Union",
-           "V1Input", "V1Inputs", "crossed", "load", "read_input", "register"]
+__all__ = ["KINDS", "V1", "Cross", "Group", "InputKind", "Join", "Method", "PfsInput",
+           "Snapshot", "Union", "V1Input", "V1Inputs", "crossed", "load", "read_input",
+           "register"]

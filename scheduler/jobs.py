@@ -26,6 +26,7 @@ from pfsmount.pfs import Commit, Pfs
 from pfsmount.pfs.state import KIND_FILE, KIND_LINK, Change, Entry, Scope, Staged
 from scheduler import legacy
 from scheduler.datums import Datum, datums
+from scheduler.environment import datum_env, inside
 from scheduler.executor import DatumExecutor, DatumOutcome, DatumTask, InputRef, Piece
 from scheduler.records import DatumResult, Job, Records
 from scheduler.spec import Spec
@@ -63,15 +64,14 @@ class Jobs:
     # -- tasks -------------------------------------------------------------------------------
 
     def datum_task(self, job: Job, spec: Spec, d: Datum) -> DatumTask:
-        """A datum's task: each input file set at ``/pfs/<input>[/path]``, named by
-        ``$<input>``."""
+        """A datum's task: each input file set at ``/pfs/<input>[/path]``, in the
+        environment Pachyderm gives a datum (``scheduler.environment``)."""
         inputs = [InputRef(name=f.input, repo=f.repo, commit=f.commit, path=f.path,
-                           hash=f.hash, type=f.type,
-                           inside=f"/pfs/{f.input}{f.path if f.path != '/' else ''}")
+                           hash=f.hash, type=f.type, inside=inside(f))
                   for f in d.files]
         return self._task(job, spec, d.id, [f"{f.input}={f.repo}@{f.commit}:{f.path}"
                                             for f in d.files],
-                          inputs, {i.name: i.inside for i in inputs})
+                          inputs, datum_env(d.files, d.id, job.id, spec.name))
 
     def shard_task(self, job: Job, spec: Spec, shard: legacy.Shard, prev: str | None
                    ) -> DatumTask:

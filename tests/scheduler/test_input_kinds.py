@@ -40,6 +40,10 @@ EXAMPLES: dict[str, Any] = {
     "cross": [{"pfs": {"repo": "a"}}, {"atom": {"repo": "b", "glob": "/"}}],
     "union": [{"pfs": {"repo": "a", "name": "x"}},
               {"cross": [{"pfs": {"repo": "b", "name": "x"}}, {"pfs": {"repo": "c"}}]}],
+    "join": [{"pfs": {"repo": "a", "glob": "/(*).txt", "join_on": "$1"}},
+             {"pfs": {"repo": "b", "glob": "/*/(*).txt", "join_on": "$1", "outer_join": True}}],
+    "group": [{"pfs": {"repo": "a", "glob": "/*-(*)-*.txt", "group_by": "$1"}},
+              {"pfs": {"repo": "b", "glob": "/(*)/*", "group_by": "$1", "lazy": True}}],
     "inputs": [{"repo": {"name": "a"}, "method": "reduce"},
                {"repo": {"name": "b"}, "method": {"partition": "FILE", "incremental": True},
                 "run_empty": True}],
@@ -136,8 +140,11 @@ ZIPPED = {**BASE, "input": {"zip": [{"pfs": {"repo": "letters"}},
 def test_a_kind_not_registered_is_refused_by_name() -> None:
     with pytest.raises(InvalidArgument) as info:
         parse_specs(json.dumps(ZIPPED))
-    assert info.value.message == ("spec field input.zip is not supported "
-                                  "(use pfs, atom, cross or union)")
+    # The kinds it names are those registered, each with its other spellings.
+    names = [n for kind in KINDS.values() if kind.in_input for n in (kind.key, *kind.spellings)]
+    assert names[:6] == ["pfs", "atom", "cross", "union", "join", "group"]
+    assert info.value.message == (f"spec field input.zip is not supported "
+                                  f"(use {', '.join(names[:-1])} or {names[-1]})")
 
 
 def test_a_registered_kind_is_read_stored_and_split_into_datums(
@@ -158,7 +165,8 @@ def test_a_registered_kind_is_read_stored_and_split_into_datums(
     assert info.value.message.startswith("spec field input.zip[0].pfs.glob 'x'")
     with pytest.raises(InvalidArgument) as info:
         parse_specs(json.dumps({**BASE, "input": {}}))
-    assert info.value.message.endswith("exactly one of pfs, atom, cross, union, zip")
+    message = info.value.message
+    assert message.endswith(", zip") and "exactly one of pfs, atom," in message
 
     for repo, files in (("letters", ["a", "b", "c"]), ("numbers", ["1", "2"])):
         pfs.repos.create(repo)

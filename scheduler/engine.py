@@ -144,16 +144,20 @@ class Scheduler:
 
     async def _dispatch(self) -> None:
         locks: dict[str, trio.Lock] = {}
-        async with trio.open_nursery() as nursery:
-            try:
-                async for job_id in self._queue_recv:
-                    with self.state.read() as scope:
-                        pipeline = self.records.job(scope, job_id).pipeline
-                    lock = locks.setdefault(pipeline, trio.Lock())
-                    nursery.start_soon(self._run_job, lock, job_id)
-            except trio.Cancelled:  # the daemon stops: a one-off job may run for ever
-                self._stop_one_off_jobs()
-                raise
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    async for job_id in self._queue_recv:
+                        with self.state.read() as scope:
+                            pipeline = self.records.job(scope, job_id).pipeline
+                        lock = locks.setdefault(pipeline, trio.Lock())
+                        nursery.start_soon(self._run_job, lock, job_id)
+                except trio.Cancelled:  # the daemon stops: a one-off job may run for ever
+                    self._stop_one_off_jobs()
+                    raise
+        finally:  # every job has ended: no container of theirs outlives the daemon
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.local.close)
 
     def _stop_one_off_jobs(self) -> None:
         """Stop the running one-off jobs (``create-job``; a served notebook, say), so that

@@ -35,13 +35,20 @@ class LocalExecutor:
         # The daemon's own places, which the sandbox covers (and a reproduction names).
         self.hidden = (root, *([mountpoint] if mountpoint else []))
         self.sandbox = SandboxRunner(hidden=self.hidden)
-        self.docker = DockerRunner()
+        # Docker datums of a job run in long-lived containers of the job's (``Task.pool``).
+        self.docker = DockerRunner(self.work, label=str(root))
         self._stops: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
     def clear(self) -> None:
         """Remove what an earlier daemon left in the scratch space."""
         shutil.rmtree(self.work, ignore_errors=True)
+        # and the containers it left, should it have been killed (a few seconds at most)
+        threading.Thread(target=self.docker.sweep, daemon=True).start()
+
+    def close(self) -> None:
+        """Remove the containers datums run in (the daemon stops)."""
+        self.docker.close()
 
     def cancel(self, job: str) -> None:
         with self._lock:
@@ -66,6 +73,8 @@ class LocalExecutor:
             with self._lock:
                 for job in jobs:
                     self._stops.pop(job, None)
+            for job in jobs:
+                self.docker.release(job)
             for job in jobs:  # what datums left behind: a job holds what it runs, no more
                 shutil.rmtree(self.work / job, ignore_errors=True)
 
@@ -99,7 +108,7 @@ class LocalExecutor:
                 log_out.write(f"[pfsmount] datum {t.datum} try {attempt} of {t.tries}\n")
             code = runner.run(Task(cmd=t.cmd, stdin=t.stdin, env=t.env, binds=binds, out=out,
                                    log=logfile, working_dir=t.working_dir, timeout=t.timeout,
-                                   image=t.image, cancelled=stop))
+                                   image=t.image, cancelled=stop, pool=t.job))
             if stop.is_set():
                 return DatumOutcome(datum=t.datum, state="stopped", code=code,
                                     log=_tail(logfile)), None

@@ -70,3 +70,18 @@ def datum_id(files: tuple[DatumFile, ...]) -> str:
 def datums(pfs: Pfs, inp: InputKind, commits: Mapping[str, str]) -> list[Datum]:
     """The datums of ``inp`` over ``commits`` (``repo@branch`` -> commit id), in order."""
     return [Datum(datum_id(files), files) for files in inp.datums(Snapshot(pfs, commits))]
+
+
+def no_datums(pfs: Pfs, inp: InputKind, commits: Mapping[str, str]) -> str:
+    """Why ``inp`` makes no datums over ``commits``, for a job's note (Pachyderm runs such a
+    job, with no datums): the inputs whose glob matches nothing, or else keys that never
+    meet (a join, a cross with nothing on one side...)."""
+    snapshot = Snapshot(pfs, commits)
+    empty = [leaf for leaf in inp.leaves() if not leaf.datums(snapshot)]
+    if empty:
+        return "no datums: " + "; ".join(
+            f"glob {leaf.glob} of input {leaf.name} matches nothing in "
+            f"{leaf.repo}@{commits.get(f'{leaf.repo}@{leaf.branch}', leaf.branch)}"
+            for leaf in empty)
+    return "no datums: every input's glob matches files, but none combine into a datum " \
+           "(a join whose keys never meet)"

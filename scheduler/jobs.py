@@ -25,7 +25,7 @@ from pfsmount.errors import Conflict, NotFound
 from pfsmount.pfs import Commit, Pfs
 from pfsmount.pfs.state import KIND_FILE, KIND_LINK, Change, Entry, Scope, Staged
 from scheduler import legacy
-from scheduler.datums import Datum, datums
+from scheduler.datums import Datum, datums, no_datums
 from scheduler.environment import datum_env, inside
 from scheduler.executor import DatumExecutor, DatumOutcome, DatumTask, InputRef, Piece
 from scheduler.records import DatumResult, Job, Records
@@ -55,6 +55,8 @@ class Jobs:
             self._run_v1(job, spec, cancel)
             return
         found = datums(self.pfs, spec.tree, job.inputs)
+        if not found:  # it runs, as Pachyderm's does, and says why it has nothing to do
+            job.error = no_datums(self.pfs, spec.tree, job.inputs)
         results = self.run_all(job, spec, [
             (d.id, functools.partial(self.datum_task, job, spec, d)) for d in found], cancel)
         if results is None:

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ from pfsmount.errors import (
 )
 from pfsmount.pfs import Commit, Event, Pfs
 from pfsmount.pfs.state import Scope
+from scheduler import cron, egress
 from scheduler.executor import DatumExecutor
 from scheduler.inputs import PfsInput, crossed
 from scheduler.jobs import Jobs
@@ -39,6 +41,7 @@ from scheduler.jobspec import JobSpec
 from scheduler.local_executor import LocalExecutor
 from scheduler.records import TERMINAL, Job, Pipeline, Records
 from scheduler.spec import V1, Spec, V1Input
+from scheduler.spout import Spout
 
 log = logging.getLogger("pfsmount.scheduler")
 _T = TypeVar("_T")
@@ -62,6 +65,8 @@ class Scheduler:
         self._cancel: dict[str, threading.Event] = {}
         self._token: trio.lowlevel.TrioToken | None = None
         self._queue_send, self._queue_recv = trio.open_memory_channel[str](10_000)
+        self.ticker = cron.Ticker(pfs, self._active_crons)
+        self.spouts: dict[str, Spout] = {}
 
     # -- the daemon service ------------------------------------------------------------------
 
@@ -74,6 +79,8 @@ class Scheduler:
             self._queue_send.send_nowait(job_id)
         self.pfs.events.subscribe(self._on_event)
         nursery.start_soon(self._dispatch)
+        nursery.start_soon(self.ticker.run)
+        nursery.start_soon(self._run_spouts)
 
     def _recover(self) -> list[str]:
         """Jobs a previous daemon left unfinished, plus jobs for commits it never saw."""
@@ -130,7 +137,8 @@ class Scheduler:
         ids, failed = [], []
         for pipeline in self.list_pipelines():
             if (only is not None and pipeline.name not in only) or pipeline.stopped \
-                    or key not in pipeline.spec.tree.branches():
+                    or key not in pipeline.spec.tree.branches() \
+                    or self._deferred(pipeline.spec, key):
                 continue
             try:
                 heads = self._heads(pipeline.spec)
@@ -170,6 +178,58 @@ class Scheduler:
     async def _run_job(self, lock: trio.Lock, job_id: str) -> None:
         async with lock:  # one job at a time per pipeline, in arrival order
             await trio.to_thread.run_sync(self.execute, job_id)
+
+    # -- cron inputs and spouts ---------------------------------------------------------------
+
+    def _active_crons(self) -> list[cron.CronInput]:
+        return [c for p in self.list_pipelines() if not p.stopped
+                for c in cron.crons(p.spec.tree)]
+
+    def run_cron(self, name: str) -> list[Commit]:
+        """Tick every cron input of pipeline ``name`` now (``pipeline run-cron``)."""
+        crons = cron.crons(self.inspect_pipeline(name).spec.tree)
+        if not crons:
+            raise InvalidArgument(f"pipeline {name} has no cron input")
+        now = datetime.now(UTC)
+        made = []
+        for c in crons:
+            made.append(cron.tick(self.pfs, c, now))
+            self.ticker.ticked(c, now)
+        return made
+
+    async def _run_spouts(self) -> None:
+        """Spouts run while the daemon does: started now, stopped when it stops."""
+        def start() -> None:
+            for pipeline in self.list_pipelines():
+                self._start_spout(pipeline)
+
+        def stop() -> None:
+            for name in list(self.spouts):
+                self._stop_spout(name)
+
+        try:
+            await trio.to_thread.run_sync(start)
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(stop)
+
+    def _start_spout(self, pipeline: Pipeline) -> None:
+        """(Re)start the spout of ``pipeline``, if it is one and is not stopped."""
+        self._stop_spout(pipeline.name)
+        spec = pipeline.spec
+        if spec.spout is None or pipeline.stopped or self._token is None:
+            return
+        runner = self.local.docker if spec.transform.image else self.local.sandbox
+        spout = Spout(self.pfs, spec, runner, self.work / "spouts" / spec.name,
+                      self.logs / spec.name / "spout.log")
+        self.spouts[spec.name] = spout
+        spout.start()
+
+    def _stop_spout(self, name: str) -> None:
+        spout = self.spouts.pop(name, None)
+        if spout is not None:
+            spout.stop()
 
     # -- pipelines ---------------------------------------------------------------------------
 
@@ -214,8 +274,10 @@ class Scheduler:
         if spec.name in planned:
             raise AlreadyExists(f"pipeline {spec.name} is given twice")
         with self.state.read() as scope:
+            made = spec.tree.made_repos()
             for leaf in spec.tree.leaves():
-                if self.state.repo_kind(scope, leaf.repo) is None and leaf.repo not in planned:
+                if self.state.repo_kind(scope, leaf.repo) is None and leaf.repo not in planned \
+                        and leaf.repo not in made:
                     raise InvalidArgument(f"pipeline {spec.name}: input repo {leaf.repo} "
                                           "does not exist")
             if spec.name in self._upstream(scope, spec):
@@ -236,6 +298,8 @@ class Scheduler:
         existing = self.check_pipeline(spec, update)
         with self.state.read() as scope:
             made = self.state.repo_kind(scope, spec.name) is None
+        for repo in spec.tree.made_repos():  # a cron's tick repo
+            self.pfs.repos.create(repo, f"cron ticks of pipeline {spec.name}", exist_ok=True)
         self.pfs.repos.create(spec.name, spec.description, kind="pipeline", exist_ok=True)
         try:
             self.pfs.repos.create_branch(
@@ -251,10 +315,15 @@ class Scheduler:
             pipeline = Pipeline(name=spec.name, spec=spec, created=existing.created
                                 if existing else now, updated=now, version=version)
             self.records.put_pipeline(scope, pipeline)
+        if spec.spout is not None or existing is not None:
+            self._start_spout(pipeline)
         heads = self._heads(spec)
-        if heads:
+        if heads and not self._upstream_busy(spec):  # else their next output triggers it
             job = self._new_job(spec.name, heads, reprocess=reprocess)
-            self._enqueue(job.id)
+            if (failed := self._failed_input(spec)) is not None:
+                self._unrunnable_downstream(failed, only=job)
+            else:
+                self._enqueue(job.id)
         return pipeline
 
     def _enqueue(self, job_id: str) -> None:
@@ -273,13 +342,16 @@ class Scheduler:
         """Delete a pipeline and its output repo; refused while another pipeline reads it.
         A pipeline whose record cannot be read is deleted all the same."""
         with self.state.read() as scope:
+            pipeline = None
             with contextlib.suppress(Corrupt):
-                self.records.pipeline(scope, name)
+                pipeline = self.records.pipeline(scope, name)
             readers = [p.name for p in self.records.pipelines(scope)
                        if name in p.spec.tree.repos()]
             output = self.state.repo_kind(scope, name) is not None
         if readers:
             raise Conflict(f"pipeline {', '.join(readers)} reads {name}; delete it first")
+        self._stop_spout(name)
+        made = [] if pipeline is None else pipeline.spec.tree.made_repos()
         for job in self.list_jobs(name):
             if job.state not in TERMINAL:
                 self.stop_job(job.id)
@@ -287,12 +359,16 @@ class Scheduler:
             self.records.delete_pipeline(scope, name)
         if output:
             self.pfs.repos.delete(name, force=True)
+        for repo in made:
+            with contextlib.suppress(NotFound):
+                self.pfs.repos.delete(repo, force=True)
 
     def set_stopped(self, name: str, stopped: bool) -> Pipeline:
         with self.state.write() as scope:
             pipeline = self.records.pipeline(scope, name)
             pipeline.stopped = stopped
             self.records.put_pipeline(scope, pipeline)
+        self._start_spout(pipeline)  # or stop it
         if not stopped:
             self._catch_up(pipeline)
             self._requeue_pending(name)
@@ -375,6 +451,7 @@ class Scheduler:
         self._stop(job_id)
         if job.state == "created":
             job.state, job.finished = "killed", time.time()
+            self._unrunnable_downstream(job)
             self._save(job)
         return self.wait_job(job_id)
 
@@ -400,6 +477,7 @@ class Scheduler:
         start = self.pfs.commits.wait(ref, timeout)
         out: list[Commit] = []
         failures: list[str] = []
+        seen: set[str] = set()  # a job reached by two of its inputs is reported once
         frontier = [start]
         while frontier:
             commit = frontier.pop(0)
@@ -415,6 +493,9 @@ class Scheduler:
                         return jobs[0]
                     if not jobs and self._heads(p.spec).get(k) != c.id:
                         return _SKIP  # superseded by a newer commit: no job comes
+                    if not jobs and (up := self._deferred(p.spec, k)):
+                        # its job comes with its upstream's output, or as unrunnable
+                        return _SKIP if any(u.stopped for u in up) else None
                     if jobs and jobs[0].state != "created":
                         return None  # running: a stopped pipeline lets it finish
                     try:
@@ -429,8 +510,9 @@ class Scheduler:
                                     f"{key}={commit.id} until `pfsmount pipeline start "
                                     f"{pipeline.name}`")
                     continue
-                if not isinstance(job, Job):
+                if not isinstance(job, Job) or job.id in seen:
                     continue
+                seen.add(job.id)
                 if job.state == "success" and job.output:
                     output = self.pfs.commits.inspect(job.output)
                     out.append(output)
@@ -442,9 +524,71 @@ class Scheduler:
                     logs = f" (all of it: `pfsmount logs -p {job.pipeline} --job {job.id}`)"
                     failures.append(f"pipeline {job.pipeline} job {job.id} {job.state}: "
                                     f"{first}{logs if more else ''}")
+                    failures += self._unrunnable_report(job, seen)
         if failures:
             raise Conflict("; ".join(failures))
         return out
+
+    # -- jobs that cannot be right ----------------------------------------------------------
+
+    def _deferred(self, spec: Spec, key: str) -> list[Pipeline]:
+        """The pipelines ``spec`` reads whose own output depends on ``key``'s repo: a commit
+        on ``key`` reaches ``spec`` through their next output (or their failure), not at
+        once, so that its job sees inputs that belong together, as Pachyderm's commit sets
+        do."""
+        repo = key.split("@", 1)[0]
+        with self.state.read() as scope:
+            readers = [self.records.find_pipeline(scope, r) for r in spec.tree.repos()
+                       if r != repo]
+            return [p for p in readers if p is not None
+                    and repo in self._upstream(scope, p.spec)]
+
+    def _upstream_busy(self, spec: Spec) -> bool:
+        """Whether a pipeline ``spec`` depends on has a job still to finish."""
+        with self.state.read() as scope:
+            upstream = self._upstream(scope, spec)
+            return any(j.pipeline in upstream and j.state not in TERMINAL
+                       for j in self.records.jobs(scope))
+
+    def _failed_input(self, spec: Spec) -> Job | None:
+        """The last job of a pipeline ``spec`` reads, when it did not succeed."""
+        for repo in spec.tree.repos():
+            jobs = self.list_jobs(repo)
+            if jobs and jobs[0].state in ("failure", "killed", "unrunnable"):
+                return jobs[0]
+        return None
+
+    def _unrunnable_downstream(self, failed: Job, only: Job | None = None) -> None:
+        """A job that did not succeed leaves the pipelines reading its output without their
+        input: each gets a job in state ``unrunnable`` naming it (and theirs, in turn), on
+        the commits it would have read (``only``: this new job, and no other). A one-off
+        job has no readers."""
+        if failed.spec is not None:
+            return
+        how = {"failure": "failed", "killed": "was killed"}.get(failed.state, "is unrunnable")
+        for pipeline in self.list_pipelines():
+            if pipeline.stopped or failed.pipeline not in pipeline.spec.tree.repos() \
+                    or (only is not None and pipeline.name != only.pipeline):
+                continue
+            heads = self._heads(pipeline.spec)
+            heads.update({k: v for k, v in failed.inputs.items() if k in heads})
+            job = only or Job(id=uuid.uuid4().hex, pipeline=pipeline.name, inputs=heads,
+                              created=time.time())
+            job.state, job.finished = "unrunnable", time.time()
+            job.error = f"upstream job {failed.id} of pipeline {failed.pipeline} {how}"
+            self._unrunnable_downstream(job)
+            self._save(job)
+
+    def _unrunnable_report(self, failed: Job, seen: set[str]) -> list[str]:
+        """``commit wait``'s lines for the jobs ``failed`` made unrunnable, and theirs."""
+        lines = []
+        for job in reversed(self.list_jobs()):
+            if job.state == "unrunnable" and job.id not in seen \
+                    and job.error.startswith(f"upstream job {failed.id} "):
+                seen.add(job.id)
+                lines.append(f"pipeline {job.pipeline} job {job.id} unrunnable: {job.error}")
+                lines += self._unrunnable_report(job, seen)
+        return lines
 
     # -- running a job (in a worker thread) --------------------------------------------------
 
@@ -466,7 +610,7 @@ class Scheduler:
             spec, version = pipeline.spec, pipeline.version
         cancel = self._cancel.setdefault(job_id, threading.Event())
         job.state, job.started = "running", time.time()
-        job.processed = job.skipped = job.failed = 0
+        job.processed = job.skipped = job.failed = job.recovered = 0
         job.error, job.version = "", version
         self._save(job)
         try:
@@ -474,6 +618,8 @@ class Scheduler:
                 self.pfs.repos.create(spec.name, f"output of job {job.id}", kind="pipeline",
                                       exist_ok=True)
             self.jobs.run(job, spec, cancel)
+            if job.output and spec.egress:  # an output commit: the job succeeded
+                egress.send(self.pfs, job.output, spec.egress)
         except PfsError as e:
             job.state, job.error = "failure", e.message
         except Exception as e:
@@ -482,6 +628,8 @@ class Scheduler:
         if cancel.is_set() and job.output is None:
             job.state = "killed"
         job.finished = time.time()
+        if job.state in ("failure", "killed"):  # saved first: who sees its end sees them
+            self._unrunnable_downstream(job)
         self._save(job)
         if job.spec is not None:  # no later job reuses a one-off job's results
             with self.state.write() as scope:

@@ -44,6 +44,8 @@ EXAMPLES: dict[str, Any] = {
              {"pfs": {"repo": "b", "glob": "/*/(*).txt", "join_on": "$1", "outer_join": True}}],
     "group": [{"pfs": {"repo": "a", "glob": "/*-(*)-*.txt", "group_by": "$1"}},
               {"pfs": {"repo": "b", "glob": "/(*)/*", "group_by": "$1", "lazy": True}}],
+    "cron": {"name": "tick", "spec": "@every 10s", "repo": "ticks", "overwrite": True,
+             "start": "2024-01-01T00:00:00Z"},
     "inputs": [{"repo": {"name": "a"}, "method": "reduce"},
                {"repo": {"name": "b"}, "method": {"partition": "FILE", "incremental": True},
                 "run_empty": True}],

@@ -603,8 +603,7 @@ def file_list(ctx: click.Context, ref: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def file_glob(ctx: click.Context, ref: str, pattern: str, as_json: bool) -> None:
-    """List the entries matching a glob, as a pipeline's glob would (*, ?, [...], {a,b} per
-    level, ** any depth, ( ) capture groups)."""
+    """List the entries matching a glob (*, ?, [...] per level, ** any depth)."""
     show_files(client(ctx).glob_files(ref, pattern), as_json)
 
 

@@ -137,7 +137,8 @@ class Scheduler:
         ids, failed = [], []
         for pipeline in self.list_pipelines():
             if (only is not None and pipeline.name not in only) or pipeline.stopped \
-                    or key not in pipeline.spec.tree.branches():
+                    or key not in pipeline.spec.tree.branches() \
+                    or self._deferred(pipeline.spec, key):
                 continue
             try:
                 heads = self._heads(pipeline.spec)
@@ -317,9 +318,12 @@ class Scheduler:
         if spec.spout is not None or existing is not None:
             self._start_spout(pipeline)
         heads = self._heads(spec)
-        if heads:
+        if heads and not self._upstream_busy(spec):  # else their next output triggers it
             job = self._new_job(spec.name, heads, reprocess=reprocess)
-            self._enqueue(job.id)
+            if (failed := self._failed_input(spec)) is not None:
+                self._unrunnable_downstream(failed, only=job)
+            else:
+                self._enqueue(job.id)
         return pipeline
 
     def _enqueue(self, job_id: str) -> None:
@@ -447,6 +451,7 @@ class Scheduler:
         self._stop(job_id)
         if job.state == "created":
             job.state, job.finished = "killed", time.time()
+            self._unrunnable_downstream(job)
             self._save(job)
         return self.wait_job(job_id)
 
@@ -472,6 +477,7 @@ class Scheduler:
         start = self.pfs.commits.wait(ref, timeout)
         out: list[Commit] = []
         failures: list[str] = []
+        seen: set[str] = set()  # a job reached by two of its inputs is reported once
         frontier = [start]
         while frontier:
             commit = frontier.pop(0)
@@ -487,6 +493,9 @@ class Scheduler:
                         return jobs[0]
                     if not jobs and self._heads(p.spec).get(k) != c.id:
                         return _SKIP  # superseded by a newer commit: no job comes
+                    if not jobs and (up := self._deferred(p.spec, k)):
+                        # its job comes with its upstream's output, or as unrunnable
+                        return _SKIP if any(u.stopped for u in up) else None
                     if jobs and jobs[0].state != "created":
                         return None  # running: a stopped pipeline lets it finish
                     try:
@@ -501,8 +510,9 @@ class Scheduler:
                                     f"{key}={commit.id} until `pfsmount pipeline start "
                                     f"{pipeline.name}`")
                     continue
-                if not isinstance(job, Job):
+                if not isinstance(job, Job) or job.id in seen:
                     continue
+                seen.add(job.id)
                 if job.state == "success" and job.output:
                     output = self.pfs.commits.inspect(job.output)
                     out.append(output)
@@ -514,9 +524,71 @@ class Scheduler:
                     logs = f" (all of it: `pfsmount logs -p {job.pipeline} --job {job.id}`)"
                     failures.append(f"pipeline {job.pipeline} job {job.id} {job.state}: "
                                     f"{first}{logs if more else ''}")
+                    failures += self._unrunnable_report(job, seen)
         if failures:
             raise Conflict("; ".join(failures))
         return out
+
+    # -- jobs that cannot be right ----------------------------------------------------------
+
+    def _deferred(self, spec: Spec, key: str) -> list[Pipeline]:
+        """The pipelines ``spec`` reads whose own output depends on ``key``'s repo: a commit
+        on ``key`` reaches ``spec`` through their next output (or their failure), not at
+        once, so that its job sees inputs that belong together, as Pachyderm's commit sets
+        do."""
+        repo = key.split("@", 1)[0]
+        with self.state.read() as scope:
+            readers = [self.records.find_pipeline(scope, r) for r in spec.tree.repos()
+                       if r != repo]
+            return [p for p in readers if p is not None
+                    and repo in self._upstream(scope, p.spec)]
+
+    def _upstream_busy(self, spec: Spec) -> bool:
+        """Whether a pipeline ``spec`` depends on has a job still to finish."""
+        with self.state.read() as scope:
+            upstream = self._upstream(scope, spec)
+            return any(j.pipeline in upstream and j.state not in TERMINAL
+                       for j in self.records.jobs(scope))
+
+    def _failed_input(self, spec: Spec) -> Job | None:
+        """The last job of a pipeline ``spec`` reads, when it did not succeed."""
+        for repo in spec.tree.repos():
+            jobs = self.list_jobs(repo)
+            if jobs and jobs[0].state in ("failure", "killed", "unrunnable"):
+                return jobs[0]
+        return None
+
+    def _unrunnable_downstream(self, failed: Job, only: Job | None = None) -> None:
+        """A job that did not succeed leaves the pipelines reading its output without their
+        input: each gets a job in state ``unrunnable`` naming it (and theirs, in turn), on
+        the commits it would have read (``only``: this new job, and no other). A one-off
+        job has no readers."""
+        if failed.spec is not None:
+            return
+        how = {"failure": "failed", "killed": "was killed"}.get(failed.state, "is unrunnable")
+        for pipeline in self.list_pipelines():
+            if pipeline.stopped or failed.pipeline not in pipeline.spec.tree.repos() \
+                    or (only is not None and pipeline.name != only.pipeline):
+                continue
+            heads = self._heads(pipeline.spec)
+            heads.update({k: v for k, v in failed.inputs.items() if k in heads})
+            job = only or Job(id=uuid.uuid4().hex, pipeline=pipeline.name, inputs=heads,
+                              created=time.time())
+            job.state, job.finished = "unrunnable", time.time()
+            job.error = f"upstream job {failed.id} of pipeline {failed.pipeline} {how}"
+            self._unrunnable_downstream(job)
+            self._save(job)
+
+    def _unrunnable_report(self, failed: Job, seen: set[str]) -> list[str]:
+        """``commit wait``'s lines for the jobs ``failed`` made unrunnable, and theirs."""
+        lines = []
+        for job in reversed(self.list_jobs()):
+            if job.state == "unrunnable" and job.id not in seen \
+                    and job.error.startswith(f"upstream job {failed.id} "):
+                seen.add(job.id)
+                lines.append(f"pipeline {job.pipeline} job {job.id} unrunnable: {job.error}")
+                lines += self._unrunnable_report(job, seen)
+        return lines
 
     # -- running a job (in a worker thread) --------------------------------------------------
 
@@ -538,7 +610,7 @@ class Scheduler:
             spec, version = pipeline.spec, pipeline.version
         cancel = self._cancel.setdefault(job_id, threading.Event())
         job.state, job.started = "running", time.time()
-        job.processed = job.skipped = job.failed = 0
+        job.processed = job.skipped = job.failed = job.recovered = 0
         job.error, job.version = "", version
         self._save(job)
         try:
@@ -556,6 +628,8 @@ class Scheduler:
         if cancel.is_set() and job.output is None:
             job.state = "killed"
         job.finished = time.time()
+        if job.state in ("failure", "killed"):  # saved first: who sees its end sees them
+            self._unrunnable_downstream(job)
         self._save(job)
         if job.spec is not None:  # no later job reuses a one-off job's results
             with self.state.write() as scope:

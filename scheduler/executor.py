@@ -70,6 +70,8 @@ class DatumTask(msgspec.Struct, frozen=True, kw_only=True):
     timeout: float | None = None
     tries: int = 1
     accept: list[int] = []  # exit codes that succeed besides 0
+    err_cmd: list[str] = []  # run once the tries have failed: exit 0 recovers the datum
+    err_stdin: str = ""
     binds: list[tuple[str, str]] = []  # host path -> path inside, read-only
     hidden: list[str] = []  # the daemon's own places, which the sandbox covers
     scratch: str = ""  # a token naming the daemon's copies of the inputs, "" when none
@@ -91,12 +93,14 @@ class Output(msgspec.Struct, array_like=True, frozen=True):
     ref: bytes  # content digest, or a symlink's target
 
 
-OutcomeState = Literal["success", "failure", "stopped"]
+OutcomeState = Literal["success", "failure", "stopped", "recovered"]
 
 
 class DatumOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """How a task ended: ``success`` (``outputs`` lists what it wrote, by path in
-    ``/pfs/out``), ``failure`` (every try failed) or ``stopped`` (its job was)."""
+    ``/pfs/out``), ``failure`` (every try failed), ``recovered`` (every try failed, then
+    its ``err_cmd`` exited 0: no outputs, and the job may still succeed) or ``stopped``
+    (its job was)."""
 
     datum: str
     state: OutcomeState

@@ -110,22 +110,32 @@ class Jobs:
             env={**t.env, "PACH_JOB_ID": job.id, "PACH_DATUM_ID": unit_id,
                  "PPS_PIPELINE_NAME": spec.name, "PFS_OUT": "/pfs/out", **env},
             image=t.image, working_dir=t.working_dir, timeout=spec.datum_timeout,
-            tries=spec.datum_tries, accept=list(t.accept_return_code))
+            tries=spec.datum_tries, accept=list(t.accept_return_code),
+            err_cmd=list(t.err_cmd), err_stdin="".join(f"{x}\n" for x in t.err_stdin))
 
     # -- running units -----------------------------------------------------------------------
 
     def run_all(self, job: Job, spec: Spec, units: list[tuple[str, Callable[[], DatumTask]]],
                 cancel: threading.Event) -> dict[str, _Outputs] | None:
         """Run a job's units of work (datums, or 1.x containers) ``parallelism`` at a time,
-        reusing those an earlier job of the same spec ran: each one's outputs by its id, or
-        None when the job failed or was stopped (its state says which)."""
+        reusing those an earlier job of the same spec ran (unless ``reprocess_spec`` is
+        every_job): each one's outputs by its id, or None when the job failed, ran past its
+        ``job_timeout`` or was stopped (its state says which)."""
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            self.executor.cancel(job.id)
+
+        deadline = _deadline(job, spec, expire)
         job.datums = len(units)
         digest = spec.digest  # a hash of the spec: once per job, not once per datum
         results: dict[str, _Outputs] = {}
         todo: list[DatumTask] = []
         with self.state.read() as scope:
             for unit_id, task in units:
-                done = None if job.reprocess else self.records.datum(
+                done = None if job.reprocess or spec.reprocess_spec == "every_job" else \
+                    self.records.datum(
                     scope, spec.name, digest, unit_id)
                 if done is not None:
                     results[unit_id] = done.outputs
@@ -137,10 +147,12 @@ class Jobs:
         unsaved: list[tuple[str, _Outputs, Staged]] = []
         last_save = time.monotonic()
         outcomes = self.executor.run(todo, spec.parallelism)
-        if cancel.is_set():  # stopped before the executor took the tasks
+        if cancel.is_set() or expired.is_set():  # before the executor took the tasks
             self.executor.cancel(job.id)
         for outcome, staged in outcomes:
-            if outcome.state != "success" or staged is None:
+            if outcome.state == "recovered":  # its err_cmd exited 0: no output, no failure
+                job.recovered += 1
+            elif outcome.state != "success" or staged is None:
                 job.failed += 1
                 failure = failure or f"datum {outcome.datum} failed after " \
                                      f"{spec.datum_tries} tries{_failure(outcome)}"
@@ -154,6 +166,14 @@ class Jobs:
                 self._save_results(job, spec, digest, unsaved)
                 last_save = time.monotonic()
         self._save_results(job, spec, digest, unsaved)
+        if deadline is not None:
+            deadline.cancel()
+        if expired.is_set() and not cancel.is_set():
+            finished = job.processed + job.skipped + job.recovered
+            job.state, job.error = "failure", (
+                f"job timed out: it ran past its job_timeout of {spec.job_timeout:g}s with "
+                f"{finished} of {job.datums} datums done; the rest were stopped")
+            return None
         if cancel.is_set():
             job.state = "killed"
             return None
@@ -208,7 +228,7 @@ class Jobs:
         owner: dict[str, str] = {}
         union: dict[str, list[Entry]] = {}
         for d in found:
-            for path, entry in results[d.id]:
+            for path, entry in results.get(d.id, []):  # none: a recovered datum
                 if path in owner and not spec.legacy:
                     raise Conflict(f"datums {owner[path]} and {d.id} both wrote /{path}")
                 owner.setdefault(path, d.id)
@@ -294,6 +314,18 @@ class Jobs:
         if not staged.empty:
             self.state.land([staged])
         return changes
+
+
+def _deadline(job: Job, spec: Spec, expire: Callable[[], None]) -> threading.Timer | None:
+    """A timer that calls ``expire`` once the job has run ``job_timeout`` seconds (counted
+    from its start, as Pachyderm does), or None without one."""
+    if spec.job_timeout is None:
+        return None
+    timer = threading.Timer(spec.job_timeout - (time.time() - (job.started or time.time())),
+                            expire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _failure(outcome: DatumOutcome) -> str:

@@ -23,7 +23,7 @@ from pfsmount.pfs import Pfs
 from pfsmount.pfs.export import export
 from pfsmount.pfs.state import KIND_FILE, Entry, Staged
 from scheduler.executor import LOG_TAIL, DatumOutcome, DatumTask, InputRef, Output
-from scheduler.runners import DockerRunner, SandboxRunner, Task
+from scheduler.runners import DockerRunner, Runner, SandboxRunner, Task
 
 
 class LocalExecutor:
@@ -120,8 +120,31 @@ class LocalExecutor:
                              for p, e in outputs]), staged
             with open(logfile, "a") as log_out:
                 log_out.write(f"[pfsmount] exit code {code}\n")
+        if t.err_cmd and self._recovers(t, runner, binds, scratch, stop):
+            return DatumOutcome(datum=t.datum, state="recovered", code=code,
+                                log=_tail(logfile)), None
         return DatumOutcome(datum=t.datum, state="failure", code=code,
                             log=_tail(logfile)), None
+
+    def _recovers(self, t: DatumTask, runner: Runner,
+                  binds: list[tuple[Path, str]], scratch: Path, stop: threading.Event
+                  ) -> bool:
+        """Run a failed datum's ``err_cmd`` over the same inputs (what it writes to
+        /pfs/out is dropped: a recovered datum has no output): True when it exits 0."""
+        out = scratch / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        logfile = self.log_of(t)
+        with open(logfile, "a") as log_out:
+            log_out.write(f"[pfsmount] datum {t.datum} failed: running err_cmd\n")
+        code = runner.run(Task(cmd=t.err_cmd, stdin=t.err_stdin, env=t.env, binds=binds,
+                               out=out, log=logfile, working_dir=t.working_dir,
+                               timeout=t.timeout, image=t.image, cancelled=stop,
+                               pool=t.job))
+        with open(logfile, "a") as log_out:
+            log_out.write(f"[pfsmount] err_cmd exit code {code}"
+                          f"{': datum recovered' if code == 0 else ''}\n")
+        return code == 0 and not stop.is_set()
 
     # -- inputs ------------------------------------------------------------------------------
 

@@ -19,8 +19,10 @@ from pfsmount.errors import Corrupt, NotFound
 from pfsmount.pfs.state import Entry, Scope, State, Table
 from scheduler.spec import Spec
 
-JobState = Literal["created", "running", "success", "failure", "killed"]
-TERMINAL: tuple[JobState, ...] = ("success", "failure", "killed")
+# unrunnable: an upstream job this one needed failed (or was stopped), so it never ran;
+# its error names that job.
+JobState = Literal["created", "running", "success", "failure", "killed", "unrunnable"]
+TERMINAL: tuple[JobState, ...] = ("success", "failure", "killed", "unrunnable")
 
 
 class Pipeline(msgspec.Struct, kw_only=True):
@@ -44,6 +46,7 @@ class Job(msgspec.Struct, kw_only=True):
     processed: int = 0
     skipped: int = 0
     failed: int = 0
+    recovered: int = 0  # failed datums whose err_cmd succeeded: the job may still succeed
     output: str | None = None  # "repo@commit"
     error: str = ""
     reprocess: bool = False

@@ -49,6 +49,11 @@ class Transform(msgspec.Struct, kw_only=True, frozen=True):
     env: dict[str, str] = {}
     working_dir: str = ""
     accept_return_code: list[int] = []
+    err_cmd: list[str] = []  # run on a datum whose tries all failed: exit 0 recovers it
+    err_stdin: list[str] = []
+
+
+REPROCESS = ("until_success", "every_job")  # Pachyderm's reprocess_spec values
 
 
 class Spout(msgspec.Struct, kw_only=True, frozen=True):
@@ -68,6 +73,9 @@ class Spec(msgspec.Struct, kw_only=True, frozen=True, dict=True):
     parallelism: int = 1
     datum_tries: int = 3
     datum_timeout: float | None = None
+    job_timeout: float | None = None
+    reprocess_spec: str = "until_success"  # every_job: no datum is reused
+    salt: str = ""  # part of every datum's identity: a new salt reprocesses everything
     output_branch: str = "master"
     legacy: bool = False  # a 1.x spec: colliding outputs are concatenated, as 1.x did
     v1: V1 | None = None  # a 1.3-form spec: run as 1.x jobs (scheduler.legacy)
@@ -82,6 +90,8 @@ class Spec(msgspec.Struct, kw_only=True, frozen=True, dict=True):
                             t.accept_return_code, self.legacy]
         if self.v1 is not None:
             parts.append(msgspec.to_builtins(self.v1))
+        if self.salt:  # only when given: specs stored before salt keep their datums
+            parts.append(["salt", self.salt])
         blob = json.dumps(parts, sort_keys=True)
         return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
@@ -169,7 +179,12 @@ class _RawTransform(msgspec.Struct, forbid_unknown_fields=True):
     env: dict[str, str | int | float | bool] = {}
     working_dir: str = ""
     accept_return_code: list[int] = []
+    err_cmd: list[str] = []
+    err_stdin: list[str] = []
     overwrite: bool | None = None  # 1.3 only
+    # Taken and ignored, as the README's table says: nothing here for them to change.
+    image_pull_secrets: list[str] = []  # images come from this machine's engine
+    debug: bool = False  # every datum's log is kept anyway
 
 
 _Workers = Annotated[int, msgspec.Meta(ge=1, le=1024)]
@@ -195,9 +210,21 @@ class _RawSpec(msgspec.Struct, forbid_unknown_fields=True):
     parallelism: _Workers | None = None  # 1.3's top-level form
     datum_tries: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
     datum_timeout: str | float | None = None
+    job_timeout: str | float | None = None
+    reprocess_spec: str = "until_success"
+    salt: str = ""
     output_branch: _Name = "master"
     egress: dict[str, Any] | None = None  # scheduler.egress reads it
     spout: _RawSpout | None = None
+    # Taken and ignored, as the README's table says: Kubernetes scheduling and sizing hints
+    # (one machine has nothing to place or scale) and pod metadata.
+    autoscaling: bool = False
+    resource_requests: dict[str, Any] | None = None
+    sidecar_resource_requests: dict[str, Any] | None = None
+    sidecar_resource_limits: dict[str, Any] | None = None  # pfsmount runs no sidecar
+    scheduling_spec: dict[str, Any] | None = None
+    tolerations: list[Any] | None = None
+    metadata: dict[str, Any] | None = None
 
 
 # Workers per node for ``parallelism_spec.coefficient``: this machine is the one node.
@@ -239,7 +266,8 @@ def _transform(t: _RawTransform) -> Transform:
     return Transform(
         cmd=t.cmd, stdin=t.stdin, image=t.image,
         env={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in t.env.items()},
-        working_dir=t.working_dir, accept_return_code=t.accept_return_code)
+        working_dir=t.working_dir, accept_return_code=t.accept_return_code,
+        err_cmd=t.err_cmd, err_stdin=t.err_stdin)
 
 
 def parse_spec(raw: Any) -> Spec:
@@ -284,7 +312,14 @@ def parse_spec(raw: Any) -> Spec:
         raise InvalidArgument("spec field transform.overwrite has a meaning only in the 1.3 "
                               "form (an inputs list with method): this spec is not in it")
     check_name("branch", spec.output_branch)
-    timeout = spec.datum_timeout
+    if spec.reprocess_spec not in REPROCESS:
+        raise InvalidArgument(f"spec field reprocess_spec {spec.reprocess_spec!r} must be "
+                              f"{' or '.join(REPROCESS)}")
+    if t.err_stdin and not t.err_cmd:
+        raise InvalidArgument("spec field transform.err_stdin needs transform.err_cmd")
+    if t.err_cmd and v1 is not None:
+        raise InvalidArgument("spec field transform.err_cmd is for datums (the input form); "
+                              "this spec is in the 1.3 form")
     return Spec(
         name=name,
         transform=transform,
@@ -292,7 +327,10 @@ def parse_spec(raw: Any) -> Spec:
         description=spec.description,
         parallelism=_parallelism(spec),
         datum_tries=spec.datum_tries,
-        datum_timeout=_duration(timeout) if timeout is not None else None,
+        datum_timeout=_duration(spec.datum_timeout, "datum_timeout"),
+        job_timeout=_duration(spec.job_timeout, "job_timeout"),
+        reprocess_spec=spec.reprocess_spec,
+        salt=spec.salt,
         output_branch=spec.output_branch,
         legacy=legacy,
         v1=None if v1 is None else V1(inputs=v1.inputs, overwrite=bool(t.overwrite)),
@@ -301,14 +339,22 @@ def parse_spec(raw: Any) -> Spec:
     )
 
 
-def _duration(value: str | float) -> float:
-    """``30``, ``"30s"``, ``"5m"``, ``"1h"``: a finite number of seconds above zero."""
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "": 1}
+
+
+def _duration(value: str | float | None, field: str) -> float | None:
+    """``30``, ``"30s"``, ``"5m"``, ``"1h30m"`` (Go's form, as Pachyderm writes them): a
+    finite number of seconds above zero."""
+    if value is None:
+        return None
     seconds = float(value) if isinstance(value, int | float) else -1.0
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value))
-    if m and not isinstance(value, int | float):
-        seconds = float(m[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m[2]]
+    text = str(value).strip()
+    if not isinstance(value, int | float) and re.fullmatch(r"(\d+(\.\d+)?(ms|s|m|h))+|\d+(\.\d+)?",
+                                                          text):
+        seconds = sum(float(n) * _UNITS[u]
+                      for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|)", text))
     if not 0 < seconds < 1e9:
-        raise InvalidArgument(f"spec field datum_timeout {value!r} is not a duration like 30s")
+        raise InvalidArgument(f"spec field {field} {value!r} is not a duration like 30s")
     return seconds
 
 

@@ -33,7 +33,8 @@ class Job(msgspec.Struct, kw_only=True):
     id: Annotated[str, doc("32 hex digits")]
     pipeline: str
     inputs: Annotated[dict[str, str], doc('"repo@branch" -> the commit id it read')]
-    state: Literal["created", "running", "success", "failure", "killed"] = "created"
+    state: Literal["created", "running", "success", "failure", "killed", "unrunnable"] = \
+        "created"
     created: _Epoch = 0.0
     started: Annotated[float | None, doc("seconds since the epoch")] = None
     finished: Annotated[float | None, doc("seconds since the epoch")] = None
@@ -41,6 +42,7 @@ class Job(msgspec.Struct, kw_only=True):
     processed: _Count = 0
     skipped: Annotated[int, doc("datums whose earlier output was reused")] = 0
     failed: _Count = 0
+    recovered: Annotated[int, doc("failed datums whose err_cmd exited 0")] = 0
     output: Annotated[str | None, doc('"repo@commit" it wrote')] = None
     error: str = ""
     reprocess: bool = False

@@ -3,15 +3,23 @@ Pachyderm's own docs ("Join Input", "Group Input"), with the datum counts and ou
 pages give: an inner join makes a datum only where every input has the key, an outer input
 adds its unmatched files, a group makes one datum per key with every file of that key. Specs in
 camelCase mean what snake_case ones do; a join nests in a cross; a glob that matches nothing
-makes a job of 0 datums that says so; a join_on that names no capture group is refused."""
+makes a job of 0 datums that says so; a join_on that names no capture group is refused. The
+datums of multiway outer joins and of a join inside a group are checked over a real store."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import pytest
+
 from pfsmount.api.pipeline_client import PipelineClient
-from tests.scheduler.conftest import Pfsd
+from pfsmount.errors import InvalidArgument
+from pfsmount.pfs import Pfs
+from pfsmount.pfs.files import Data
+from scheduler.datums import datums
+from scheduler.spec import parse_specs
+from tests.scheduler.conftest import IMAGE, Pfsd
 
 # Pachyderm's join example: readings/ID1234/file1..5.txt and parameters/file1..8.txt
 READINGS = {f"ID1234/file{i}.txt": f"r{i}\n" for i in range(1, 6)}
@@ -77,6 +85,18 @@ def test_group_by_a_capture_group(pfsd: Pfsd) -> None:
         "patientID3": b"LIPID-patientID3-labID3.txt "}
 
 
+def test_a_group_in_docker_sees_every_file_of_its_key(pfsd: Pfsd, docker_ready: None) -> None:
+    # Several files of one input in one datum, in a container: each at its own path.
+    pfsd.repos("lab")
+    pfsd.put("lab", {"a-p1-x.txt": "1", "b-p1-y.txt": "2", "c-p2-z.txt": "3"})
+    pfsd.create(pfsd.spec(
+        "grp", ["sh", "-c", "ls /pfs/lab > /pfs/out/$PACH_DATUM_lab_GROUP_BY"],
+        {"group": [pfsd.pin("lab", "/*-(*)-*.txt", group_by="$1")]}, image=IMAGE))
+    pfsd.wait("lab@master")
+    assert pfsd.quick_job("grp")["datums"] == 2
+    assert pfsd.tree("grp") == {"p1": b"a-p1-x.txt\nb-p1-y.txt\n", "p2": b"c-p2-z.txt\n"}
+
+
 def test_a_join_inside_a_cross(pfsd: Pfsd) -> None:
     # Each joined pair, crossed with each of two models: 3 keys x 2 = 6 datums.
     pfsd.repos("left", "right", "models")
@@ -121,3 +141,55 @@ def test_a_join_on_that_is_no_capture_group_is_refused(pfsd: Pfsd) -> None:
         line = pfsd.fails("pipeline", "create", "-f", pfsd.spec_file(spec))
         assert field in line, line
     assert "refused" not in json.dumps(pfsd.json("pipeline", "list"))
+
+
+# -- the datums themselves, over a real store (no daemon) ---------------------------------------
+
+
+def spec_datums(pfs: Pfs, inp: dict[str, Any]) -> list[list[str]]:
+    """The datums ``inp`` makes over the heads of its repos: each as "input:/path" in order."""
+    spec = parse_specs(json.dumps(Pfsd.spec("p", "true", inp)))[0]
+    heads = {b: pfs.commits.inspect(b).id for b in spec.tree.branches()}
+    return [[f"{f.input}:{f.path}" for f in d.files] for d in datums(pfs, spec.tree, heads)]
+
+
+def test_multiway_outer_join_and_nesting_in_a_group(pfs: Pfs) -> None:
+    for repo, paths in (("a", ["1.x", "2.x"]), ("b", ["2.y", "3.y"]), ("c", ["3.z", "4.z"])):
+        pfs.repos.create(repo)
+        for path in paths:
+            pfs.files.put(f"{repo}@master", Data(b"."), path=f"/{path}")
+    a, b = Pfsd.pin("a", "/(*).x", join_on="$1"), Pfsd.pin("b", "/(*).y", join_on="$1")
+    # Inner, two ways: only 2 is in both.
+    assert spec_datums(pfs, {"join": [a, b]}) == [["a:/2.x", "b:/2.y"]]
+    # b outer: its unmatched 3 too (a right join); a's unmatched 1 is not.
+    b_outer = Pfsd.pin("b", "/(*).y", join_on="$1", outer_join=True)
+    assert spec_datums(pfs, {"join": [a, b_outer]}) == [["a:/2.x", "b:/2.y"], ["b:/3.y"]]
+    # Three ways, c outer: 3 is in b and c (c is outer: kept, without a), 4 in c alone.
+    c_outer = Pfsd.pin("c", "/(*).z", join_on="$1", outer_join=True)
+    assert spec_datums(pfs, {"join": [a, b, c_outer]}) == [["b:/3.y", "c:/3.z"], ["c:/4.z"]]
+    # A group over a union: every file of each key, from whichever input has it.
+    assert spec_datums(pfs, {"group": [{"union": [
+        Pfsd.pin("a", "/(*).x", group_by="$1"), Pfsd.pin("b", "/(*).y", group_by="$1")]}]}) == [
+        ["a:/1.x"], ["a:/2.x", "b:/2.y"], ["b:/3.y"]]
+    # A join inside a group: the files of the joined pairs (only 2), grouped by their key.
+    assert spec_datums(pfs, {"group": [{"join": [
+        Pfsd.pin("a", "/(*).x", join_on="$1", group_by="$1"),
+        Pfsd.pin("b", "/(*).y", join_on="$1", group_by="$1")]}]}) == [["a:/2.x", "b:/2.y"]]
+
+
+def test_fields_refused_accepted_and_misplaced() -> None:
+    def refusal(**extra: Any) -> str:
+        spec = Pfsd.spec("p", "true", extra.pop("input", Pfsd.pin("a")), **extra)
+        with pytest.raises(InvalidArgument) as info:
+            parse_specs(json.dumps(spec))
+        return info.value.message
+
+    assert refusal(s3_out=True) == "spec field s3_out is not supported by pfsmount"
+    assert refusal(input=Pfsd.pin("a", s3=True)).startswith(
+        "spec field input.pfs.s3 is not supported by pfsmount")
+    assert refusal(input=Pfsd.pin("a", emptyFiles=True)).startswith(
+        "spec field input.pfs.empty_files is not supported by pfsmount")
+    assert refusal(input={"cross": [Pfsd.pin("a", "/(*)", join_on="$1"), Pfsd.pin("b")]}) == (
+        "spec field join_on of input a has a meaning only under input.join, and a is not in one")
+    lazy = parse_specs(json.dumps(Pfsd.spec("p", "true", Pfsd.pin("a", lazy=True))))[0]
+    assert lazy.input["pfs"]["lazy"] is True

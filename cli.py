@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from pfsmount.api.client import Client
     from pfsmount.api.pipeline_client import PipelineClient
     from pfsmount.api.wire import Branch, Commit, Counts, FileDiff, FileInfo, Repo
-    from pfsmount.api.wire_pipelines import Job, Pipeline
+    from pfsmount.api.wire_pipelines import DatumInfo, Job, Pipeline
 
 # -- plumbing --------------------------------------------------------------------------------
 
@@ -603,7 +603,8 @@ def file_list(ctx: click.Context, ref: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def file_glob(ctx: click.Context, ref: str, pattern: str, as_json: bool) -> None:
-    """List the entries matching a glob (*, ?, [...] per level, ** any depth)."""
+    """List the entries matching a glob, as a pipeline's glob would (*, ?, [...], {a,b} per
+    level, ** any depth, ( ) capture groups)."""
     show_files(client(ctx).glob_files(ref, pattern), as_json)
 
 
@@ -924,6 +925,19 @@ def pipeline_run_cron(ctx: click.Context, name: str, as_json: bool) -> None:
     show_commits(pipelines(ctx).run_cron(name), as_json)
 
 
+@pipeline.command("draw")
+@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]),
+              default="text", show_default=True,
+              help="An indented tree, a Mermaid flowchart or a Graphviz digraph.")
+@click.pass_context
+def pipeline_draw(ctx: click.Context, fmt: str) -> None:
+    """Draw the repos, the pipelines that read them and how each pipeline's last job went.
+    `--format dot | dot -Tsvg > dag.svg` makes a picture."""
+    from scheduler.dag import draw
+
+    sys.stdout.write(draw(pipelines(ctx).dag(), fmt))
+
+
 @main.group()
 def job() -> None:
     """List, inspect, wait for and stop jobs."""
@@ -1050,17 +1064,108 @@ def datum() -> None:
     """List a finished job's datums; rerun one by hand, exactly as its runner did."""
 
 
+def _job_ref(ref: str) -> tuple[str | None, str | None]:
+    """(pipeline, job) of ``PIPELINE``, ``JOB`` (32 hex digits) or ``PIPELINE@JOB``."""
+    pipeline, at, job = ref.partition("@")
+    if at:
+        return pipeline or None, job
+    if len(ref) == 32 and all(c in "0123456789abcdef" for c in ref):
+        return None, ref
+    return ref, None
+
+
+def _datum_rows(items: list[DatumInfo]) -> None:
+    def took(d: DatumInfo) -> str:
+        return "-" if d.seconds is None else humanize.duration(d.seconds)
+
+    def wrote(d: DatumInfo) -> str:
+        return "-" if d.output_bytes is None else humanize.size(d.output_bytes)
+
+    if items and not items[0].job:  # a dry run
+        table(["DATUM", "PIPELINE", "STATE", "INPUTS"],
+              [(d.id, d.pipeline, d.state, " ".join(d.files)) for d in items])
+        return
+    table(["DATUM", "STATE", "TIME", "OUTPUT", "INPUTS"],
+          [(d.id, d.state, took(d), wrote(d), " ".join(d.files)) for d in items])
+
+
 @datum.command("list")
-@click.argument("name", metavar="PIPELINE")
+@click.argument("ref", metavar="[JOB|PIPELINE[@JOB]]", required=False)
+@click.option("-f", "--file", "spec", help="A dry run: the datums this spec file (or -) "
+              "would make against its inputs' current heads; nothing is created.")
 @click.option("--job", "job_id", help="This job (default: the pipeline's last finished one).")
 @json_option
 @click.pass_context
-def datum_list(ctx: click.Context, name: str, job_id: str | None, as_json: bool) -> None:
-    """The datums of a job, how each ended, and its inputs."""
-    items = pipelines(ctx).datums(name, job_id)
+def datum_list(ctx: click.Context, ref: str | None, spec: str | None, job_id: str | None,
+               as_json: bool) -> None:
+    """The datums of a job: how each ended, how long it took, what it wrote and its inputs.
+    With a pipeline, its last finished job's."""
+    pc = pipelines(ctx)
+    if spec is not None:
+        if ref is not None or job_id is not None:
+            raise InvalidArgument("datum list -f takes no job or pipeline")
+        items = pc.plan_datums(read_spec(spec))
+    elif ref is None:
+        raise InvalidArgument("datum list needs a JOB, a PIPELINE or -f SPEC")
+    else:
+        name, at = _job_ref(ref)
+        items = pc.datums(name, job_id or at)
     if as_json:
         return print_json(items)
-    table(["DATUM", "STATE", "INPUTS"], [(d.id, d.state, " ".join(d.files)) for d in items])
+    _datum_rows(items)
+
+
+@datum.command("inspect")
+@click.argument("ref", metavar="JOB|PIPELINE@JOB")
+@click.argument("datum_id", metavar="DATUM")
+@json_option
+@click.pass_context
+def datum_inspect(ctx: click.Context, ref: str, datum_id: str, as_json: bool) -> None:
+    """One datum of a job (its id, or a unique prefix): state, inputs, time, the files it
+    wrote and the end of its log."""
+    d = pipelines(ctx).datum(_job_id(ref), datum_id)
+    if as_json:
+        return print_json(d)
+    rows = [("Datum", d.id), ("Pipeline", d.pipeline), ("Job", d.job), ("State", d.state),
+            ("Inputs", " ".join(d.files)),
+            ("Started", humanize.ago(d.started)),
+            ("Time", "-" if d.seconds is None else humanize.duration(d.seconds)),
+            ("Output", "-" if d.output_bytes is None else
+             f"{humanize.size(d.output_bytes)} in {len(d.outputs)} files")]
+    if d.ran_in and d.ran_in != d.job:
+        rows.append(("Reused from", f"job {d.ran_in}"))
+    for key, value in rows:
+        say(f"{key + ':':<12} {value}")
+    for path, size in d.outputs:
+        say(f"  /{path}  {humanize.size(size)}")
+    if d.log:
+        say("Log (its end):")
+        sys.stdout.write(d.log if d.log.endswith("\n") else d.log + "\n")
+
+
+def _job_id(ref: str) -> str:
+    """The job of ``JOB`` or ``PIPELINE@JOB``."""
+    _, job_id = _job_ref(ref)  # PIPELINE@ as Pachyderm writes it; the job names its own
+    if job_id is None:
+        raise InvalidArgument(f"{ref} is not a job: give JOB or PIPELINE@JOB (`pfsmount "
+                              "job list` shows them)")
+    return job_id
+
+
+@datum.command("restart")
+@click.argument("ref", metavar="JOB|PIPELINE@JOB")
+@click.argument("datum_id", metavar="DATUM")
+@json_option
+@click.pass_context
+def datum_restart(ctx: click.Context, ref: str, datum_id: str, as_json: bool) -> None:
+    """Rerun a failed datum of a pipeline's last job, which failed (once its cause is
+    fixed). When no datum of the job is left failed, the job makes its output commit and
+    succeeds. Exit 1 unless it did. (Pachyderm's `restart datum` restarts a stuck datum
+    of a running job instead: here `datum_timeout` or `job stop` end those.)"""
+    j = pipelines(ctx).restart_datum(_job_id(ref), datum_id)
+    show_job(j, as_json)
+    if j.state != "success":
+        sys.exit(1)
 
 
 def _reproduce(ctx: click.Context, name: str, datum_id: str | None, job_id: str | None,

@@ -26,6 +26,8 @@ pkgs=(fuse3 libfuse3-dev pkg-config gcc bubblewrap docker.io busybox-static git 
 pkgs+=(r-base-core python3-pandas debootstrap)
 # mkfs.ext4 for the full-disk tests (a 200 MB loop filesystem as the store root).
 pkgs+=(e2fsprogs)
+# Graphviz's dot: tests check that `pipeline draw --format dot` is a graph it draws.
+pkgs+=(graphviz)
 # Python headers: only when the python3 we build against lacks Python.h (pyenv ships its own).
 inc=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 [ -f "$inc/Python.h" ] || pkgs+=(python3-dev)

@@ -107,6 +107,8 @@ class DatumOutcome(msgspec.Struct, frozen=True, kw_only=True):
     code: int | None  # the last try's exit status; None when no try ran
     log: str  # the log's last ``LOG_TAIL`` bytes
     outputs: list[tuple[str, Output]] = []
+    started: float = 0.0  # seconds since the epoch
+    seconds: float = 0.0  # how long its tries took
 
 
 class DatumExecutor(Protocol):

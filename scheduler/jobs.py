@@ -61,6 +61,12 @@ class Jobs:
             (d.id, functools.partial(self.datum_task, job, spec, d)) for d in found], cancel)
         if results is None:
             return
+        self.commit_output(job, spec, found, results)
+
+    def commit_output(self, job: Job, spec: Spec, found: list[Datum],
+                      results: dict[str, _Outputs]) -> None:
+        """A 2.x job's output commit from every datum's outputs (also once ``datum restart``
+        made a failed job's datums whole); the job marked done with it."""
         self._commit_output(job, spec, self._union(spec, found, results))
 
     # -- tasks -------------------------------------------------------------------------------
@@ -142,9 +148,9 @@ class Jobs:
                     job.skipped += 1
                 else:
                     todo.append(task())
-        self._save_results(job, spec, digest, [])
+        self.save_results(job, spec, digest, [])
         failure: str | None = None
-        unsaved: list[tuple[str, _Outputs, Staged]] = []
+        unsaved: list[tuple[str, DatumResult, Staged | None]] = []
         last_save = time.monotonic()
         outcomes = self.executor.run(todo, spec.parallelism)
         if cancel.is_set() or expired.is_set():  # before the executor took the tasks
@@ -155,17 +161,23 @@ class Jobs:
             elif outcome.state != "success" or staged is None:
                 job.failed += 1
                 failure = failure or f"datum {outcome.datum} failed after " \
-                                     f"{spec.datum_tries} tries{_failure(outcome)}"
+                                     f"{spec.datum_tries} tries{failure_note(outcome)}"
+                if outcome.state == "failure":  # kept for `datum list`/`datum restart`
+                    unsaved.append((outcome.datum, DatumResult(
+                        job=job.id, outputs=[], started=outcome.started,
+                        seconds=outcome.seconds), None))
             else:
                 outputs = [(p, Entry(o.kind, o.size, o.mode, o.mtime, o.ref))
                            for p, o in outcome.outputs]
                 results[outcome.datum] = outputs
-                unsaved.append((outcome.datum, outputs, staged))
+                unsaved.append((outcome.datum, DatumResult(
+                    job=job.id, outputs=outputs, started=outcome.started,
+                    seconds=outcome.seconds), staged))
                 job.processed += 1
             if time.monotonic() - last_save > 0.5:  # progress and results, in batches
-                self._save_results(job, spec, digest, unsaved)
+                self.save_results(job, spec, digest, unsaved)
                 last_save = time.monotonic()
-        self._save_results(job, spec, digest, unsaved)
+        self.save_results(job, spec, digest, unsaved)
         if deadline is not None:
             deadline.cancel()
         if expired.is_set() and not cancel.is_set():
@@ -182,19 +194,22 @@ class Jobs:
             return None
         return results
 
-    def _save_results(self, job: Job, spec: Spec, digest: str,
-                      unsaved: list[tuple[str, _Outputs, Staged]]) -> None:
-        """Record finished datums (so a rerun skips them), with their outputs' content, and
-        the job's progress, in one transaction: one per datum would cost more than running
-        it."""
+    def save_results(self, job: Job, spec: Spec, digest: str,
+                     unsaved: list[tuple[str, DatumResult, Staged | None]]) -> None:
+        """Record finished datums (so a rerun skips them), with their outputs' content
+        (failed ones, with no content: under their job), and the job's progress, in one
+        transaction: one per datum would cost more than running it."""
 
         def record(scope: Scope) -> None:
-            for datum_id, outputs, _ in unsaved:
-                self.records.put_datum(scope, spec.name, digest, datum_id,
-                                       DatumResult(job=job.id, outputs=outputs))
+            for datum_id, result, staged in unsaved:
+                if staged is None:
+                    self.records.put_failure(scope, spec.name, datum_id, result)
+                else:
+                    self.records.put_datum(scope, spec.name, digest, datum_id, result)
             self.records.put_job(scope, job)
 
-        self.state.land([staged for _, _, staged in unsaved], record, durable=False)
+        self.state.land([staged for _, _, staged in unsaved if staged is not None], record,
+                        durable=False)
         unsaved.clear()
         self._saved()
 
@@ -328,7 +343,7 @@ def _deadline(job: Job, spec: Spec, expire: Callable[[], None]) -> threading.Tim
     return timer
 
 
-def _failure(outcome: DatumOutcome) -> str:
+def failure_note(outcome: DatumOutcome) -> str:
     """How a datum's last try ended, for the job's error: a first line that stands alone
     (``commit wait`` shows only it) with the exit and the last lines the datum printed,
     then the log's tail."""

@@ -15,9 +15,12 @@ import itertools
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import msgspec
 
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.export import export
@@ -85,9 +88,12 @@ class LocalExecutor:
         if stop.is_set():  # a stopped job drains its queue without starting anything
             return DatumOutcome(datum=t.datum, state="stopped", code=None, log=""), None
         scratch = self.work / t.job / t.datum
+        started = time.time()
         try:
             binds = self.materialize(t, scratch)
-            return self._attempts(t, binds, scratch, stop)
+            outcome, staged = self._attempts(t, binds, scratch, stop)
+            return msgspec.structs.replace(outcome, started=started,
+                                           seconds=time.time() - started), staged
         finally:  # its input copies and /pfs/out, stored by now
             shutil.rmtree(scratch, ignore_errors=True)
 

@@ -3,8 +3,9 @@
 Owns the encoding of ``pipelines``, ``jobs`` and ``datums`` (state tables that ``store.meta``
 lists, reached through ``pfs.state`` in its scopes) and their consistency check, which
 ``fsck`` runs. A datum result remembers what a successful datum wrote, so a later job with
-the same datum (same inputs, same spec) reuses it instead of running it. Nothing here runs
-anything or opens a scope of its own.
+the same datum (same inputs, same spec) reuses it instead of running it; a failed datum's
+run is kept under its job (for ``datum list`` and ``datum restart``), never reused. Nothing
+here runs anything or opens a scope of its own.
 """
 
 from __future__ import annotations
@@ -55,8 +56,13 @@ class Job(msgspec.Struct, kw_only=True):
 
 
 class DatumResult(msgspec.Struct, kw_only=True):
+    """A datum's run: what it wrote (a failed one: nothing), when it started and how long
+    its tries took (0: recorded before runs were timed)."""
+
     job: str
     outputs: list[tuple[str, Entry]]
+    started: float = 0.0
+    seconds: float = 0.0
 
 
 log = logging.getLogger("pfsmount.scheduler")
@@ -159,6 +165,19 @@ class Records:
     def put_datum(self, scope: Scope, pipeline: str, digest: str, datum: str,
                   result: DatumResult) -> None:
         self.datums_table.put(scope, self._dkey(pipeline, digest, datum), _enc.encode(result))
+
+    # A failed datum is kept per job (``datum list``, ``datum restart``), under a key no spec
+    # digest takes; a later job never reuses it.
+    def failure(self, scope: Scope, pipeline: str, job: str, datum: str) -> DatumResult | None:
+        raw = self.datums_table.get(scope, self._dkey(pipeline, f"job:{job}", datum))
+        return None if raw is None else _datum.decode(raw)
+
+    def put_failure(self, scope: Scope, pipeline: str, datum: str, result: DatumResult) -> None:
+        self.datums_table.put(scope, self._dkey(pipeline, f"job:{result.job}", datum),
+                              _enc.encode(result))
+
+    def delete_failure(self, scope: Scope, pipeline: str, job: str, datum: str) -> None:
+        self.datums_table.delete(scope, self._dkey(pipeline, f"job:{job}", datum))
 
     def check(self, scope: Scope) -> Iterator[str]:
         """The scheduler's invariants (``store.meta``), one line per row that breaks one:

@@ -13,7 +13,7 @@ from scheduler.wire import DatumTask
 
 from .client import Client, given, segment
 from .wire import Commit
-from .wire_pipelines import DatumInfo, Job, Pipeline
+from .wire_pipelines import Dag, DatumDetail, DatumInfo, Job, Pipeline
 
 
 class PipelineClient:
@@ -68,9 +68,33 @@ class PipelineClient:
     def wait_commit(self, ref: str, timeout: float | None = None) -> builtins.list[Commit]:
         return self.client.wait_commit(ref, timeout)
 
-    def datums(self, pipeline: str, job: str | None = None) -> builtins.list[DatumInfo]:
+    def datums(self, pipeline: str | None, job: str | None = None
+               ) -> builtins.list[DatumInfo]:
+        """The datums of a job (``pipeline`` None: the job's own pipeline), or of a
+        pipeline's last finished job."""
+        if pipeline is None:
+            assert job is not None
+            return self.client.call("GET", f"/jobs/{segment(job)}/datums",
+                                    builtins.list[DatumInfo])
         return self.client.call("GET", f"/pipelines/{segment(pipeline)}/datums",
                                 builtins.list[DatumInfo], params=given(job=job or None))
+
+    def datum(self, job: str, datum: str) -> DatumDetail:
+        return self.client.call("GET", f"/jobs/{segment(job)}/datums/{segment(datum)}",
+                                DatumDetail)
+
+    def restart_datum(self, job: str, datum: str) -> Job:
+        """Rerun a failed datum of a failed job; the job afterwards."""
+        return self.client.call(
+            "POST", f"/jobs/{segment(job)}/datums/{segment(datum)}/restart", Job)
+
+    def plan_datums(self, spec_text: str) -> builtins.list[DatumInfo]:
+        """The datums the pipelines of a spec would make now (nothing is created)."""
+        return self.client.call("POST", "/datums/plan", builtins.list[DatumInfo],
+                                json={"spec": spec_text})
+
+    def dag(self) -> Dag:
+        return self.client.call("GET", "/dag", Dag)
 
     def reproduce(self, pipeline: str, datum: str | None = None,
                   job: str | None = None) -> DatumTask:

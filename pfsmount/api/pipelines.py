@@ -18,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from pfsmount.errors import InvalidArgument
 from pfsmount.pfs.refs import check_name
-from scheduler import reproduce
+from scheduler import dag, reproduce, restart
 from scheduler.engine import Scheduler
 from scheduler.jobspec import parse_job_spec
 from scheduler.records import TERMINAL
@@ -92,6 +92,21 @@ def routes(scheduler: Scheduler) -> list[Endpoint]:
     async def datum_list(call: Call) -> Any:
         return await run(reproduce.list_datums, s, call.path["name"], call.args.job)
 
+    async def job_datums(call: Call) -> Any:
+        return await run(reproduce.list_datums, s, None, call.path["id"])
+
+    async def datum_inspect(call: Call) -> Any:
+        return await run(reproduce.inspect_datum, s, call.path["id"], call.path["datum"])
+
+    async def datum_restart(call: Call) -> Any:
+        return await run(restart.restart, s, call.path["id"], call.path["datum"])
+
+    async def datum_plan(call: Call) -> Any:
+        return await run(reproduce.plan, s, call.args.spec)
+
+    async def draw(call: Call) -> Any:
+        return await run(dag.graph, s)
+
     async def datum_task(call: Call) -> Any:
         a: wp.ReproduceArgs = call.args
         return await run(reproduce.reproduce, s, call.path["name"], a.datum, a.job)
@@ -117,6 +132,19 @@ def routes(scheduler: Scheduler) -> list[Endpoint]:
         E("POST", "/pipelines/{name}/datums/reproduce", datum_task, "One datum's task, with "
           "its inputs at paths of the daemon's host.", wp.ReproduceArgs, DatumTask,
           local_only=True),
+        E("GET", "/jobs/{id}/datums", job_datums, "The datums of a job and how each ended "
+          "(so far).", answer=list[wp.DatumInfo]),
+        E("GET", "/jobs/{id}/datums/{datum}", datum_inspect, "One datum of a job (an id or a "
+          "unique prefix of one): its state, inputs, time, outputs and log.",
+          answer=wp.DatumDetail),
+        E("POST", "/jobs/{id}/datums/{datum}/restart", datum_restart, "Rerun a failed datum "
+          "of a pipeline's last job, which failed; once none is left failed, the job makes "
+          "its output commit.", answer=wp.Job),
+        E("POST", "/datums/plan", datum_plan, "A dry run: the datums the pipelines of a spec "
+          "file would make against their inputs' heads; nothing is created.", wp.SpecArgs,
+          list[wp.DatumInfo]),
+        E("GET", "/dag", draw, "Every repo and pipeline, what each pipeline reads, and its "
+          "last job.", answer=wp.Dag),
         E("DELETE", "/reproductions/{token}", datum_forget, "Remove the input copies of a "
           "reproduction.", answer=w.Deleted, local_only=True),
         E("GET", "/jobs", jobs, "Every job, or a pipeline's.", wp.JobListArgs, list[wp.Job]),

@@ -1,4 +1,5 @@
-"""The wire shapes of pipelines, jobs and datums, and the arguments of their routes.
+"""The wire shapes of pipelines, jobs and datums, and the arguments of their routes. A datum
+and the pipeline graph go as the scheduler's own wire shapes (``scheduler.wire``).
 
 Apart from ``wire`` (whose rules hold here too) because a pipeline's ``spec`` is
 ``scheduler.spec.Spec``, and importing the spec parser costs a CLI command about 100 ms:
@@ -13,6 +14,11 @@ from typing import Annotated, Literal
 import msgspec
 
 from scheduler.spec import Spec
+
+# Re-exported: the routes answer with them.
+from scheduler.wire import Dag as Dag
+from scheduler.wire import DatumDetail as DatumDetail
+from scheduler.wire import DatumInfo as DatumInfo
 
 from .wire import doc
 
@@ -50,13 +56,6 @@ class Job(msgspec.Struct, kw_only=True):
     spec: Annotated[Spec | None, doc("a one-off (1.x) job's own spec")] = None
 
 
-class DatumInfo(msgspec.Struct, kw_only=True):
-    id: str
-    job: str
-    state: Literal["success", "failed", "skipped", "not run"]
-    files: Annotated[list[str], doc('"input=repo@commit:/path"')]
-
-
 class PipelineCreateArgs(msgspec.Struct, kw_only=True):
     spec: str  # JSON or YAML text, one or more pipelines
     update: bool = False
@@ -64,7 +63,7 @@ class PipelineCreateArgs(msgspec.Struct, kw_only=True):
 
 
 class SpecArgs(msgspec.Struct, kw_only=True):
-    spec: str  # a 1.x job spec, JSON or YAML
+    spec: str  # a spec file's text, JSON or YAML (a 1.x job's; pipelines' for a dry run)
 
 
 class JobListArgs(msgspec.Struct, kw_only=True):

@@ -18,6 +18,7 @@ sub-database   key                                          value
 ``pipelines``  pipeline name (utf-8)                        ``scheduler.records.Pipeline``
 ``jobs``       job id (32 hex chars, ascii)                 ``scheduler.records.Job``
 ``datums``     pipeline ``\\0`` spec digest ``\\0`` datum id  ``scheduler.records.DatumResult``
+               (a failed datum: ``job:`` job id in the digest's place)
 =============  ===========================================  ================================
 
 The last three are *state tables* (``STATE_TABLES``): the scheduler owns their records and

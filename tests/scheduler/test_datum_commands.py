@@ -1,0 +1,141 @@
+"""``pfsmount datum list|inspect|restart`` and ``datum list -f`` (a dry run), through the
+real command against a real daemon, mount and bubblewrap.
+
+A pipeline fails on one of three datums because of something outside the datum (a file on
+the host that the sandbox shows read-only: a "fixed program"); its downstream pipeline does
+not run. ``datum list JOB`` must show each datum's state, time and output size; ``datum
+inspect`` the failed one's log; ``datum restart`` must fail the same way until the cause is
+fixed, then succeed, make the job's output commit (the branch moves, downstream runs) and
+leave the job ``success``. A dry run lists the datums a spec would make and which an earlier
+job already ran (Pachyderm skips unchanged datums), creating nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.scheduler.conftest import Pfsd
+
+
+@pytest.fixture
+def marker() -> Iterator[Path]:
+    """A path on the host that datums see (the sandbox shows /usr read-only); absent."""
+    path = Path(f"/usr/local/share/pfsmount-restart-{uuid.uuid4().hex[:8]}")
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _failed_job(pfsd: Pfsd, marker: Path) -> str:
+    """Pipeline dc (3 datums; boom fails until ``marker`` exists) and dc_down (reads dc
+    whole), after dc's failed job: that job's id."""
+    pfsd.repos("dc_in")
+    pfsd.put("dc_in", {"a": "apple\n", "b": "banana!\n", "boom": "boom\n"})
+    script = (f"for f in /pfs/in/*; do if grep -q boom $f && ! test -e {marker}; then "
+              "echo not yet >&2; exit 3; fi; cp $f /pfs/out/; done")
+    pfsd.create(pfsd.spec("dc", script, {"pfs": {"repo": "dc_in", "glob": "/*", "name": "in"}},
+                          datum_tries=1),
+                pfsd.spec("dc_down", "cat /pfs/dc/* > /pfs/out/all", pfsd.pin("dc", "/")))
+    pfsd.fails("commit", "wait", "dc_in@master", "--timeout", "90", match="dc")
+    job = pfsd.quick_job("dc")
+    assert job["state"] == "failure", job
+    return str(job["id"])
+
+
+def test_list_inspect_and_restart_a_failed_datum(pfsd: Pfsd, marker: Path) -> None:
+    job = _failed_job(pfsd, marker)
+    rows = pfsd.json("datum", "list", job)
+    assert pfsd.json("datum", "list", f"dc@{job}") == rows  # Pachyderm's spelling
+    assert [r["id"] for r in pfsd.json("datum", "list", "dc")] == [r["id"] for r in rows]
+    by_input = {r["files"][0].rsplit(":", 1)[1]: r for r in rows}
+    assert sorted(by_input) == ["/a", "/b", "/boom"]
+    assert {k: r["state"] for k, r in by_input.items()} == {
+        "/a": "success", "/b": "success", "/boom": "failed"}
+    assert by_input["/a"]["output_bytes"] == 6 and by_input["/b"]["output_bytes"] == 8
+    assert by_input["/boom"]["output_bytes"] is None  # it wrote nothing that counts
+    for r in rows:
+        assert r["job"] == job and r["pipeline"] == "dc"
+        assert r["started"] > 0 and 0 <= r["seconds"] < 60, r
+    text = pfsd.ok("datum", "list", job).splitlines()
+    assert text[0].split() == ["DATUM", "STATE", "TIME", "OUTPUT", "INPUTS"]
+    assert any("6 B" in line and "success" in line and ":/a" in line for line in text)
+
+    failed = by_input["/boom"]["id"]
+    detail = pfsd.json("datum", "inspect", job, failed[:8])  # a unique prefix will do
+    assert detail["id"] == failed and detail["state"] == "failed"
+    assert "not yet" in detail["log"] and detail["outputs"] == []
+    shown = pfsd.ok("datum", "inspect", job, by_input["/a"]["id"])
+    assert "State:" in shown and "success" in shown and "/a  6 B" in shown
+
+    # Not fixed yet: it fails again, the job stays failed, nothing downstream ran.
+    r = pfsd.run("datum", "restart", job, failed, "--json")
+    assert r.code == 1, r
+    again = json.loads(r.out)
+    assert again["state"] == "failure" and f"datum {failed} failed" in again["error"]
+    assert pfsd.head("dc") is None and pfsd.head("dc_down") is None
+
+    marker.write_text("fixed\n")
+    done = pfsd.json("datum", "restart", f"dc@{job}", failed)
+    assert done["state"] == "success" and done["output"].startswith("dc@"), done
+    assert done["failed"] == 0 and done["processed"] == 3 and not done["error"]
+    assert {r["state"] for r in pfsd.json("datum", "list", job)} == {"success"}
+    assert pfsd.tree("dc") == {"a": b"apple\n", "b": b"banana!\n", "boom": b"boom\n"}
+    assert pfsd.wait("dc@master")["dc_down"]  # the output commit set downstream going
+    assert pfsd.get("dc_down@master:/all") == b"apple\nbanana!\nboom\n"
+    assert pfsd.last_job("dc")["id"] == job  # no new job of dc: its own job made whole
+    pfsd.fails("datum", "restart", job, failed, match=f"job {job} is success")
+
+
+def test_dry_run_lists_datums_and_creates_nothing(pfsd: Pfsd) -> None:
+    pfsd.repos("dr_in")
+    pfsd.put("dr_in", {"x": "1", "y": "2", "sub/z": "3"})
+    spec = pfsd.spec_file(pfsd.spec("dr", "cp -r /pfs/dr_in/* /pfs/out/",
+                                    pfsd.pin("dr_in", "/*")))
+    rows = pfsd.json("datum", "list", "-f", spec)
+    assert sorted(r["files"][0].rsplit(":", 1)[1] for r in rows) == ["/sub", "/x", "/y"]
+    assert {(r["pipeline"], r["job"], r["state"]) for r in rows} == {("dr", "", "would run")}
+    text = pfsd.ok("datum", "list", "-f", spec).splitlines()
+    assert text[0].split() == ["DATUM", "PIPELINE", "STATE", "INPUTS"] and len(text) == 4
+    assert "dr" not in [p["name"] for p in pfsd.json("pipeline", "list")]
+    assert "dr" not in [r["name"] for r in pfsd.json("repo", "list")]
+
+    pfsd.ok("pipeline", "create", "-f", spec)
+    pfsd.wait("dr_in@master")
+    pfsd.ok("pipeline", "stop", "dr")  # no job runs the new commit before the dry run
+    pfsd.put("dr_in", {"w": "4", "x": "1 changed"})
+    after = pfsd.json("datum", "list", "-f", spec)
+    states = {r["files"][0].rsplit(":", 1)[1]: r["state"] for r in after}
+    assert states == {"/sub": "would skip", "/y": "would skip", "/w": "would run",
+                      "/x": "would run"}
+    pfsd.ok("pipeline", "start", "dr")
+    pfsd.wait("dr_in@master")
+    # The ids the dry run gave are the ids the job has.
+    job = pfsd.last_job("dr")["id"]
+    assert {r["id"] for r in after} == {r["id"] for r in pfsd.json("datum", "list", job)}
+
+
+def test_bad_input_is_one_line(pfsd: Pfsd) -> None:
+    pfsd.fails("datum", "list", "0" * 32, match=f"job {'0' * 32} not found")
+    pfsd.fails("datum", "list", match="needs a JOB")
+    pfsd.fails("datum", "inspect", "nojob", "abc", match="nojob is not a job")
+    pfsd.fails("datum", "restart", "0" * 32, "abc", match="not found")
+    pfsd.fails("datum", "list", "-f", pfsd.specs / "missing.json", match="cannot read spec")
+    bad = pfsd.spec_file(pfsd.spec("bd", "true", pfsd.pin("bd_missing")))
+    pfsd.fails("datum", "list", "-f", bad, match="input repo bd_missing does not exist")
+    pfsd.repos("bd_in")
+    pfsd.put("bd_in", {"f": "x"})
+    pfsd.create(pfsd.spec("bd", "cp /pfs/bd_in/* /pfs/out/", pfsd.pin("bd_in")))
+    pfsd.wait("bd_in@master")
+    job = pfsd.last_job("bd")["id"]
+    pfsd.fails("datum", "inspect", job, "xyz", match="xyz is not a datum id")
+    pfsd.fails("datum", "inspect", job, "0000", match=f"datum 0000 not found in job {job}")
+    datum = pfsd.json("datum", "list", job)[0]["id"]
+    pfsd.fails("datum", "restart", job, datum, match="is success")
+    pfsd.fails("datum", "list", f"other@{job}", match=f"job {job} is not a job of pipeline "
+               "other")

@@ -78,6 +78,15 @@ class Schedule:
         assert isinstance(found, datetime)
         return found
 
+    def latest(self, due: datetime, now: datetime) -> datetime:
+        """The last tick at or before ``now``, given a tick ``due`` at or before it (in one
+        step, however long ago ``due`` was)."""
+        if self.every is not None:
+            return due + self.every * ((now - due) // self.every)
+        before = croniter(self.fields, now).get_prev(datetime)
+        assert isinstance(before, datetime)
+        return max(due, before)
+
 
 def _every(duration: str, text: str, where: str) -> timedelta:
     """A Go duration (``1h30m``, ``10s``, ``500ms``); robfig/cron ticks at most once a
@@ -185,13 +194,14 @@ def tick(pfs: Pfs, cron: CronInput, when: datetime | None = None) -> Commit:
 
 def last_tick(pfs: Pfs, cron: CronInput) -> datetime | None:
     """The latest tick in ``cron``'s repo (its newest file named by a time), if any."""
-    latest = None
+    latest: datetime | None = None
     with contextlib.suppress(NotFound):
         for info in pfs.files.list(f"{cron.repo}@master", "/"):
             with contextlib.suppress(ValueError):
-                when = datetime.strptime(info.path.rsplit("/", 1)[-1], "%Y-%m-%dT%H:%M:%SZ")
-                latest = max(latest or when, when.replace(tzinfo=UTC))
-    return latest.replace(tzinfo=UTC) if latest else None
+                name = info.path.rsplit("/", 1)[-1]
+                when = datetime.strptime(name, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                latest = when if latest is None else max(latest, when)
+    return latest
 
 
 class Ticker:
@@ -227,8 +237,7 @@ class Ticker:
             due = schedule.next(self._base[cron])
             if due > now:
                 continue
-            while (after := schedule.next(due)) <= now:
-                due = after
+            due = schedule.latest(due, now)
             made.append(tick(self.pfs, cron, due))
             self._base[cron] = due
         return made

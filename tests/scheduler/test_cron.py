@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from pfsmount.errors import InvalidArgument
-from scheduler.cron import Schedule
+from pfsmount.pfs import Pfs
+from scheduler.cron import CronInput, Schedule, Ticker
 from scheduler.spec import parse_specs
 from tests.scheduler.conftest import Pfsd
 
@@ -35,6 +37,29 @@ def test_schedules_tick_when_robfig_cron_would() -> None:
     for wrong in ("@every", "@every ten", "* * * *", "0 0 * * * *", "@sometimes", "61 * * * *"):
         with pytest.raises(InvalidArgument, match=r"input\.cron\.spec"):
             Schedule(wrong)
+
+
+def test_the_ticker_follows_its_clock_and_catches_up_once(tmp_path: Path) -> None:
+    """A fake clock: ``step(now)`` is what the daemon's service calls every half second."""
+    pfs = Pfs(tmp_path / "root")
+    try:
+        pfs.repos.create("p_tick")
+        start = datetime(2024, 1, 1, tzinfo=UTC)
+        tick = CronInput(name="tick", spec="@every 10s", repo="p_tick", start=start)
+        ticker = Ticker(pfs, lambda: [tick])
+        now = start + timedelta(days=400, seconds=25)  # down for 400 days: one tick, not 3M
+        assert [c.description for c in ticker.step(now)] == \
+            ["cron tick 2025-02-04T00:00:20Z"]
+        assert ticker.step(now + timedelta(seconds=4)) == []  # not due yet
+        ticker.step(now + timedelta(seconds=5))
+        files = [f.path for f in pfs.files.list("p_tick@master", "/")]
+        assert files == ["/2025-02-04T00:00:20Z", "/2025-02-04T00:00:30Z"]
+        # A new ticker (a restarted daemon) goes on from the latest tick file.
+        again = Ticker(pfs, lambda: [tick])
+        assert again.step(now + timedelta(seconds=9)) == []
+        assert len(again.step(now + timedelta(seconds=15))) == 1
+    finally:
+        pfs.close()
 
 
 def test_a_cron_spec_reads_its_tick_repo_and_refuses_what_it_does_not_know() -> None:

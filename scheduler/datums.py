@@ -1,7 +1,7 @@
 """Datums: how a job's input commits split into units of work, and each unit's identity.
 
 Each input kind (``scheduler.inputs``) makes its datums from a ``Snapshot`` of the job's input
-commits: a ``pfs`` input's glob (``scheduler.glob``) picks files or directories of its commit,
+commits: a ``pfs`` input's glob (``pfsmount.pfs.glob``) picks files or directories of its commit,
 each match a datum; ``cross`` takes every combination of its children's datums, ``union`` all
 of them in turn, ``join`` and ``group`` match files by the keys their globs capture, as
 Pachyderm does. A datum's id hashes its inputs' names, paths and content hashes (not
@@ -20,7 +20,7 @@ Captures = tuple[str, ...]
 
 if TYPE_CHECKING:  # the spec reader (and so the CLI) imports this module: keep it light
     from pfsmount.pfs import Pfs
-    from scheduler.glob import Glob
+    from pfsmount.pfs.glob import Glob
     from scheduler.inputs import InputKind
 
 
@@ -52,12 +52,11 @@ class Snapshot:
         return self._commits.get(f"{repo}@{branch}")
 
     def glob(self, repo: str, commit: str, glob: Glob) -> Iterator[tuple[FileInfo, Captures]]:
-        """The entries of ``repo@commit`` that ``glob`` matches, each with its captures: the
-        store walks the levels ``glob.scan`` names, the pattern decides."""
-        for info in self._pfs.files.glob(f"{repo}@{commit}", glob.scan):
+        """The entries of ``repo@commit`` that ``glob`` matches, each with its captures."""
+        for info in self._pfs.files.glob(f"{repo}@{commit}", glob):
             captures = glob.match(info.path)
-            if captures is not None:
-                yield info, captures
+            assert captures is not None  # files.glob yields matches only
+            yield info, captures
 
 
 def datum_id(files: tuple[DatumFile, ...]) -> str:

@@ -11,7 +11,7 @@ A kind knows three things, and nothing outside its class asks which kind an inpu
 Built in: ``pfs`` (also spelled ``atom``, as 1.x did), ``cross``, ``union``, ``join`` and
 ``group`` as Pachyderm defines them (``Combined`` kinds; ``join``/``group`` match the files of
 their ``pfs`` leaves by the key each leaf's ``join_on``/``group_by`` makes of its glob's
-capture groups, see ``scheduler.glob``), and 1.x's ``inputs`` list (``V1Inputs``), which is
+capture groups, see ``pfsmount.pfs.glob``), and 1.x's ``inputs`` list (``V1Inputs``), which is
 read from a field of the spec's own rather than under ``input``, and means its inputs crossed.
 A new kind is a class and a ``register`` call; the spec parser, datum listing and the engine
 pick it up. So would Pachyderm's ``cron``, as a leaf naming its tick repo as a ``PfsInput``.
@@ -32,10 +32,10 @@ from typing import Any, ClassVar, Literal
 import msgspec
 
 from pfsmount.errors import InvalidArgument
+from pfsmount.pfs.glob import check_template, compile_glob, expand
 from pfsmount.pfs.refs import check_name
 from scheduler.datums import DatumFile, Snapshot
 from scheduler.fields import Name, typed, without_nulls
-from scheduler.glob import check_template, compile_glob, expand
 
 Files = tuple[DatumFile, ...]  # one datum's files, before it is named
 Reader = Callable[[Any, str], "InputKind"]  # reads a nested input at a path: ``input.cross[0]``
@@ -184,7 +184,7 @@ _KEYS = ("join_on", "outer_join", "group_by", "lazy")  # shown only when set
 @register
 @dataclass(frozen=True, kw_only=True)
 class PfsInput(InputKind):
-    """A branch of a repo, split into datums by a glob (``scheduler.glob``): each match is a
+    """A branch of a repo, split into datums by a glob (``pfsmount.pfs.glob``): each match is a
     datum. Under a ``join`` or ``group`` its ``join_on``/``group_by`` makes each match's key
     from the glob's capture groups. ``lazy`` is accepted and changes nothing: a datum reads
     its inputs through the mount, which fetches bytes only when they are read, so every
@@ -211,10 +211,10 @@ class PfsInput(InputKind):
         check_name("repo", repo)
         check_name("branch", branch)
         check_name("input", name or repo)
-        pattern = compile_glob(glob, where)
+        pattern = compile_glob(glob, f"spec field {where}glob")
         for field in ("join_on", "group_by"):
             if keys.get(field):
-                check_template(keys[field], pattern, f"{where}{field}")
+                check_template(keys[field], pattern, f"spec field {where}{field}")
         return cls(repo=repo, branch=branch, glob=glob, name=name or repo, **keys)
 
     @classmethod

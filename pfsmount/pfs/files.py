@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
-import fnmatch
 import io
 import os
 import tempfile
@@ -38,6 +37,7 @@ from pfsmount.errors import (
 )
 from pfsmount.pfs.commits import Commits
 from pfsmount.pfs.events import Event, EventKind, Events
+from pfsmount.pfs.glob import Glob, compile_glob
 from pfsmount.pfs.model import Commit, Counts, FileDiff, FileInfo
 from pfsmount.pfs.records import Records
 from pfsmount.pfs.refs import Ref, check_component, normalize_path, parse_ref, shown
@@ -525,12 +525,13 @@ class Files:
             for p, e in self.store.trees.walk(txn, entry.ref, base, dirs):
                 yield info(p, e, commit.id)
 
-    def glob(self, ref_text: str, pattern: str) -> Iterator[FileInfo]:
-        """Entries matching a glob (``*``, ``?``, ``[...]`` per component, ``**`` any depth)."""
+    def glob(self, ref_text: str, pattern: str | Glob) -> Iterator[FileInfo]:
+        """Entries matching a glob in Pachyderm's syntax (``pfsmount.pfs.glob``; a leading
+        ``/`` is implied). The levels a match can be at are walked, the pattern decides."""
         ref = parse_ref(ref_text)
-        parts = [p for p in pattern.split("/") if p]
-        if any(p == ".." for p in parts):
-            raise InvalidArgument(f"invalid glob {pattern!r}: '..' is not allowed")
+        if isinstance(pattern, str):
+            pattern = compile_glob("/" + pattern.lstrip("/"), "invalid glob")
+        parts = [p for p in pattern.scan.split("/") if p]
         with self.meta.read() as txn:
             commit = self.records.resolve(txn, ref)
             root = bytes.fromhex(commit.root)
@@ -538,36 +539,37 @@ class Files:
                 yield info("", self.store.trees.lookup(txn, root, "") or _EMPTY_DIR, commit.id)
                 return
             seen: set[str] = set()
-            for p, e in self._glob(txn, root, parts, ""):
-                if p not in seen:
+            for p, e in self._walk_levels(txn, root, parts, ""):
+                if p not in seen and pattern.match("/" + p) is not None:
                     seen.add(p)
                     yield info(p, e, commit.id)
 
-    def _glob(
+    def _walk_levels(
         self, txn: lmdb.Transaction, directory: bytes, parts: builtins.list[str], prefix: str
     ) -> Iterator[tuple[str, Entry]]:
+        """The entries at the levels ``parts`` name: a name is looked up, ``*`` lists a
+        directory, ``**`` any number of levels (``Glob.scan``)."""
         trees = self.store.trees
         head, rest = parts[0], parts[1:]
         if head == "**":
             if rest:
-                yield from self._glob(txn, directory, rest, prefix)
+                yield from self._walk_levels(txn, directory, rest, prefix)
             for name, entry in trees.listdir(txn, directory):
                 if not rest:
                     yield prefix + name, entry
                 if entry.kind == KIND_DIR:
-                    yield from self._glob(txn, entry.ref, parts, f"{prefix}{name}/")
+                    yield from self._walk_levels(txn, entry.ref, parts, f"{prefix}{name}/")
             return
-        if not any(c in head for c in "*?["):
+        if head != "*":
             found = trees.find(txn, directory, head)
             matches = [] if found is None else [(head, found)]
         else:
-            matches = [(n, e) for n, e in trees.listdir(txn, directory)
-                       if fnmatch.fnmatchcase(n, head)]
+            matches = list(trees.listdir(txn, directory))
         for name, entry in matches:
             if not rest:
                 yield prefix + name, entry
             elif entry.kind == KIND_DIR:
-                yield from self._glob(txn, entry.ref, rest, f"{prefix}{name}/")
+                yield from self._walk_levels(txn, entry.ref, rest, f"{prefix}{name}/")
 
     def diff(self, new_ref: str, old_ref: str | None = None) -> builtins.list[FileDiff]:
         """What changed from ``old_ref`` (default: the new commit's parent) to ``new_ref``."""

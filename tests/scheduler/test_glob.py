@@ -1,4 +1,4 @@
-"""Pachyderm's glob patterns (``scheduler.glob``): what a pattern matches and captures, as
+"""Pachyderm's glob patterns (``pfsmount.pfs.glob``): what a pattern matches and captures, as
 Pachyderm's docs show it, and the datums a ``pfs`` input makes with it over a real store."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from pfsmount.errors import InvalidArgument
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.files import Data
+from pfsmount.pfs.glob import compile_glob, expand
 from scheduler.datums import datums
-from scheduler.glob import compile_glob, expand
 from scheduler.spec import parse_specs
 
 

@@ -1,14 +1,15 @@
-"""Pachyderm's glob patterns, which split an input into datums: syntax, matching, capture groups.
+"""Pachyderm's glob patterns: syntax, matching, capture groups; the one glob language of
+``file glob`` and of the datums a pipeline's input makes.
 
 A pattern matches a whole path from the repo's root (``/``: the root itself, one datum).
 Syntax, as Pachyderm's glob library has it: ``*`` any run of characters within one level,
-``**`` any run across levels, ``?`` one character within a level, ``[abc]``/``[a-z]`` a set
-(``[!a]`` or ``[^a]`` not in it), ``{a,b}`` either alternative, ``\\x`` the character ``x``.
-``( )`` capture what they match, numbered by their opening parenthesis from the left, nested
-too (``/*/(bar-(*))/*``); a join's ``join_on`` and a group's ``group_by`` name them as
-``$1``, ``${2}``, ``$1$2`` (``expand``). Owns only the language: which entries of a commit
-exist is the store's (``Glob.scan`` is the coarser pattern it walks, by level); nothing here
-reads storage.
+``**`` any run across levels (``**/`` also none: ``/**/*.csv`` matches ``/b.csv``), ``?`` one
+character within a level, ``[abc]``/``[a-z]`` a set (``[!a]`` or ``[^a]`` not in it),
+``{a,b}`` either alternative, ``\\x`` the character ``x``. ``( )`` capture what they match,
+numbered by their opening parenthesis from the left, nested too (``/*/(bar-(*))/*``); a
+join's ``join_on`` and a group's ``group_by`` name them as ``$1``, ``${2}``, ``$1$2``
+(``expand``). Owns only the language: which entries of a commit exist is ``files``'s
+(``Glob.scan`` is the coarser pattern it walks, level by level); nothing here reads storage.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ class Glob:
         return None if m is None else tuple(g or "" for g in m.groups())
 
 
-def _bad(pattern: str, where: str, why: str) -> InvalidArgument:
-    return InvalidArgument(f"spec field {where}glob {pattern!r} {why}")
+def _bad(pattern: str, field: str, why: str) -> InvalidArgument:
+    return InvalidArgument(f"{field} {pattern!r} {why}")
 
 
-def _translate(pattern: str, where: str) -> tuple[str, bool]:
+def _translate(pattern: str, field: str) -> tuple[str, bool]:
     """The regex of ``pattern``, and whether a ``/`` sits inside ``{}`` or ``()`` (so that
     levels cannot be walked one by one)."""
     out: list[str] = []
@@ -51,11 +52,15 @@ def _translate(pattern: str, where: str) -> tuple[str, bool]:
         c = pattern[i]
         if c == "\\":
             if i + 1 == len(pattern):
-                raise _bad(pattern, where, "ends with a lone '\\'")
+                raise _bad(pattern, field, "ends with a lone '\\'")
             out.append(re.escape(pattern[i + 1]))
             i += 2
             continue
         if c == "*":
+            if pattern.startswith("**/", i):  # any levels, or none
+                out.append("(?:.*/)?")
+                i += 3
+                continue
             if pattern.startswith("**", i):
                 out.append(".*")
                 i += 2
@@ -66,12 +71,12 @@ def _translate(pattern: str, where: str) -> tuple[str, bool]:
         elif c == "[":
             end = pattern.find("]", i + 2 if pattern[i + 1:i + 2] in ("!", "^") else i + 1)
             if end < 0:
-                raise _bad(pattern, where, "has an unclosed '['")
+                raise _bad(pattern, field, "has an unclosed '['")
             body = pattern[i + 1:end]
             negate = body[:1] in ("!", "^")
             body = body[1:] if negate else body
             if "/" in body:
-                raise _bad(pattern, where, "has a '/' inside '[...]'")
+                raise _bad(pattern, field, "has a '/' inside '[...]'")
             body = body.replace("\\", "\\\\").replace("[", "\\[")
             out.append(f"[^/{body}]" if negate else f"[{body}]")
             i = end
@@ -80,18 +85,18 @@ def _translate(pattern: str, where: str) -> tuple[str, bool]:
             out.append("(?:" if c == "{" else "(")
         elif c in "})":
             if not nest or nest.pop() != "{("[c == ")"]:
-                raise _bad(pattern, where, f"has an unmatched '{c}'")
+                raise _bad(pattern, field, f"has an unmatched '{c}'")
             out.append(")")
         elif c == "," and nest and nest[-1] == "{":
             out.append("|")
         elif c == "]":
-            raise _bad(pattern, where, "has an unmatched ']'")
+            raise _bad(pattern, field, "has an unmatched ']'")
         else:
             slash_inside |= c == "/" and bool(nest)
             out.append(re.escape(c))
         i += 1
     if nest:
-        raise _bad(pattern, where, f"has an unclosed '{nest[-1]}'")
+        raise _bad(pattern, field, f"has an unclosed '{nest[-1]}'")
     return "".join(out), slash_inside
 
 
@@ -101,7 +106,7 @@ def _levels(pattern: str) -> list[str]:
 
 @functools.lru_cache(maxsize=256)
 def _compiled(pattern: str) -> Glob:
-    body, slash_inside = _translate(pattern, "")
+    body, slash_inside = _translate(pattern, "glob")
     regex = re.compile(body)
     if slash_inside or "**" in pattern:
         scan = "/**"
@@ -110,34 +115,34 @@ def _compiled(pattern: str) -> Glob:
     return Glob(pattern, regex, regex.groups, scan)
 
 
-def compile_glob(pattern: str, where: str = "") -> Glob:
-    """``pattern`` read, or refused with one line naming the field (``where`` is its prefix,
-    ``input.pfs.``): it starts at ``/`` and never leaves the repo (no ``.`` or ``..`` level).
-    A trailing ``/`` is dropped (``/*/`` is ``/*``)."""
+def compile_glob(pattern: str, field: str = "glob") -> Glob:
+    """``pattern`` read, or refused with one line that names it as ``field`` (``spec field
+    input.pfs.glob``): it starts at ``/`` and never leaves the repo (no ``.`` or ``..``
+    level). A trailing ``/`` is dropped (``/*/`` is ``/*``)."""
     if not pattern.startswith("/"):
-        raise _bad(pattern, where, "must start with / (like / or /* or /*/*)")
+        raise _bad(pattern, field, "must start with / (like / or /* or /*/*)")
     if any(p in (".", "..") for p in _levels(pattern)):
-        raise _bad(pattern, where, "must not hold a '.' or '..' level")
+        raise _bad(pattern, field, "must not hold a '.' or '..' level")
     if "//" in pattern:
-        raise _bad(pattern, where, "has an empty level ('//')")
+        raise _bad(pattern, field, "has an empty level ('//')")
     trimmed = pattern.rstrip("/") or "/"
-    _translate(trimmed, where)  # refuses with the field's name; the cache keeps no errors
+    _translate(trimmed, field)  # refuses with the field's name; the cache keeps no errors
     return _compiled(trimmed)
 
 
-def check_template(template: str, glob: Glob, where: str) -> str:
-    """A ``join_on``/``group_by`` that names capture groups of ``glob`` (``$1``, ``${2}``)
-    and only those; ``where`` is the field (``input.join[0].pfs.join_on``)."""
+def check_template(template: str, glob: Glob, field: str) -> str:
+    """A template (a join's ``join_on``, a group's ``group_by``) that names capture groups of
+    ``glob`` (``$1``, ``${2}``) and only those, or refused naming it as ``field``."""
     named = [int(a or b) for a, b in _TEMPLATE.findall(template)]
     if not named:
         raise InvalidArgument(
-            f"spec field {where} {template!r} names no capture group (like $1) of glob "
+            f"{field} {template!r} names no capture group (like $1) of glob "
             f"{glob.pattern!r}" + ("" if glob.groups else ", which has none: put ( ) "
                                    "around the part of the path to match on"))
     beyond = [n for n in named if not 1 <= n <= glob.groups]
     if beyond:
         raise InvalidArgument(
-            f"spec field {where} {template!r} names capture group {beyond[0]}, but glob "
+            f"{field} {template!r} names capture group {beyond[0]}, but glob "
             f"{glob.pattern!r} has {glob.groups}")
     return template
 

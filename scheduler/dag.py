@@ -53,7 +53,7 @@ def _status(n: DagNode) -> str:
     if n.stopped:
         parts.append("stopped")
     if n.error and n.state != "success":
-        parts.append(n.error if len(n.error) <= 60 else n.error[:57] + "...")
+        parts.append(n.error if len(n.error) <= 80 else n.error[:77] + "...")
     return "pipeline: " + ", ".join(parts)
 
 

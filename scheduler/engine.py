@@ -652,6 +652,9 @@ class Scheduler:
             if folder.is_dir():
                 found += sorted(p for p in folder.glob("*.log")
                                 if datum is None or p.stem == datum)
+        spout = base / "spout.log"
+        if job is None and datum is None and spout.is_file():  # a spout's one process
+            found.append(spout)
         if datum is not None and not found:
             raise NotFound(f"no logs of datum {datum} in pipeline {pipeline}")
         return found

@@ -25,12 +25,8 @@ from typing import Any, Protocol
 from pfsmount.errors import PfsError
 
 
-class RunnerError(PfsError):
+class RunnerError(PfsError, code="runner_error", exit_code=11):
     """The runner itself cannot run (no Docker engine, a missing image): no retry helps."""
-
-    code = "runner_error"
-    status = 500
-    exit_code = 11
 
 
 @dataclass

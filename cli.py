@@ -833,7 +833,8 @@ def show_jobs(items: list[Job], as_json: bool) -> None:
     table(["ID", "PIPELINE", "STARTED", "DURATION", "DATUMS", "STATE", "OUTPUT"],
           [(j.id, j.pipeline, humanize.ago(j.started or j.created),
             humanize.duration((j.finished or time.time()) - (j.started or j.created)),
-            f"{j.processed} run, {j.skipped} skipped, {j.failed} failed / {j.datums}",
+            f"{j.processed} run, {j.skipped} skipped, {j.failed} failed"
+            f"{f', {j.recovered} recovered' if j.recovered else ''} / {j.datums}",
             j.state, j.output or "-") for j in items])
 
 

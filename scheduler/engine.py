@@ -4,8 +4,11 @@ A finished commit on a branch a pipeline reads creates a job (persisted first, s
 that dies mid-job reruns it on restart). Jobs run one at a time per pipeline, in arrival
 order; running one (its datums through a ``DatumExecutor``, its output commit) is
 ``scheduler.jobs``'s. An output commit triggers downstream pipelines in turn; a failed job
-moves nothing. Owns the daemon service (recovery, triggers, the queue), the pipeline and job
-records' lifecycle (create, update, stop, delete), waiting for jobs and finding their logs.
+moves nothing, and every job below it is ``unrunnable`` (naming it), as ``commit wait``
+reports. A commit that reaches a pipeline both directly and through another pipeline makes
+its job once, with that pipeline's output for it. Owns the daemon service (recovery,
+triggers, the queue), the pipeline and job records' lifecycle (create, update, stop, delete),
+waiting for jobs and finding their logs.
 Runs no datum itself and keeps its records only through ``pfs.state`` (``records``).
 """
 

@@ -156,6 +156,8 @@ def test_err_cmd_recovers_failed_datums(pfsd: Pfsd) -> None:
     assert (ok["state"], ok["processed"], ok["failed"], ok["recovered"]) == \
         ("success", 1, 0, 1), ok
     assert pfsd.tree("err_ok") == {"good": b"ok\n"}  # a recovered datum has no output
+    assert "1 run, 0 skipped, 0 failed, 1 recovered / 2" in pfsd.ok("job", "list", "-p",
+                                                                    "err_ok")
     log = pfsd.ok("logs", "-p", "err_ok", "--job", ok["id"])
     assert log.count("cannot read bad") == 2 and "handled bad" in log, log
     assert "err_cmd exit code 0: datum recovered" in log, log

@@ -98,6 +98,8 @@ class Seen:
             return "success", done  # ran here (a later job may have run it again since)
         if done is not None:
             return "skipped", done
+        if ran and self.job.recovered:  # its err_cmd let it through, with no output
+            return "recovered", None
         return ("failed" if ran and self.job.state == "failure" else "not run"), None
 
     def info(self, t: DatumTask) -> DatumInfo:

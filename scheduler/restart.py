@@ -19,7 +19,7 @@ time. Nothing here decides how a datum runs (``scheduler.jobs`` and its executor
 from __future__ import annotations
 
 from pfsmount.errors import Conflict, InvalidArgument, PfsError
-from pfsmount.pfs.state import Entry
+from pfsmount.pfs.state import Entry, Staged
 from scheduler.datums import datums
 from scheduler.engine import Scheduler
 from scheduler.jobs import failure_note
@@ -58,21 +58,26 @@ def restart(s: Scheduler, job_id: str, datum: str) -> Job:
     [(outcome, staged)] = s.executor.run([t], 1)  # to its end: the executor cleans up
     result = DatumResult(job=job.id, outputs=[], started=outcome.started,
                          seconds=outcome.seconds)
-    if outcome.state != "success" or staged is None:
+    if outcome.state == "recovered":  # its err_cmd let it through, as in a job
+        job.failed, job.recovered = job.failed - 1, job.recovered + 1
+        done: list[tuple[str, DatumResult, Staged | None]] = []
+    elif outcome.state != "success" or staged is None:
         job.error = f"datum {t.datum} failed after {t.tries} tries{failure_note(outcome)}"
         s.jobs.save_results(job, spec, spec.digest, [(t.datum, result, None)])
         return job
-    result.outputs = [(p, Entry(o.kind, o.size, o.mode, o.mtime, o.ref))
-                      for p, o in outcome.outputs]
-    job.failed, job.processed = job.failed - 1, job.processed + 1
+    else:
+        result.outputs = [(p, Entry(o.kind, o.size, o.mode, o.mtime, o.ref))
+                          for p, o in outcome.outputs]
+        job.failed, job.processed = job.failed - 1, job.processed + 1
+        done = [(t.datum, result, staged)]
     with s.state.write() as scope:
         s.records.delete_failure(scope, spec.name, job.id, t.datum)
-    left = [u.datum for u in units
-            if u.datum != t.datum and seen(u.datum)[0] not in ("success", "skipped")]
+    left = [u.datum for u in units if u.datum != t.datum
+            and seen(u.datum)[0] not in ("success", "skipped", "recovered")]
     if left:
         job.error = f"{len(left)} datum(s) of job {job.id} still failed, datum {left[0]} " \
                     f"first (`pfsmount datum list {job.id}`)"
-    s.jobs.save_results(job, spec, spec.digest, [(t.datum, result, staged)])
+    s.jobs.save_results(job, spec, spec.digest, done)
     if left:
         return job
     _newest(s, job)  # no job came while the datum ran

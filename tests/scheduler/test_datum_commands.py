@@ -139,3 +139,20 @@ def test_bad_input_is_one_line(pfsd: Pfsd) -> None:
     pfsd.fails("datum", "restart", job, datum, match="is success")
     pfsd.fails("datum", "list", f"other@{job}", match=f"job {job} is not a job of pipeline "
                "other")
+
+
+def test_a_datum_err_cmd_let_through_is_recovered(pfsd: Pfsd) -> None:
+    pfsd.repos("rc_in")
+    pfsd.put("rc_in", {"good": "g\n", "bad": "b\n"})
+    spec = pfsd.spec("rc", "grep -q g /pfs/rc_in/* && cp /pfs/rc_in/* /pfs/out/",
+                     pfsd.pin("rc_in"), datum_tries=1)
+    spec["transform"]["err_cmd"] = ["true"]  # Pachyderm's way to let a datum through
+    pfsd.create(spec)
+    pfsd.wait("rc_in@master")
+    job = pfsd.last_job("rc")
+    assert job["state"] == "success" and job["recovered"] == 1, job
+    states = {r["files"][0].rsplit(":", 1)[1]: r["state"]
+              for r in pfsd.json("datum", "list", job["id"])}
+    assert states == {"/good": "success", "/bad": "recovered"}
+    bad = next(r["id"] for r in pfsd.json("datum", "list", "rc") if r["state"] == "recovered")
+    pfsd.fails("datum", "restart", job["id"], bad, match="is success")

@@ -74,16 +74,22 @@ class LocalPath:
 
 @dataclass(frozen=True)
 class Stream:
+    """Bytes as they arrive (an upload's body, stdin): read once, front to back."""
+
     stream: Readable
 
 
 @dataclass(frozen=True)
 class Url:
+    """An http(s) URL the daemon fetches itself, as ``put-file -f URL`` did."""
+
     url: str
 
 
 @dataclass(frozen=True)
 class Data:
+    """Bytes already in memory, from a caller in the daemon's own process."""
+
     data: bytes
 
 

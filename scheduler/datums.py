@@ -33,6 +33,7 @@ class DatumFile(NamedTuple):
     type: str  # "file", "dir" or "symlink"
     join_on: str = ""  # its key in a join: the input's ``join_on`` over its glob's captures
     group_by: str = ""  # its key in a group, likewise
+    empty: bool = False  # its input's ``empty_files``: shown with names only, every file empty
 
 
 class Datum(NamedTuple):

@@ -178,7 +178,7 @@ class _RawPfs(msgspec.Struct, forbid_unknown_fields=True):
     s3: bool = False
 
 
-_KEYS = ("join_on", "outer_join", "group_by", "lazy")  # shown only when set
+_KEYS = ("join_on", "outer_join", "group_by", "empty_files", "lazy")  # shown only when set
 
 
 @register
@@ -186,10 +186,10 @@ _KEYS = ("join_on", "outer_join", "group_by", "lazy")  # shown only when set
 class PfsInput(InputKind):
     """A branch of a repo, split into datums by a glob (``pfsmount.pfs.glob``): each match is a
     datum. Under a ``join`` or ``group`` its ``join_on``/``group_by`` makes each match's key
-    from the glob's capture groups. ``lazy`` is accepted and changes nothing: a datum reads
-    its inputs through the mount, which fetches bytes only when they are read, so every
-    input is lazy already. ``empty_files`` (names without content) and ``s3`` (an input
-    served over an S3 gateway) are refused by name."""
+    from the glob's capture groups. ``empty_files`` shows the datum its files empty (names,
+    modes, links; no content). ``lazy`` is accepted and changes nothing: a datum reads its
+    inputs through the mount, which fetches bytes only when they are read, so every input is
+    lazy already. ``s3`` (an input served over an S3 gateway) is refused by name."""
 
     key = "pfs"
     spellings = ("atom",)
@@ -200,6 +200,7 @@ class PfsInput(InputKind):
     join_on: str = ""
     outer_join: bool = False
     group_by: str = ""
+    empty_files: bool = False
     lazy: bool = False
 
     @classmethod
@@ -223,10 +224,6 @@ class PfsInput(InputKind):
         if raw.s3:
             raise InvalidArgument(f"spec field {where}.s3 is not supported by pfsmount (an "
                                   "S3 gateway per input): read the input at /pfs/<name>")
-        if raw.empty_files:
-            raise InvalidArgument(f"spec field {where}.empty_files is not supported by "
-                                  "pfsmount: a datum sees its files' content (read lazily, "
-                                  "through the mount)")
         return cls.checked(raw.repo, raw.branch, raw.glob, raw.name, f"{where}.",
                            **{k: getattr(raw, k) for k in _KEYS})
 
@@ -249,7 +246,8 @@ class PfsInput(InputKind):
             return []
         return [(DatumFile(self.name, self.repo, commit, info.path, info.hash, info.type,
                            join_on=expand(self.join_on, captures) if self.join_on else "",
-                           group_by=expand(self.group_by, captures) if self.group_by else ""),)
+                           group_by=expand(self.group_by, captures) if self.group_by else "",
+                           empty=self.empty_files),)
                 for info, captures in snapshot.glob(self.repo, commit,
                                                     compile_glob(self.glob))]
 

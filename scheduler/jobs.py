@@ -73,10 +73,22 @@ class Jobs:
 
     def datum_task(self, job: Job, spec: Spec, d: Datum) -> DatumTask:
         """A datum's task: each input file set at ``/pfs/<input>[/path]``, in the
-        environment Pachyderm gives a datum (``scheduler.environment``)."""
+        environment Pachyderm gives a datum (``scheduler.environment``); an input with
+        ``empty_files`` as one view of its files, each empty."""
         inputs = [InputRef(name=f.input, repo=f.repo, commit=f.commit, path=f.path,
                            hash=f.hash, type=f.type, inside=inside(f))
-                  for f in d.files]
+                  for f in d.files if not f.empty]
+        empty: dict[str, InputRef] = {}  # one view per input: its files' binds would overlap
+        for f in (f for f in d.files if f.empty):
+            view = empty.setdefault(f.input, InputRef(
+                name=f.input, repo=f.repo, commit=f.commit, path="/", hash="", type="dir",
+                inside=f"/pfs/{f.input}", pieces=[]))
+            assert view.pieces is not None
+            view.pieces.extend(
+                Piece(i.path, i.type == "symlink", bytes.fromhex(i.hash) if i.hash else
+                      (i.target or "").encode(errors="surrogateescape"), 0, 0)
+                for i in self.pfs.files.walk(f"{f.repo}@{f.commit}", f.path))
+        inputs += empty.values()
         return self._task(job, spec, d.id, [f"{f.input}={f.repo}@{f.commit}:{f.path}"
                                             for f in d.files],
                           inputs, datum_env(d.files, d.id, job.id, spec.name))

@@ -143,6 +143,26 @@ def test_a_join_on_that_is_no_capture_group_is_refused(pfsd: Pfsd) -> None:
     assert "refused" not in json.dumps(pfsd.json("pipeline", "list"))
 
 
+def test_empty_files_shows_names_without_content(pfsd: Pfsd) -> None:
+    # A join of a full input with an empty one, and a whole commit shown empty.
+    pfsd.repos("full", "names")
+    pfsd.put("full", {"a.txt": "full a", "b.txt": "full b"})
+    pfsd.put("names", {"a.csv": "12345", "b.csv": "678", "deep/er/c.csv": "9"})
+    sizes = ("for f in $(find /pfs/full /pfs/names -type f | sort); do "
+             "echo $f $(wc -c < $f); done > /pfs/out/")
+    pfsd.create(
+        pfsd.spec("emptyjoin", sizes + "$PACH_DATUM_names_JOIN_ON", {"join": [
+            pfsd.pin("full", "/(*).txt", join_on="$1"),
+            pfsd.pin("names", "/(*).csv", join_on="$1", emptyFiles=True)]}),
+        pfsd.spec("emptyall", sizes + "all", pfsd.pin("names", "/", empty_files=True)))
+    pfsd.wait("names@master")
+    assert pfsd.tree("emptyjoin") == {
+        "a": b"/pfs/full/a.txt 6\n/pfs/names/a.csv 0\n",
+        "b": b"/pfs/full/b.txt 6\n/pfs/names/b.csv 0\n"}
+    assert pfsd.tree("emptyall") == {
+        "all": b"/pfs/names/a.csv 0\n/pfs/names/b.csv 0\n/pfs/names/deep/er/c.csv 0\n"}
+
+
 # -- the datums themselves, over a real store (no daemon) ---------------------------------------
 
 
@@ -187,8 +207,6 @@ def test_fields_refused_accepted_and_misplaced() -> None:
     assert refusal(s3_out=True) == "spec field s3_out is not supported by pfsmount"
     assert refusal(input=Pfsd.pin("a", s3=True)).startswith(
         "spec field input.pfs.s3 is not supported by pfsmount")
-    assert refusal(input=Pfsd.pin("a", emptyFiles=True)).startswith(
-        "spec field input.pfs.empty_files is not supported by pfsmount")
     assert refusal(input={"cross": [Pfsd.pin("a", "/(*)", join_on="$1"), Pfsd.pin("b")]}) == (
         "spec field join_on of input a has a meaning only under input.join, and a is not in one")
     lazy = parse_specs(json.dumps(Pfsd.spec("p", "true", Pfsd.pin("a", lazy=True))))[0]

@@ -34,7 +34,7 @@ import msgspec
 import trio
 from croniter import croniter
 
-from pfsmount.errors import InvalidArgument, NotFound
+from pfsmount.errors import InvalidArgument, NotFound, PfsError
 from pfsmount.pfs.refs import check_name
 from pfsmount.pfs.state import Staged
 from scheduler.datums import Snapshot
@@ -214,6 +214,7 @@ class Ticker:
         self.pfs = pfs
         self.active = active
         self._base: dict[CronInput, datetime] = {}  # the tick the next one follows
+        self._failing: set[CronInput] = set()  # told once in the log, until it ticks again
 
     async def run(self) -> None:
         while True:
@@ -238,7 +239,14 @@ class Ticker:
             if due > now:
                 continue
             due = schedule.latest(due, now)
-            made.append(tick(self.pfs, cron, due))
+            try:
+                made.append(tick(self.pfs, cron, due))
+            except PfsError as e:  # its repo deleted, an open commit on it: said once
+                if cron not in self._failing:
+                    log.warning("cron input %s cannot tick into %s: %s", cron.name, cron.repo, e)
+                self._failing.add(cron)
+                continue
+            self._failing.discard(cron)
             self._base[cron] = due
         return made
 

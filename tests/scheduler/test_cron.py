@@ -58,6 +58,15 @@ def test_the_ticker_follows_its_clock_and_catches_up_once(tmp_path: Path) -> Non
         again = Ticker(pfs, lambda: [tick])
         assert again.step(now + timedelta(seconds=9)) == []
         assert len(again.step(now + timedelta(seconds=15))) == 1
+        # A tick that cannot land (a commit left open on the tick repo) does not stop the
+        # others, and lands once it can.
+        other = CronInput(name="other", spec="@every 10s", repo="q_tick", start=start)
+        pfs.repos.create("q_tick")
+        pfs.commits.start("p_tick", "master")
+        both = Ticker(pfs, lambda: [tick, other])
+        assert [c.repo for c in both.step(now + timedelta(seconds=25))] == ["q_tick"]
+        pfs.commits.finish("p_tick@master")
+        assert [c.repo for c in both.step(now + timedelta(seconds=26))] == ["p_tick"]
     finally:
         pfs.close()
 

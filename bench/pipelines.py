@@ -11,9 +11,13 @@ are per-datum latency, not throughput. Sizes are for the default run; --quick in
    Value: (job ``finished`` - ``started``) / datums; each run is a new pipeline (a rerun
    would skip every datum). Targets: sandbox < 30 ms, Docker < 150 ms per datum.
    Baselines, per spawn, same run: ``bwrap --ro-bind / / true`` 100 times in a bash loop;
-   for information ``bwrap`` with the runner's own flags (``--unshare-all``, ``--proc``,
-   ``--dev``, tmpfs and binds) 100 times; ``docker run --rm --network none IMAGE true``
-   20 times.
+   for information ``bwrap`` with the runner's own command line (``SandboxRunner.argv`` of a
+   datum with one input file: it runs wherever the runner does, with or without ``/pfs`` on
+   the host) 100 times. Docker, each in a bash loop or a Python loop, same run:
+   ``docker run --rm --network none IMAGE true`` (20 times), ``docker exec C true`` into one
+   running container (50 times), and the Engine API's exec of ``true`` (create, start,
+   inspect: the runner's three requests) 100 times, through the Docker SDK (which the runner
+   uses) and through httpx on the engine's socket, to choose between the CLI and the API.
 2. Incremental: an input of 10,000 [2,000] one-line files and a sandbox pipeline whose datum
    runs ``sh -c 'cp -r /pfs/inc/* /pfs/out/'`` (copies its one file). After the first job
    (shown for information), each run puts one new file with ``pfsmount file put`` and waits
@@ -37,6 +41,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -51,6 +57,59 @@ import common as c
 from mount import MountedDaemon, fresh_mounted, q  # bench/mount.py
 
 IMAGE = "pfsmount-test/busybox:latest"
+RUNNER_FLAGS = "bwrap true (runner flags)"
+
+
+def runner_bwrap(cmd: list[str], out_dir: Path, one_file: Path, hidden: tuple[Path, ...]
+                 ) -> str:
+    """The sandbox runner's own command line for a datum with ``one_file`` at /pfs/in/."""
+    from scheduler.runners import SandboxRunner, Task
+
+    task = Task(cmd=cmd, stdin="", env={}, binds=[(one_file, f"/pfs/in/{one_file.name}")],
+                out=out_dir, log=out_dir.parent / "log")
+    return shlex.join(SandboxRunner(hidden=hidden).argv(task))
+
+
+def engine_exec(n: int) -> dict[str, float]:
+    """Per exec of ``true`` in one running container through the Engine API: the Docker
+    SDK's three calls (as the runner makes them) and the same three requests with httpx on
+    the socket. The container runs ``sleep`` with the runner's hardening flags."""
+    import docker
+    import httpx
+
+    client = docker.from_env()
+    container = client.containers.run(
+        IMAGE, ["sleep", "3600"], detach=True, init=True, network_mode="none",
+        cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
+        user="65534:65534")
+    out: dict[str, float] = {}
+    try:
+        def sdk() -> None:
+            for _ in range(n):
+                ex = client.api.exec_create(container.id, ["true"])["Id"]
+                for _chunk in client.api.exec_start(ex, stream=True):
+                    pass
+                assert client.api.exec_inspect(ex)["ExitCode"] == 0
+
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        transport = httpx.HTTPTransport(uds=host.removeprefix("unix://"))
+        with httpx.Client(transport=transport, base_url="http://docker") as h:
+            def raw() -> None:
+                for _ in range(n):
+                    ex = h.post(f"/containers/{container.id}/exec",
+                                json={"Cmd": ["true"], "AttachStdout": True,
+                                      "AttachStderr": True}).json()["Id"]
+                    h.post(f"/exec/{ex}/start", json={"Detach": False, "Tty": False},
+                           timeout=60).read()
+                    assert h.get(f"/exec/{ex}/json").json()["ExitCode"] == 0
+
+            sdk()
+            raw()  # warm both
+            out["engine API exec true (SDK)"] = c.timed(sdk)[0] / n
+            out["engine API exec true (httpx)"] = c.timed(raw)[0] / n
+    finally:
+        container.remove(force=True)
+    return out
 
 
 def make_lines(src: Path, count: int) -> Path:
@@ -182,10 +241,10 @@ def main() -> None:
         out_dir = c.fresh_dir(scratch / "out")
         one = (inc or lines or big or scratch)
         one_file = next(one.iterdir()) if one.is_dir() else one
-        runner_bwrap = (f"bwrap --die-with-parent --unshare-all --new-session --ro-bind / / "
-                        f"--dev /dev --proc /proc --tmpfs /tmp --tmpfs /pfs "
-                        f"--bind {q(out_dir)} /pfs/out --ro-bind {q(one_file)} /pfs/in/f "
-                        f"--remount-ro /pfs --chdir / --")
+        hidden = (daemon.root, mnt)
+        bwrap_true = runner_bwrap(["true"], out_dir, one_file, hidden)
+        bwrap_cp = runner_bwrap(["sh", "-c", "cp -r /pfs/in/* /pfs/out/"], out_dir, one_file,
+                                hidden)
 
         for n in range(args.runs):
             c.console.print(f"run {n + 1}/{args.runs}")
@@ -193,7 +252,7 @@ def main() -> None:
             if lines is not None:
                 if "overhead" in only:
                     add("bwrap true", per_spawn("bwrap --ro-bind / / true", 100))
-                    add("bwrap true (runner flags)", per_spawn(f"{runner_bwrap} true", 100))
+                    add(RUNNER_FLAGS, per_spawn(bwrap_true, 100))
                     name = f"noop-sb-{n}"
                     with c.profiled(daemon.pid, "daemon: sandbox no-op datums", first_run):
                         bench.create(spec(name, "lines", ["true"]))
@@ -205,6 +264,14 @@ def main() -> None:
                 if docker_ok:
                     add("docker run true", per_spawn(
                         f"docker run --rm --network none {IMAGE} true >/dev/null", 20))
+                    cid = c.run(["docker", "run", "-d", "--init", "--network", "none",
+                                 IMAGE, "sleep", "3600"]).stdout.strip()
+                    try:
+                        add("docker exec true", per_spawn(f"docker exec {cid} true", 50))
+                    finally:
+                        c.run(["docker", "rm", "-f", cid], check=False)
+                    for key, value in engine_exec(100).items():
+                        add(key, value)
                     name = f"noop-dk-{n}"
                     with c.profiled(daemon.pid, "daemon: Docker no-op datums", first_run):
                         bench.create(spec(name, "lines", ["true"], IMAGE))
@@ -215,8 +282,7 @@ def main() -> None:
                     bench.delete(name)
 
             if inc is not None:
-                add("bwrap cp one file", per_spawn(
-                    f"{runner_bwrap} sh -c 'cp -r /pfs/in/* /pfs/out/'", 20))
+                add("bwrap cp one file", per_spawn(bwrap_cp, 20))
                 for how in ("cli", "api"):
                     new = scratch / f"new-{how}-{n}.txt"
                     new.write_text(f"new {how} {n}\n")
@@ -270,13 +336,19 @@ def main() -> None:
             res.add(c.Row(key, samples[key], unit=unit, **kw))
 
     row("bwrap true", note="baseline: bwrap --ro-bind / / true, per spawn (100 in a loop)")
-    row("bwrap true (runner flags)", baseline="bwrap true",
-        note="info: with the runner's --unshare-all, /proc, /dev, tmpfs and binds")
+    row(RUNNER_FLAGS, baseline="bwrap true",
+        note="info: SandboxRunner.argv of a one-file datum")
     row("sandbox per datum", baseline="bwrap true", target="< 30 ms", absolute=True,
         check=lambda v: v < 0.030, note=f'"cmd": ["true"], {n_noop:,} datums, job time / datums')
     row("docker run true", note="baseline: docker run --rm IMAGE true, per run (20 in a loop)")
-    row("docker per datum", baseline="docker run true", target="< 150 ms", absolute=True,
-        check=lambda v: v < 0.150, note=f"{IMAGE}, {n_noop:,} datums")
+    row("docker exec true", baseline="docker run true",
+        note="baseline: docker exec C true (CLI), per exec (50 in a loop)")
+    row("engine API exec true (SDK)", baseline="docker exec true",
+        note="info: exec create+start+inspect, Docker SDK (the runner's way), 100 in a loop")
+    row("engine API exec true (httpx)", baseline="docker exec true",
+        note="info: the same three requests, httpx on the socket")
+    row("docker per datum", baseline="docker exec true", target="< 150 ms", absolute=True,
+        check=lambda v: v < 0.150, note=f"{IMAGE}, {n_noop:,} datums, one worker container")
     row("bwrap cp one file", note="baseline: one datum's cp in bwrap, runner flags")
     row("incremental cli", baseline="bwrap cp one file", target="< 2 s", absolute=True,
         check=lambda v: v < 2, note=f"file put + flush-commit (CLI) over {n_inc:,} datums")

@@ -183,11 +183,9 @@ def plan(s: Scheduler, spec_text: str) -> list[DatumInfo]:
         if spec.v1 is not None:
             raise InvalidArgument(f"pipeline {spec.name}: a dry run takes 2.x specs (a 1.x "
                                   "spec's containers depend on its previous job)")
-        with s.state.read() as scope:
-            for leaf in spec.tree.leaves():
-                if s.state.repo_kind(scope, leaf.repo) is None and leaf.repo not in planned:
-                    raise InvalidArgument(f"pipeline {spec.name}: input repo {leaf.repo} "
-                                          "does not exist")
+        with s.state.read() as scope:  # what create or update would refuse, refused
+            exists = s.records.find_pipeline(scope, spec.name) is not None
+        s.check_pipeline(spec, update=exists, planned=planned)
         planned.add(spec.name)
         found = datums(s.pfs, spec.tree, s._heads(spec))
         with s.state.read() as scope:

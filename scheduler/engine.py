@@ -535,16 +535,35 @@ class Scheduler:
     # -- jobs that cannot be right ----------------------------------------------------------
 
     def _deferred(self, spec: Spec, key: str) -> list[Pipeline]:
-        """The pipelines ``spec`` reads whose own output depends on ``key``'s repo: a commit
-        on ``key`` reaches ``spec`` through their next output (or their failure), not at
-        once, so that its job sees inputs that belong together, as Pachyderm's commit sets
-        do."""
-        repo = key.split("@", 1)[0]
+        """The pipelines ``spec`` reads whose own output depends on the branch ``key``: a
+        commit on ``key`` reaches ``spec`` through their next output (or their failure), not
+        at once, so that its job sees inputs that belong together, as Pachyderm's commit
+        sets do."""
         with self.state.read() as scope:
-            readers = [self.records.find_pipeline(scope, r) for r in spec.tree.repos()
-                       if r != repo]
-            return [p for p in readers if p is not None
-                    and repo in self._upstream(scope, p.spec)]
+            found = []
+            for read in spec.tree.branches():
+                repo, branch = read.split("@", 1)
+                p = self.records.find_pipeline(scope, repo) if read != key else None
+                if p is not None and p.spec.output_branch == branch \
+                        and key in self._feeds(scope, p.spec):
+                    found.append(p)
+            return found
+
+    def _feeds(self, scope: Scope, spec: Spec) -> set[str]:
+        """Every branch (``repo@branch``) the spec's output depends on, through the output
+        branches of other pipelines."""
+        seen: set[str] = set()
+        todo = list(spec.tree.branches())
+        while todo:
+            key = todo.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            repo, branch = key.split("@", 1)
+            other = self.records.find_pipeline(scope, repo)
+            if other is not None and other.spec.output_branch == branch:
+                todo.extend(other.spec.tree.branches())
+        return seen
 
     def _upstream_busy(self, spec: Spec) -> bool:
         """Whether a pipeline ``spec`` depends on has a job still to finish."""

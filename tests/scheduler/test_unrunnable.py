@@ -77,3 +77,22 @@ def test_a_commit_reaches_a_pipeline_over_its_upstream_once(pfsd: Pfsd) -> None:
     assert len(jobs) == 2 and jobs[0]["state"] == "success", jobs
     assert jobs[0]["inputs"] == {"once_data@master": second, "once_up@master": out["once_up"]}
     assert set(pfsd.tree("once_down")) == {"a-a", "a-b", "b-a", "b-b"}
+
+
+def test_an_upstream_on_another_branch_is_not_waited_for(pfsd: Pfsd) -> None:
+    """Only a pipeline whose output depends on the very branch committed to holds a job
+    back: one reading ``dev`` does not, for a commit on ``master``."""
+    pfsd.repos("br_data")
+    pfsd.put("br_data", {"x": "dev\n"}, branch="dev")
+    pfsd.put("br_data", {"a": "1\n"})
+    pfsd.create(
+        pfsd.spec("br_up", "cp /pfs/br_data/* /pfs/out/", pfsd.pin("br_data", branch="dev")),
+        pfsd.spec("br_down", "cat /pfs/br_data/* /pfs/br_up/* > /pfs/out/$(ls /pfs/br_data)",
+                  {"cross": [pfsd.pin("br_data"), pfsd.pin("br_up")]}))
+    pfsd.wait("br_data@dev")
+    second = pfsd.put("br_data", {"b": "2\n"})
+    out = pfsd.cli_wait("br_data@master")
+    assert set(out) == {"br_down"}, out
+    job = pfsd.quick_job("br_down")
+    assert job["state"] == "success" and job["inputs"]["br_data@master"] == second, job
+    assert pfsd.tree("br_down") == {"a": b"1\ndev\n", "b": b"2\ndev\n"}

@@ -88,3 +88,18 @@ def test_a_spout_with_an_image_runs_in_docker(pfsd: Pfsd, docker_ready: None) ->
     assert pfsd.tree("boxed")["host"] != b"datum\n"  # a container's, not the sandbox's
     pfsd.ok("pipeline", "delete", "boxed")
     assert not [c for c in pfsd.ok("repo", "list").split() if c == "boxed"]
+
+
+def test_a_spout_runs_again_once_started_and_after_the_daemon_restarts(pfsd: Pfsd) -> None:
+    run = "echo x > /pfs/out/$(cat /proc/sys/kernel/random/uuid)"
+    pfsd.create(spout("stays", f"{run}; {COMMIT}; sleep 1000", overwrite=True))
+    until("a commit", lambda: len(commits(pfsd, "stays")) >= 1)
+    pfsd.ok("pipeline", "stop", "stays")
+    made = len(commits(pfsd, "stays"))
+    pfsd.ok("pipeline", "start", "stays")
+    until("a commit after start", lambda: len(commits(pfsd, "stays")) > made)
+    made = len(commits(pfsd, "stays"))
+    pfsd.down()  # stops the spout with the daemon (and checks the log has no traceback)
+    pfsd.up()
+    until("a commit after up", lambda: len(commits(pfsd, "stays")) > made)
+    pfsd.ok("pipeline", "delete", "stays")

@@ -89,7 +89,7 @@ def text(dag: Dag) -> str:
     for n in dag.nodes:  # a cycle has no root; there is none, but nothing is left out
         if n.name not in drawn:
             walk(n.name, "", None, True, True)
-    return "\n".join(lines) + "\n"
+    return "".join(f"{line}\n" for line in lines)  # nothing at all: no repo yet
 
 
 def _ids(dag: Dag) -> dict[str, str]:

@@ -90,3 +90,28 @@ def test_mermaid_and_dot_name_every_node_and_edge(drawn: Pfsd) -> None:
                  if w[0] == "edge"}
     assert {("dg_a", "dg_up"), ("dg_a", "dg_bad"), ("dg_up", "dg_both"),
             ("dg_b", "dg_both")} <= edges_dot
+
+
+def test_names_and_labels_any_language_takes() -> None:
+    """Names with ``-`` and ``.``, a glob with quotes and a backslash, and no graph at all:
+    each format stays valid (Graphviz reads the DOT; Mermaid gets entities, not quotes)."""
+    from scheduler.dag import draw
+    from scheduler.wire import Dag, DagEdge, DagNode
+
+    assert draw(Dag(nodes=[], edges=[]), "text") == ""
+    dag = Dag(nodes=[DagNode(name="raw-data.v2", kind="repo"),
+                     DagNode(name="clean-up", kind="pipeline", job="f" * 32, state="running")],
+              edges=[DagEdge(source="raw-data.v2", target="clean-up", label='dev /"a\\b"*')])
+    assert draw(dag, "text").splitlines() == [
+        "raw-data.v2 (repo)", '└── clean-up [dev /"a\\b"*] (pipeline: job ffffffffffff running)']
+    assert '    n0 -->|"dev /#quot;a\\b#quot;*"| n1' in draw(dag, "mermaid").splitlines()
+    if shutil.which("dot") is None:
+        unusable("Graphviz (dot) is not installed (packaging/install.sh installs it)",
+                 "CI must check the DOT output with it")
+    for graph in (dag, Dag(nodes=[], edges=[])):
+        plain = subprocess.run(["dot", "-Tplain"], input=draw(graph, "dot").encode(),
+                               capture_output=True, timeout=60)
+        assert plain.returncode == 0 and not plain.stderr, plain.stderr.decode()
+    assert "clean-up\\nrunning" in subprocess.run(
+        ["dot", "-Tplain"], input=draw(dag, "dot").encode(), capture_output=True,
+        timeout=60).stdout.decode()

@@ -156,3 +156,23 @@ def test_a_datum_err_cmd_let_through_is_recovered(pfsd: Pfsd) -> None:
     assert states == {"/good": "success", "/bad": "recovered"}
     bad = next(r["id"] for r in pfsd.json("datum", "list", "rc") if r["state"] == "recovered")
     pfsd.fails("datum", "restart", job["id"], bad, match="is success")
+
+
+def test_restart_only_of_the_last_job(pfsd: Pfsd, marker: Path) -> None:
+    """An older job made whole would move the output branch back in time: refused."""
+    pfsd.repos("nl_in")
+    pfsd.put("nl_in", {"boom": "boom\n"})
+    script = f"test -e {marker} || exit 5; cp /pfs/nl_in/* /pfs/out/"
+    pfsd.create(pfsd.spec("nl", script, pfsd.pin("nl_in"), datum_tries=1))
+    pfsd.run("commit", "wait", "nl_in@master", "--timeout", "90", timeout=120)
+    first = pfsd.last_job("nl")
+    pfsd.put("nl_in", {"more": "more\n"})
+    pfsd.run("commit", "wait", "nl_in@master", "--timeout", "90", timeout=120)
+    second = pfsd.last_job("nl")
+    assert first["state"] == second["state"] == "failure" and first["id"] != second["id"]
+    marker.write_text("fixed\n")
+    boom = next(r["id"] for r in pfsd.json("datum", "list", first["id"])
+                if r["files"][0].endswith(":/boom"))
+    pfsd.fails("datum", "restart", first["id"], boom,
+               match=f"job {first['id']} is not pipeline nl's last job")
+    assert pfsd.head("nl") is None

@@ -17,6 +17,7 @@ import struct
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -200,6 +201,7 @@ def _idle_program() -> bytes | None:
 
 IDLE = _idle_program()
 LABEL = "io.pfsmount.root"  # on every container a daemon starts: the root it serves
+SESSION = "io.pfsmount.session"  # and which run of that daemon started it
 
 
 def _docker_user() -> str:
@@ -488,6 +490,7 @@ class DockerRunner:
         executor's scratch space); ``label``: the daemon's root, which names its
         containers."""
         self.work, self.label = work, label
+        self.labels = {LABEL: label, SESSION: uuid.uuid4().hex} if label else {}
         self._client: object | None = None
         self._execs: Execs | None = None
         self._lock = threading.Lock()
@@ -565,7 +568,7 @@ class DockerRunner:
             with self._lock:
                 execs = self._execs = self._execs or Execs(client)
             worker = Worker(client, execs, image, self.work / ".containers" / f"{pool}-{n}",
-                            {LABEL: self.label})
+                            self.labels)
         with self._lock:
             self._busy.setdefault(pool, set()).add(worker)
         return worker
@@ -615,15 +618,17 @@ class DockerRunner:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def sweep(self) -> None:
-        """Remove the containers an earlier daemon of this root left (it was killed)."""
+        """Remove the containers an earlier daemon of this root left (it was killed), not
+        those of this one, whose jobs may have started already."""
         if not self.label:
             return
         with contextlib.suppress(Exception):
             client = self._docker()
             for container in client.containers.list(
                     all=True, filters={"label": f"{LABEL}={self.label}"}):
-                with contextlib.suppress(Exception):
-                    container.remove(force=True)
+                if container.labels.get(SESSION) != self.labels[SESSION]:
+                    with contextlib.suppress(Exception):
+                        container.remove(force=True)
 
     # -- a container per task ----------------------------------------------------------------
 
@@ -645,7 +650,7 @@ class DockerRunner:
             tmpfs={"/pfs": "ro", "/tmp": "exec"},  # as in the sandbox: /pfs/out and /tmp
             working_dir=task.working_dir or None, tty=tty, stdin_open=interactive,
             detach=not interactive,  # else stdin stays open after the client's ends
-            labels={LABEL: self.label} if self.label else None,
+            labels=self.labels or None,
         )
 
     def run(self, task: Task) -> int:

@@ -16,8 +16,8 @@ are per-datum latency, not throughput. Sizes are for the default run; --quick in
    the host) 100 times. Docker, each in a bash loop or a Python loop, same run:
    ``docker run --rm --network none IMAGE true`` (20 times), ``docker exec C true`` into one
    running container (50 times), and the Engine API's exec of ``true`` (create, start,
-   inspect: the runner's three requests) 100 times, through the Docker SDK (which the runner
-   uses) and through httpx on the engine's socket, to choose between the CLI and the API.
+   inspect: the runner's three requests) 100 times, through the Docker SDK and through httpx
+   on the engine's socket (the runner's way, chosen by these rows).
 2. Incremental: an input of 10,000 [2,000] one-line files and a sandbox pipeline whose datum
    runs ``sh -c 'cp -r /pfs/inc/* /pfs/out/'`` (copies its one file). After the first job
    (shown for information), each run puts one new file with ``pfsmount file put`` and waits
@@ -344,9 +344,9 @@ def main() -> None:
     row("docker exec true", baseline="docker run true",
         note="baseline: docker exec C true (CLI), per exec (50 in a loop)")
     row("engine API exec true (SDK)", baseline="docker exec true",
-        note="info: exec create+start+inspect, Docker SDK (the runner's way), 100 in a loop")
+        note="info: exec create+start+inspect through the Docker SDK, 100 in a loop")
     row("engine API exec true (httpx)", baseline="docker exec true",
-        note="info: the same three requests, httpx on the socket")
+        note="info: the same three requests, httpx on the socket (the runner's way)")
     row("docker per datum", baseline="docker exec true", target="< 150 ms", absolute=True,
         check=lambda v: v < 0.150, note=f"{IMAGE}, {n_noop:,} datums, one worker container")
     row("bwrap cp one file", note="baseline: one datum's cp in bwrap, runner flags")

@@ -235,8 +235,8 @@ class Execs:
     """``docker exec`` through the Engine API: create, start (the output as it comes) and
     the exit code; three requests. httpx straight on the engine's Unix socket when it has
     one, else (a TCP or SSH ``DOCKER_HOST``) the Docker SDK's calls: bench/pipelines.py
-    measured the SDK's ~10 ms (about an eighth) slower per exec, and the CLI slower again
-    (a process per datum)."""
+    measured the SDK ~8-11 ms (a tenth) slower per exec, as slow as ``docker exec`` itself,
+    which would also cost a process per datum."""
 
     def __init__(self, client: Any) -> None:
         self.api = client.api

@@ -1,5 +1,5 @@
 """The local ``DatumExecutor``: datums run on this machine, ``parallelism`` threads at a time,
-each in a bubblewrap sandbox or a Docker container (``scheduler.runners``).
+each in a bubblewrap sandbox or a Docker container (``scheduler.runners``, ``containers``).
 
 Owns turning a task's content references into what a runner binds (the mount's own path
 when the runner may read it, else a copy exported from the model into the datum's scratch
@@ -25,8 +25,9 @@ import msgspec
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.export import export
 from pfsmount.pfs.state import KIND_FILE, Entry, Staged
+from scheduler.containers import DockerRunner
 from scheduler.executor import LOG_TAIL, DatumOutcome, DatumTask, InputRef, Output
-from scheduler.runners import DockerRunner, Runner, SandboxRunner, Task
+from scheduler.runners import Runner, SandboxRunner, Task
 
 
 class LocalExecutor:

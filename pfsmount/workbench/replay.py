@@ -17,7 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from scheduler.runners import DockerRunner, RunnerError, SandboxRunner, Task, sandboxed
+from scheduler.containers import DockerRunner
+from scheduler.runners import RunnerError, SandboxRunner, Task, sandboxed
 from scheduler.wire import DatumTask
 
 

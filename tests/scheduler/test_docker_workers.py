@@ -10,7 +10,7 @@ import time
 
 from tests.scheduler.conftest import IMAGE, Pfsd
 
-LABEL = "io.pfsmount.root"  # scheduler.runners.LABEL: the daemon root a container serves
+LABEL = "io.pfsmount.root"  # scheduler.containers.LABEL: the daemon root a container serves
 
 # Each datum reports what it finds, then leaves what it can behind for the next one: files
 # in /tmp, /dev/shm and /pfs/out, and a process running in the background.

@@ -80,11 +80,11 @@ def test_job_timeout_kills_the_job(pfsd: Pfsd) -> None:
     marker = f"pfsmark{uuid.uuid4().hex[:12]}"
     pfsd.repos("jto_in")
     pfsd.put("jto_in", {"fast": "", "slow1": "", "slow2": ""})
+    start = time.monotonic()  # the job may start before create returns
     pfsd.create(pfsd.spec(
         "jto", f'case "$(ls /pfs/jto_in)" in slow*) {tree_of_sleepers(marker)};; esac\n'
                "ls /pfs/jto_in > /pfs/out/$(ls /pfs/jto_in)", pfsd.pin("jto_in"),
         job_timeout="3s", datum_tries=1))
-    start = time.monotonic()
     line = pfsd.fails("commit", "wait", "jto_in@master", "--timeout", "60")
     took = time.monotonic() - start
     assert "job timed out: it ran past its job_timeout of 3s with 1 of 3 datums done" \

@@ -1075,14 +1075,14 @@ def _job_ref(ref: str) -> tuple[str | None, str | None]:
     return ref, None
 
 
-def _datum_rows(items: list[DatumInfo]) -> None:
+def _datum_rows(items: list[DatumInfo], dry: bool = False) -> None:
     def took(d: DatumInfo) -> str:
         return "-" if d.seconds is None else humanize.duration(d.seconds)
 
     def wrote(d: DatumInfo) -> str:
         return "-" if d.output_bytes is None else humanize.size(d.output_bytes)
 
-    if items and not items[0].job:  # a dry run
+    if dry:
         table(["DATUM", "PIPELINE", "STATE", "INPUTS"],
               [(d.id, d.pipeline, d.state, " ".join(d.files)) for d in items])
         return
@@ -1113,7 +1113,7 @@ def datum_list(ctx: click.Context, ref: str | None, spec: str | None, job_id: st
         items = pc.datums(name, job_id or at)
     if as_json:
         return print_json(items)
-    _datum_rows(items)
+    _datum_rows(items, dry=spec is not None)
 
 
 @datum.command("inspect")

@@ -39,7 +39,7 @@ from pfsmount.pfs.refs import check_name
 from pfsmount.pfs.state import Staged
 from scheduler.datums import Snapshot
 from scheduler.fields import Name, typed
-from scheduler.inputs import Files, InputKind, PfsInput, Reader, register
+from scheduler.inputs import Files, InputKind, PfsInput, Reader, check_project, register
 
 if TYPE_CHECKING:
     from pfsmount.pfs import Commit, Pfs
@@ -110,6 +110,7 @@ class _RawCron(msgspec.Struct, forbid_unknown_fields=True):
     repo: str = ""
     overwrite: bool = False
     start: datetime | None = None
+    project: str = ""  # 2.5's: only "default" (inputs.check_project)
 
 
 @register
@@ -128,6 +129,7 @@ class CronInput(InputKind):
     @classmethod
     def read(cls, value: Any, where: str, child: Reader) -> CronInput:
         raw = typed(value, _RawCron, f"{where}.")
+        check_project(raw.project, f"{where}.project")
         check_name("input", raw.name)
         if raw.repo:
             check_name("repo", raw.repo)

@@ -119,6 +119,7 @@ def _spellings() -> dict[str, type[InputKind]]:
 
 
 _MAX_DEPTH = 32  # levels of nesting
+DEFAULT_PROJECT = "default"  # Pachyderm's project when none is named: pfsmount's only one
 
 
 def read_input(raw: Any, where: str = "input", depth: int = 0, stored: bool = False
@@ -156,6 +157,14 @@ def _check_keys(node: InputKind, where: str, under: frozenset[str] = frozenset()
         _check_keys(child, where, under | {node.key})
 
 
+def check_project(project: str, field: str) -> None:
+    """Pachyderm 2.5's ``project``: its repos and pipelines live in one, ``default`` unless
+    named; pfsmount has that one only, so naming it is taken and naming another refused."""
+    if project not in ("", DEFAULT_PROJECT):
+        raise InvalidArgument(f"spec field {field} {project!r} is not supported: pfsmount has "
+                              f"one project, {DEFAULT_PROJECT}")
+
+
 def load(stored: dict[str, Any]) -> InputKind:
     """The input tree of a stored or received spec (``Spec.input``). A row written before
     kinds were stored alone holds a null for every other kind, at every level: those go."""
@@ -176,6 +185,7 @@ class _RawPfs(msgspec.Struct, forbid_unknown_fields=True):
     empty_files: bool = False
     lazy: bool = False
     s3: bool = False
+    project: str = ""  # Pachyderm 2.5's projects: pfsmount's repos are all in "default"
 
 
 _KEYS = ("join_on", "outer_join", "group_by", "empty_files", "lazy")  # shown only when set
@@ -224,6 +234,7 @@ class PfsInput(InputKind):
         if raw.s3:
             raise InvalidArgument(f"spec field {where}.s3 is not supported by pfsmount (an "
                                   "S3 gateway per input): read the input at /pfs/<name>")
+        check_project(raw.project, f"{where}.project")
         return cls.checked(raw.repo, raw.branch, raw.glob, raw.name, f"{where}.",
                            **{k: getattr(raw, k) for k in _KEYS})
 

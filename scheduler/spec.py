@@ -37,6 +37,7 @@ from scheduler.inputs import (
     Union,
     V1Input,
     V1Inputs,
+    check_project,
     load,
     read_input,
 )
@@ -168,8 +169,13 @@ def parse_specs(text: str) -> list[Spec]:
 # nothing of the wrong type can reach a stored record. ``input`` is read by its kinds.
 
 
+class _RawProject(msgspec.Struct, forbid_unknown_fields=True):
+    name: str = ""
+
+
 class _RawPipeline(msgspec.Struct, forbid_unknown_fields=True):
     name: _Name
+    project: _RawProject | None = None  # 2.5's form: only "default" (inputs.check_project)
 
 
 class _RawTransform(msgspec.Struct, forbid_unknown_fields=True):
@@ -278,6 +284,8 @@ def parse_spec(raw: Any) -> Spec:
         raise InvalidArgument("spec field pipeline.name is missing")
     spec = _typed(raw, _RawSpec, "")
     name = check_name("pipeline", spec.pipeline.name)
+    if spec.pipeline.project is not None:
+        check_project(spec.pipeline.project.name, "pipeline.project.name")
     t = spec.transform
     transform = _transform(t)
     legacy = spec.inputs is not None and spec.input is None

@@ -19,8 +19,11 @@ killed and removed, also when the test failed. The kinds of daemon:
   also unmount; at teardown a mount left behind is detached with ``fusermount3 -u -z`` and
   the daemon killed.
 
-Parts the tests cannot do without (FUSE, bubblewrap, Docker) skip them on a developer's
-machine and fail them under ``CI=true`` (``unusable``).
+``s3_server`` (from tests/s3.py) is a real SeaweedFS S3 server for the session, for the S3
+backend's tests and egress to S3; its start-up time is in the run's summary.
+
+Parts the tests cannot do without (FUSE, bubblewrap, Docker, SeaweedFS) skip them on a
+developer's machine and fail them under ``CI=true`` (``unusable``).
 
 Conftests below import from this file as ``tests.conftest``: the name pytest gives it under
 ``--import-mode=importlib``, and it is always loaded before them.
@@ -50,11 +53,18 @@ from pfsmount import Client
 from pfsmount.pfs import Pfs
 from pfsmount.pfs.fsck import fsck
 from tests import confine
+from tests.s3 import report_startup
+from tests.s3 import s3_server as s3_server  # the fixture, for every suite
 
 PFSMOUNT = Path(sys.executable).with_name("pfsmount")
 PROJECT = Path(__file__).resolve().parents[1]
 EXAMPLES = PROJECT / "examples" / "fruit_stand"
 RUN_TIMEOUT = 120.0
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    report_startup(terminalreporter)
+
 
 # -- pfs: a real store (LMDB + pack files) under tmp_path, checked by fsck at teardown -------
 

@@ -101,6 +101,7 @@ _MERMAID_CLASSES = {
     "success": "fill:#d4f7d4,stroke:#2e7d32",
     "failure": "fill:#ffd6d6,stroke:#c62828",
     "running": "fill:#fff3c4,stroke:#f9a825",
+    "egressing": "fill:#fff3c4,stroke:#f9a825",
     "created": "fill:#fff3c4,stroke:#f9a825",
     "killed": "fill:#e0e0e0,stroke:#616161",
     "unrunnable": "fill:#e0e0e0,stroke:#c62828",
@@ -142,7 +143,8 @@ def mermaid(dag: Dag) -> str:
 
 
 _DOT_COLOURS = {"success": "#d4f7d4", "failure": "#ffd6d6", "running": "#fff3c4",
-                "created": "#fff3c4", "killed": "#e0e0e0", "unrunnable": "#e0e0e0"}
+                "egressing": "#fff3c4", "created": "#fff3c4", "killed": "#e0e0e0",
+                "unrunnable": "#e0e0e0"}
 
 
 def _quote(s: str) -> str:

@@ -631,17 +631,19 @@ class Scheduler:
                 return  # stays "created" until the pipeline starts again
             spec, version = pipeline.spec, pipeline.version
         cancel = self._cancel.setdefault(job_id, threading.Event())
-        job.state, job.started = "running", time.time()
-        job.processed = job.skipped = job.failed = job.recovered = 0
-        job.error, job.version = "", version
-        self._save(job)
+        if job.state != "egressing":  # else a restart found its output made: only the copy
+            job.state, job.started = "running", time.time()
+            job.processed = job.skipped = job.failed = job.recovered = 0
+            job.error, job.version = "", version
+            self._save(job)
         try:
-            if job.spec is not None:
-                self.pfs.repos.create(spec.name, f"output of job {job.id}", kind="pipeline",
-                                      exist_ok=True)
-            self.jobs.run(job, spec, cancel)
-            if job.output and spec.egress:  # an output commit: the job succeeded
-                egress.send(self.pfs, job.output, spec.egress)
+            if job.state == "running":
+                if job.spec is not None:
+                    self.pfs.repos.create(spec.name, f"output of job {job.id}",
+                                          kind="pipeline", exist_ok=True)
+                self.jobs.run(job, spec, cancel)
+            if job.state == "egressing":
+                self.egress(job, spec)
         except PfsError as e:
             job.state, job.error = "failure", e.message
         except Exception as e:
@@ -657,6 +659,20 @@ class Scheduler:
             with self.state.write() as scope:
                 self.records.delete_pipeline(scope, job.pipeline)
         self._cancel.pop(job_id, None)
+
+    def egress(self, job: Job, spec: Spec) -> None:
+        """Copy an ``egressing`` job's output commit to the spec's egress (its record says
+        ``egressing`` meanwhile, so ``commit wait`` does not return yet), then ``success``;
+        a failed copy is ``failure`` with the egress's one line, and the output commit stays,
+        as Pachyderm's does. The caller saves the job."""
+        assert job.output is not None
+        self._notify()  # the output commit was saved with the job: waiters see "egressing"
+        try:
+            egress.send(self.pfs, job.output, spec.egress)
+        except PfsError as e:
+            job.state, job.error = "failure", e.message
+            return
+        job.state = "success"
 
     def logs_for(self, pipeline: str, job: str | None = None, datum: str | None = None
                  ) -> list[Path]:

@@ -230,10 +230,12 @@ class Jobs:
     def _commit_output(self, job: Job, spec: Spec, changes: dict[str, Change],
                        base: str | None = None) -> None:
         """The job's output commit, and the job marked done in the same transaction: a job
-        left "running" beside its output would run again on restart and commit it twice."""
+        left "running" beside its output would run again on restart and commit it twice.
+        With an egress it is ``egressing`` until the engine has copied the output."""
 
         def done(scope: Scope, commit: Commit) -> None:
-            job.output, job.state = f"{spec.name}@{commit.id}", "success"
+            job.output = f"{spec.name}@{commit.id}"
+            job.state = "egressing" if spec.egress else "success"
             job.finished = time.time()
             self.records.put_job(scope, job)
 

@@ -22,7 +22,8 @@ from scheduler.spec import Spec
 
 # unrunnable: an upstream job this one needed failed (or was stopped), so it never ran;
 # its error names that job.
-JobState = Literal["created", "running", "success", "failure", "killed", "unrunnable"]
+JobState = Literal["created", "running", "egressing", "success", "failure", "killed",
+                   "unrunnable"]
 TERMINAL: tuple[JobState, ...] = ("success", "failure", "killed", "unrunnable")
 
 

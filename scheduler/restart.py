@@ -1,6 +1,7 @@
 """``pfsmount datum restart JOB DATUM``: run one failed datum of a failed job again and, once
 none of the job's datums is left failed, make the job's output commit as the job would have
-(the job becomes ``success``; pipelines downstream run on it as on any output).
+(the job becomes ``success``, after its egress if it has one; pipelines downstream run on it
+as on any output).
 
 How it relates to Pachyderm's ``pachctl restart datum <pipeline>@<job> <paths>``: that one
 restarts a *stuck* datum of a *running* job and, by its documentation, "does not solve failed
@@ -88,6 +89,8 @@ def restart(s: Scheduler, job_id: str, datum: str) -> Job:
         job.error = ""
         s.jobs.commit_output(job, spec, found, {
             d: r.outputs for d, r in outputs.items() if r is not None})
+        if spec.egress:  # the output commit left it "egressing": copied now, as in a job
+            s.egress(job, spec)
     except PfsError as e:  # two datums wrote one path, say: the job stays failed
         job.state, job.error = "failure", e.message
     s.jobs.save_results(job, spec, spec.digest, [])  # waiters look again

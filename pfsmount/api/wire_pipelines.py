@@ -39,8 +39,8 @@ class Job(msgspec.Struct, kw_only=True):
     id: Annotated[str, doc("32 hex digits")]
     pipeline: str
     inputs: Annotated[dict[str, str], doc('"repo@branch" -> the commit id it read')]
-    state: Literal["created", "running", "success", "failure", "killed", "unrunnable"] = \
-        "created"
+    state: Literal["created", "running", "egressing", "success", "failure", "killed",
+                   "unrunnable"] = "created"
     created: _Epoch = 0.0
     started: Annotated[float | None, doc("seconds since the epoch")] = None
     finished: Annotated[float | None, doc("seconds since the epoch")] = None

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import configparser
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,18 +90,11 @@ class S3Settings:
 
     def __init__(self, url: str, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
-        parts = urlsplit(url)
-        if parts.scheme.lower() != "s3" or not parts.netloc:
-            raise InvalidArgument(f"object store {url!r}: an S3 URL names a bucket, as in "
-                                  "s3://BUCKET/PREFIX")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = sorted(set(query) - set(QUERY_KEYS))
-        if unknown:
-            raise InvalidArgument(f"object store {url!r}: unknown setting {unknown[0]!r} "
-                                  f"(known: {', '.join(QUERY_KEYS)})")
+        try:
+            self.bucket, self.prefix, query = parse_url(url)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"object store {url!r}: {e.message}") from None
         self.url = url
-        self.bucket = parts.netloc
-        self.prefix = parts.path.strip("/")
         self.profile_name = env.get("AWS_PROFILE") or "default"
         profile = read_profile(self.profile_name, env, required="AWS_PROFILE" in env)
         self.endpoint = (query.get("endpoint") or env.get("AWS_ENDPOINT_URL_S3")
@@ -128,6 +121,21 @@ class S3Settings:
         """The bucket and server, as an error message names them."""
         return f"s3://{self.bucket}/{self.prefix}" + (f" at {self.endpoint}"
                                                        if self.endpoint else "")
+
+
+def parse_url(url: str) -> tuple[str, str, dict[str, str]]:
+    """``s3://BUCKET/PREFIX?endpoint=..&region=..``: the bucket, the prefix (no slashes
+    around it) and the settings, checked without reading any (egress checks a spec's URL
+    with it before a job runs)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "s3" or not parts.netloc:
+        raise InvalidArgument("an S3 URL names a bucket, as in s3://BUCKET/PREFIX")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = sorted(set(query) - set(QUERY_KEYS))
+    if unknown:
+        raise InvalidArgument(f"unknown setting {unknown[0]!r} "
+                              f"(known: {', '.join(QUERY_KEYS)})")
+    return parts.netloc, parts.path.strip("/"), query
 
 
 def attempts(env: Mapping[str, str]) -> int:
@@ -246,6 +254,15 @@ class S3ObjectStore:
         except (BaseError, OSError) as e:
             raise self._fail(e, f"put pack object {name}") from None
         path.unlink(missing_ok=True)
+
+    def put_stream(self, name: str, data: bytes | Iterable[bytes]) -> None:
+        """An object from bytes (one PUT) or from chunks (a multipart upload of 5 MB parts,
+        so a large file is never held whole): how egress writes a commit's files. Visible
+        only once complete."""
+        try:
+            obstore.put(self._store, name, data, use_multipart=not isinstance(data, bytes))
+        except (BaseError, OSError) as e:
+            raise self._fail(e, f"put object {name}") from None
 
     def _get(self, name: str, offset: int, length: int) -> obstore.Bytes | None:
         """The bytes at ``offset`` (fewer where the object ends), or None when ``offset``

@@ -1,20 +1,28 @@
 """Egress: after each successful job its output commit is copied to the spec's ``egress``:
 a directory (``file://``, links below it never followed) or a bucket (``s3://``, against a
 real SeaweedFS server); the job is ``egressing`` until the copy is done, so ``commit wait``
-returns after it, and a copy that fails fails the job. Other destinations are refused when
+returns after it, a copy that fails fails the job, and a daemon killed mid-copy copies again
+when it restarts, without running the job again. Other destinations are refused when
 the pipeline is created.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
+from pfsmount.api.pipeline_client import PipelineClient
 from pfsmount.errors import InvalidArgument
 from pfsmount.store.s3 import S3ObjectStore
 from scheduler.spec import parse_specs
@@ -143,3 +151,86 @@ def test_an_s3_server_that_is_down_fails_the_job_naming_it(pfsd: Pfsd) -> None:
     # The output commit stays, as Pachyderm's does: only the copy failed.
     assert pfsd.head("s3d") == job["output"].split("@", 1)[1]
     assert pfsd.tree("s3d") == {"a": b"one"}
+
+
+class Gate:
+    """A TCP address in front of the S3 server that holds every connection unanswered until
+    ``open`` is set, then forwards them: a server that hangs, then one that works, at one
+    endpoint."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.open = threading.Event()
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            if not self.open.is_set():
+                self.held.append(conn)
+                continue
+            up = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((conn, up), (up, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def until_egressing(d: Pfsd, pipeline: str) -> dict[str, Any]:
+    """The pipeline's job once it is ``egressing`` (it may not exist yet at first)."""
+    deadline = time.monotonic() + 60
+    while True:
+        with d.api() as c:
+            jobs = PipelineClient(c).jobs(pipeline)
+        job: dict[str, Any] = msgspec.to_builtins(jobs[0]) if jobs else {"state": "none"}
+        if job["state"] == "egressing":
+            return job
+        assert job["state"] in ("none", "created", "running"), job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+
+
+def test_a_daemon_killed_while_egressing_copies_again_without_rerunning_the_job(
+        s3_server: SeaweedS3) -> None:
+    s3_server.make_bucket("egress-restart")
+    gate = Gate(s3_server.s3_port)
+    url = f"s3://egress-restart/out?endpoint=http://127.0.0.1:{gate.port}"
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for var, value in s3_server.env().items():
+                mp.setenv(var, value)
+            with serving("psrs") as d:
+                d.repos("s3r_in")
+                d.create(d.spec("s3r", "cp -r /pfs/s3r_in/* /pfs/out/", d.pin("s3r_in"),
+                                egress={"URL": url}))
+                commit = d.put("s3r_in", {"a": "one"})
+                job = until_egressing(d, "s3r")
+                output = job["output"].split("@", 1)[1]
+                assert d.head("s3r") == output  # the output commit is there already
+                d.kill9()
+                gate.open.set()
+                d.up()
+                d.wait(f"s3r_in@{commit}")
+                after = d.quick_job("s3r")
+                assert (after["id"], after["state"]) == (job["id"], "success"), after
+                assert (after["processed"], after["skipped"]) == (1, 0), after  # not rerun
+                assert d.head("s3r") == output and len(d.jobs("s3r")) == 1
+                assert objects(s3_server, "s3://egress-restart/out") == {"a": b"one"}
+    finally:
+        gate.close()

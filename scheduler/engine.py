@@ -51,6 +51,13 @@ _T = TypeVar("_T")
 _SKIP, _STOPPED = "skip", "stopped"  # wait_commit outcomes other than a job
 
 
+def _left_no_output(job: Job) -> bool:
+    """Whether ``job`` ended without an output commit, leaving its readers no input: a job
+    whose only failure was its egress (or that was stopped while egressing) made its output,
+    and downstream, which does not wait for egress, ran on it."""
+    return job.state in ("failure", "killed", "unrunnable") and job.output is None
+
+
 class Scheduler:
     def __init__(self, pfs: Pfs, root: Path, mountpoint: Path | None,
                  executor: DatumExecutor | None = None) -> None:
@@ -528,6 +535,8 @@ class Scheduler:
                     failures.append(f"pipeline {job.pipeline} job {job.id} {job.state}: "
                                     f"{first}{logs if more else ''}")
                     failures += self._unrunnable_report(job, seen)
+                    if job.output:  # only its egress failed: downstream ran on its output
+                        frontier.append(self.pfs.commits.inspect(job.output))
         if failures:
             raise Conflict("; ".join(failures))
         return out
@@ -576,7 +585,7 @@ class Scheduler:
         """The last job of a pipeline ``spec`` reads, when it did not succeed."""
         for repo in spec.tree.repos():
             jobs = self.list_jobs(repo)
-            if jobs and jobs[0].state in ("failure", "killed", "unrunnable"):
+            if jobs and _left_no_output(jobs[0]):
                 return jobs[0]
         return None
 
@@ -652,7 +661,7 @@ class Scheduler:
         if cancel.is_set() and job.output is None:
             job.state = "killed"
         job.finished = time.time()
-        if job.state in ("failure", "killed"):  # saved first: who sees its end sees them
+        if _left_no_output(job):  # saved first: who sees its end sees them
             self._unrunnable_downstream(job)
         self._save(job)
         if job.spec is not None:  # no later job reuses a one-off job's results

@@ -97,6 +97,25 @@ def test_an_egress_that_cannot_write_fails_its_job_and_follows_no_link(
     assert job["state"] == "failure" and job["error"].startswith("egress of eg2@"), job
 
 
+def test_a_failed_egress_leaves_downstream_to_run_on_the_output_it_made(
+        pfsd: Pfsd, tmp_path: Path) -> None:
+    """Downstream does not wait for egress: it runs on the output commit, and the egress
+    failing afterwards does not also make it ``unrunnable`` on the same inputs."""
+    target = tmp_path / "t"
+    target.write_text("a file where the directory would be")
+    pfsd.repos("egd_in")
+    pfsd.create(pfsd.spec("egd_up", "cp -r /pfs/egd_in/* /pfs/out/", pfsd.pin("egd_in"),
+                          egress={"URL": f"file://{target}"}),
+                pfsd.spec("egd_down", "cp -r /pfs/egd_up/* /pfs/out/", pfsd.pin("egd_up")))
+    commit = pfsd.put("egd_in", {"a": "one"})
+    err = pfsd.fails("commit", "wait", f"egd_in@{commit}", "--timeout", "60")
+    up = pfsd.quick_job("egd_up")
+    assert up["state"] == "failure" and up["error"].startswith("egress of egd_up@"), up
+    assert f"pipeline egd_up job {up['id']} failure" in err and "egd_down" not in err, err
+    assert [j["state"] for j in pfsd.jobs("egd_down")] == ["success"]
+    assert pfsd.tree("egd_down") == {"a": b"one"}
+
+
 def test_each_successful_job_is_egressed_to_s3_and_the_bucket_shows_the_latest(
         pfsd: Pfsd, s3_server: SeaweedS3) -> None:
     s3_server.make_bucket("egress-latest")

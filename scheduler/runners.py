@@ -75,6 +75,41 @@ def log_killed(task: Task) -> int:
     return -9
 
 
+def empty_dir(directory: Path, last: str = "") -> None:
+    """Remove what ``directory`` holds (never following a link), even what a command made
+    read-only or unreadable to its owner (``cp -r`` of a read-only input makes 0555
+    directories, which a daemon not running as root cannot empty as they are); the entry
+    named ``last`` goes last (a spout waits on its marker)."""
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name == last):
+        try:
+            _remove(entry.path)
+        except PermissionError:  # made read-only: writable again, then once more
+            os.chmod(directory, 0o700)
+            _writable(entry.path)
+            _remove(entry.path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
+def _writable(top: str) -> None:
+    """Every directory below ``top`` (and it) writable and searchable by its owner, no link
+    followed."""
+    if not os.path.isdir(top) or os.path.islink(top):
+        return
+    os.chmod(top, 0o700)
+    for root, dirs, _ in os.walk(top):  # top-down: a directory is opened once made readable
+        for name in dirs:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o700)
+
+
 NOBODY = 65534  # the uid and gid a datum runs as
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What a datum sees of the host's /etc: enough for programs, their libraries, R and Python

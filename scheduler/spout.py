@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pfsmount.pfs.state import Change
-from scheduler.runners import Runner, Task
+from scheduler.runners import Runner, Task, empty_dir
 from scheduler.spec import Spec
 
 if TYPE_CHECKING:
@@ -86,27 +84,35 @@ class Spout:
     def _run(self) -> None:
         delay = BACKOFF
         while not self.stopped.is_set():
-            with self._lock:
-                _empty(self.out)
-            self.log.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log, "a") as f:
-                f.write(f"[pfsmount] spout {self.spec.name} starts\n")
             began = time.monotonic()
             try:
-                code = self.runner.run(self._task())
-            except Exception as e:  # no Docker engine, a missing image: said, tried again
+                code: int | None = self._once()
+            except Exception as e:  # no Docker engine, a missing image, /pfs/out not
+                # emptied: said in its log, tried again (a thread that ended would be silent)
                 log.warning("spout %s cannot start: %s", self.spec.name, e)
-                with open(self.log, "a") as f:
-                    f.write(f"[pfsmount] cannot start: {e}\n")
+                with contextlib.suppress(OSError):
+                    self._say(f"cannot start: {e}")
                 code = None
             if self.stopped.is_set():
                 return
             if time.monotonic() - began >= MAX_BACKOFF:
                 delay = BACKOFF
-            with open(self.log, "a") as f:
-                f.write(f"[pfsmount] spout exited ({code}); starting again in {delay:g} s\n")
+            with contextlib.suppress(OSError):
+                self._say(f"spout exited ({code}); starting again in {delay:g} s")
             self.stopped.wait(delay)
             delay = min(delay * 2, MAX_BACKOFF)
+
+    def _once(self) -> int:
+        """One run of the process, in an emptied ``/pfs/out``."""
+        with self._lock:
+            _empty(self.out)
+        self._say(f"spout {self.spec.name} starts")
+        return self.runner.run(self._task())
+
+    def _say(self, line: str) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "a") as f:
+            f.write(f"[pfsmount] {line}\n")
 
     def _task(self) -> Task:
         t = self.spec.transform
@@ -143,17 +149,18 @@ class Spout:
             spec.name, spec.output_branch, changes,
             base=None if spec.spout.overwrite else head,
             description=f"spout {spec.name}")
-        _empty(self.out)
+        try:
+            _empty(self.out)
+        except OSError as e:  # committed: the marker must go, or the next look commits again
+            (self.out / COMMIT).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self._say(f"cannot empty /pfs/out after commit {commit.id}: {e}")
         self.commits += 1
         return commit
+
 
 
 def _empty(top: Path) -> None:
     """Make ``top`` an empty directory; the marker goes last (the spout waits on it)."""
     top.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(os.scandir(top), key=lambda e: e.name == COMMIT):
-        with contextlib.suppress(FileNotFoundError):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
+    empty_dir(top, last=COMMIT)

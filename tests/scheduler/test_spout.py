@@ -6,13 +6,21 @@ ends, stopped by ``pipeline stop``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import cast
 
 import pytest
 
 from pfsmount.errors import InvalidArgument
+from pfsmount.pfs import Pfs
+from scheduler import spout as spout_module
+from scheduler.runners import Task
 from scheduler.spec import parse_specs
+from scheduler.spout import Spout
+from tests.conftest import Other
 from tests.scheduler.conftest import IMAGE, Pfsd
 
 # Make a commit of what /pfs/out holds: the protocol scheduler/spout.py documents.
@@ -103,3 +111,74 @@ def test_a_spout_runs_again_once_started_and_after_the_daemon_restarts(pfsd: Pfs
     pfsd.up()
     until("a commit after up", lambda: len(commits(pfsd, "stays")) > made)
     pfsd.ok("pipeline", "delete", "stays")
+
+
+def test_a_spout_that_writes_read_only_directories_makes_one_commit_per_marker(
+        pfsd: Pfsd) -> None:
+    script = ("mkdir -p /pfs/out/ro/d; echo x > /pfs/out/ro/d/f; "
+              f"chmod 555 /pfs/out/ro/d /pfs/out/ro; {COMMIT}; sleep 1000")
+    pfsd.create(spout("rospout", script))
+    until("a commit", lambda: len(commits(pfsd, "rospout")) >= 1)
+    time.sleep(1.5)  # a commit left unemptied would be made again each second
+    assert len(commits(pfsd, "rospout")) == 1
+    assert pfsd.tree("rospout") == {"ro/d/f": b"x\n"}
+    pfsd.ok("pipeline", "delete", "rospout")
+
+
+EMPTY_AS_OWNER = """
+import os, sys, tempfile
+from pathlib import Path
+from scheduler.spout import COMMIT, _empty
+out = Path(tempfile.mkdtemp())
+(out / "ro" / "deep").mkdir(parents=True)
+(out / "ro" / "deep" / "f").write_text("x")
+(out / "ro" / "g").write_text("y")
+(out / "gone").mkdir(mode=0o000)
+(out / COMMIT).touch()
+for d in (out / "ro" / "deep", out / "ro"):
+    d.chmod(0o555)  # as cp -r of a read-only input leaves them
+_empty(out)
+print(sorted(os.listdir(out)))
+"""
+
+
+def test_an_out_dir_with_read_only_directories_is_emptied_by_a_daemon_not_root(
+        other: Other) -> None:
+    """What a non-root daemon meets: its own files in directories the spout made 0555 (or
+    000); emptied all the same, the marker with them."""
+    ran = other.run(sys.executable, "-c", EMPTY_AS_OWNER)
+    assert (ran.code, ran.out.strip()) == (0, "[]"), ran
+
+
+class Once:
+    """A runner whose runs are counted; the spout's stop ends the second."""
+
+    def __init__(self, spout: list[Spout]) -> None:
+        self.runs = 0
+        self.spout = spout
+
+    def run(self, task: Task) -> int:
+        self.runs += 1
+        if self.runs >= 2:
+            self.spout[0].stopped.set()
+        return 0
+
+
+def test_a_spout_whose_out_dir_cannot_be_emptied_says_so_and_runs_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fails = iter([PermissionError(13, "Permission denied", "/pfs/out/ro")])
+
+    def empty(top: Path, last: str = "") -> None:
+        if (e := next(fails, None)) is not None:
+            raise e
+
+    monkeypatch.setattr(spout_module, "empty_dir", empty)
+    monkeypatch.setattr(spout_module, "BACKOFF", 0.01)
+    spec = parse_specs(json.dumps(spout("sp", "true")))[0]
+    made: list[Spout] = []
+    runner = Once(made)
+    made.append(Spout(cast(Pfs, None), spec, runner, tmp_path / "w", tmp_path / "spout.log"))
+    made[0]._run()  # returns once stopped (its thread, without the thread)
+    log = (tmp_path / "spout.log").read_text()
+    assert "[pfsmount] cannot start: [Errno 13] Permission denied: '/pfs/out/ro'" in log, log
+    assert runner.runs == 2, log

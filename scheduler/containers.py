@@ -9,6 +9,7 @@ the task and what both runners share are ``scheduler.runners``'.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import os
 import platform
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from scheduler.runners import NOBODY, RunnerError, Task, log_killed, stdin_file
+from scheduler.runners import NOBODY, RunnerError, Task, empty_dir, log_killed, stdin_file
 
 
 def _idle_program() -> bytes | None:
@@ -47,6 +48,7 @@ def _idle_program() -> bytes | None:
 
 
 IDLE = _idle_program()
+CLONE_NEWIPC = 0x08000000
 LABEL = "io.pfsmount.root"  # on every container a daemon starts: the root it serves
 SESSION = "io.pfsmount.session"  # and which run of that daemon started it
 
@@ -58,24 +60,10 @@ def _docker_user() -> str:
     return f"{uid}:{gid}" if uid != 0 else f"{NOBODY}:{NOBODY}"
 
 
-def _empty(directory: Path) -> None:
-    """Remove what ``directory`` holds (never following a link), even what a datum made
-    unreadable to its owner."""
-    def retry(func: Any, path: str, exc: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(path), 0o700)
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.chmod(path, 0o700)
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
-
-    for entry in os.scandir(directory):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, onerror=retry)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
+def _ppid(pid: int) -> int:
+    """The parent of process ``pid`` (host pids)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])
 
 
 class Execs:
@@ -161,10 +149,16 @@ class Worker:
     read-only through the bind. Inputs that cannot be renamed (the mount's own paths) run
     in a container of their own (``DockerRunner.run``).
 
-    Between datums nothing carries over: every process the datum started (also what it left
-    running in the background) is killed (``kill``), what it wrote to ``/pfs/out`` is moved
-    to the task's own ``out``, and ``/pfs/out``, ``/tmp`` and ``/dev/shm`` are emptied
-    (their modes reset), so the next datum starts from an empty, private ``/pfs/out``."""
+    Between datums nothing carries over: every process of the container's pid namespace but
+    the two recorded by host pid when it started (docker-init, the idle program) is killed
+    (``kill``: what the datum left running in the background too, whatever it calls
+    itself), what it wrote to ``/pfs/out`` is moved to the task's own ``out``, and
+    ``/pfs/out``, ``/tmp`` and ``/dev/shm`` are emptied (their modes reset), so the next
+    datum starts from an empty, private ``/pfs/out``. What cannot be checked or undone
+    retires the container (a fresh one runs the next datum): SysV IPC objects a datum left
+    (``_ipc_left``; a daemon without CAP_SYS_ADMIN cannot look, so its containers serve
+    one datum each), an output that cannot be moved, processes that cannot be seen or
+    killed."""
 
     def __init__(self, client: Any, execs: Execs, image: str, home: Path,
                  labels: dict[str, str]) -> None:
@@ -173,31 +167,35 @@ class Worker:
             home / n for n in ("pfs", "out", "tmp", "shm", "run"))
         self.user = _docker_user()
         self.broken = False  # set when it cannot be trusted with another datum
+        self.init: int | None = None  # docker-init's and the idle program's host pids
+        self.keep: frozenset[int] = frozenset()
+        self.pidns: str | None = None
         home.mkdir(parents=True)
-        for d in (self.pfs, self.out, self.tmp, self.shm, self.run_dir, self.pfs / "out"):
-            d.mkdir()
-            d.chmod(0o755)
-        if os.getuid() == 0:
-            os.chown(self.out, NOBODY, NOBODY)
-        idle = self.run_dir / "idle"
-        assert IDLE is not None
-        idle.write_bytes(IDLE)
-        idle.chmod(0o755)
-        self._reset()
-        volumes = {str(self.pfs): {"bind": "/pfs", "mode": "ro"},
-                   str(self.out): {"bind": "/pfs/out", "mode": "rw"},
-                   str(self.tmp): {"bind": "/tmp", "mode": "rw"},
-                   str(self.shm): {"bind": "/dev/shm", "mode": "rw"},
-                   str(self.run_dir): {"bind": "/.pfsmount", "mode": "ro"}}
-        self.container = client.containers.create(
-            image, [], entrypoint=["/.pfsmount/idle"], init=True, volumes=volumes,
-            environment={"HOME": "/tmp"}, network_mode="none", ipc_mode="none",
-            user=self.user, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            read_only=True, labels=labels, detach=True)
         try:
+            for d in (self.pfs, self.out, self.tmp, self.shm, self.run_dir,
+                      self.pfs / "out"):
+                d.mkdir()
+                d.chmod(0o755)
+            if os.getuid() == 0:
+                os.chown(self.out, NOBODY, NOBODY)
+            idle = self.run_dir / "idle"
+            assert IDLE is not None
+            idle.write_bytes(IDLE)
+            idle.chmod(0o755)
+            self._reset()
+            volumes = {str(self.pfs): {"bind": "/pfs", "mode": "ro"},
+                       str(self.out): {"bind": "/pfs/out", "mode": "rw"},
+                       str(self.tmp): {"bind": "/tmp", "mode": "rw"},
+                       str(self.shm): {"bind": "/dev/shm", "mode": "rw"},
+                       str(self.run_dir): {"bind": "/.pfsmount", "mode": "ro"}}
+            self.container = client.containers.create(
+                image, [], entrypoint=["/.pfsmount/idle"], init=True, volumes=volumes,
+                environment={"HOME": "/tmp"}, network_mode="none", ipc_mode="none",
+                user=self.user, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+                read_only=True, labels=labels, detach=True)
             self.container.start()
             self.container.reload()
-            self.pidns = self._pidns(int(self.container.attrs["State"]["Pid"]))
+            self._own(int(self.container.attrs["State"]["Pid"]))
         except BaseException:
             self.remove()
             raise
@@ -208,28 +206,65 @@ class Worker:
             self.container.remove(force=True)
         shutil.rmtree(self.home, ignore_errors=True)
 
-    @staticmethod
-    def _pidns(init: int) -> str | None:
-        """The container's pid namespace as this process sees it, or None when its
-        processes are not ours to see (an engine in another pid namespace)."""
+    def _own(self, init: int) -> None:
+        """Record the container's own processes by host pid, before any datum runs: its
+        init (docker-init) and that one's only child, the idle program. Every other process
+        of its pid namespace is a datum's (``kill``): never told apart by command line, which
+        a datum chooses (``execv`` under argv[0] ``/.pfsmount/idle``). Where the engine's
+        processes are not visible here (another pid namespace), ``pidns`` stays None."""
         with contextlib.suppress(OSError):
-            if Path(f"/proc/{init}/cmdline").read_bytes().startswith(b"/sbin/docker-init"):
-                return os.readlink(f"/proc/{init}/ns/pid")
-        return None
+            if not Path(f"/proc/{init}/cmdline").read_bytes().startswith(b"/sbin/docker-init"):
+                return
+            pidns = os.readlink(f"/proc/{init}/ns/pid")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # docker-init forks its child as it starts
+                others = self._namespace(pidns) - {init}
+                if others:
+                    break
+                time.sleep(0.002)
+            if len(others) == 1 and _ppid(next(iter(others))) == init:
+                self.init, self.keep, self.pidns = init, frozenset({init, *others}), pidns
 
-    def _processes(self) -> list[int]:
-        """The container's processes but its init and the idle program."""
-        found = []
+    @staticmethod
+    def _namespace(pidns: str) -> set[int]:
+        """The host pids of the processes in pid namespace ``pidns``."""
+        found = set()
         for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{entry.name}/ns/pid") != self.pidns:
-                    continue
-                cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes()
-                if not cmd.startswith((b"/sbin/docker-init\0", b"/.pfsmount/idle\0")):
-                    found.append(int(entry.name))
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{entry.name}/ns/pid") == pidns:
+                        found.add(int(entry.name))
         return found
+
+    def _processes(self) -> set[int]:
+        """The container's processes but its init and the idle program."""
+        assert self.pidns is not None
+        return self._namespace(self.pidns) - self.keep
+
+    def _ipc_left(self) -> bool:
+        """Whether the container's IPC namespace holds a SysV shared memory segment,
+        semaphore set or message queue (a datum's, which would outlive it: one namespace
+        per container). /proc/sysvipc shows the reader's namespace, so a thread of its own
+        joins the container's (``setns``, which needs CAP_SYS_ADMIN) and ends with it; True
+        (unknown) when it cannot."""
+        left = [True]
+
+        def look() -> None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/proc/{self.init}/ns/ipc", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWIPC) != 0:
+                    return
+            finally:
+                os.close(fd)
+            left[0] = any(len(Path(f"/proc/sysvipc/{kind}").read_text().splitlines()) > 1
+                          for kind in ("shm", "sem", "msg"))
+
+        with contextlib.suppress(Exception):
+            thread = threading.Thread(target=look, daemon=True)
+            thread.start()
+            thread.join()
+        return left[0]
 
     def kill(self) -> None:
         """Kill every process a datum started in this container, its command's whole tree
@@ -254,12 +289,14 @@ class Worker:
     def _reset(self) -> None:
         """Empty the datum's writable places and reset their modes."""
         for d, mode in ((self.out, 0o755), (self.tmp, 0o1777), (self.shm, 0o1777)):
-            _empty(d)
+            empty_dir(d)
             d.chmod(mode)
         (self.run_dir / "stdin").unlink(missing_ok=True)
 
     def run(self, task: Task) -> int:
-        """Run ``task`` (whose binds ``movable`` accepted) in this container."""
+        """Run ``task`` (whose binds ``movable`` accepted) in this container. Whatever of
+        its /pfs/out cannot be moved to ``task.out`` fails the datum (the log says what) and
+        retires the container, as does SysV IPC the datum left (``_ipc_left``)."""
         moved: list[tuple[Path, Path]] = []
         made: list[Path] = []
         try:
@@ -273,7 +310,7 @@ class Worker:
                         made.append(d)
                 os.rename(host, self.pfs / rel)
                 moved.append((host, self.pfs / rel))
-            return self._exec(task)
+            code = self._exec(task)
         except BaseException:
             self.broken = True
             raise
@@ -283,10 +320,30 @@ class Worker:
                 os.rename(placed, host)
             for d in reversed(made):
                 d.rmdir()
-            with contextlib.suppress(OSError):
-                for entry in os.scandir(self.out):
-                    os.rename(entry.path, task.out / entry.name)
+            lost = self._collect(task)
             self._reset()
+            if self.init is None or self._ipc_left():
+                self.broken = True
+        if lost:
+            self.broken = True
+            with open(task.log, "a") as log:
+                log.write(f"\n[pfsmount] the datum's output could not be stored: "
+                          f"/pfs/out/{lost}\n")
+            return -1
+        return code
+
+    def _collect(self, task: Task) -> str:
+        """Move what the datum wrote to /pfs/out to ``task.out``, entry by entry: the first
+        entry that cannot be moved and why ("" when all moved)."""
+        lost = ""
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.out):
+                try:
+                    os.rename(entry.path, task.out / entry.name)
+                except OSError as e:
+                    lost = lost or f"{entry.name}: {e.strerror or e}"
+            return lost
+        return lost or "(unreadable)"
 
     def _exec(self, task: Task) -> int:
         cmd = list(task.cmd)

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
+import docker
+import docker.errors
+import pytest
+
+from scheduler.containers import DockerRunner, Execs, Worker
+from scheduler.runners import Task
 from tests.scheduler.conftest import IMAGE, Pfsd
 
 LABEL = "io.pfsmount.root"  # scheduler.containers.LABEL: the daemon root a container serves
@@ -99,3 +106,111 @@ def test_no_container_outlives_its_daemon(own_pfsd: Pfsd, docker_ready: None) ->
     assert d.wait("wd_in@master").keys() == {"wd"}
     assert d.tree("wd").keys() == {"a", "b"}
     until("every container of the job removed", lambda: not containers(d))
+
+
+PIL = "pfsmount-examples/python3-pil:latest"  # an image with python3
+
+# Every datum forks a process that execs itself under the idle program's name and, for
+# seconds after its datum ended, copies whatever else shows up in /pfs/in to /pfs/out.
+THIEF = r"""
+import os, sys, time
+mine, end = sys.argv[1], time.monotonic() + 6
+while time.monotonic() < end:
+    for v in os.listdir("/pfs/in"):
+        if v != mine:
+            open(f"/pfs/out/stolen-{mine}-{v}", "wb").write(open(f"/pfs/in/{v}", "rb").read())
+    time.sleep(0.1)
+"""
+MASQUERADE = r"""
+import os, sys, time
+mine = os.listdir("/pfs/in")[0]
+me = str(os.getpid())
+others = [p for p in os.listdir("/proc") if p.isdigit() and p != me]
+open(f"/pfs/out/{mine}", "w").write(" ".join(sorted(others)))
+if os.fork() == 0:
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):  # else the exec's output stays open until it ends
+        os.dup2(null, fd)
+    os.execv(sys.executable, ["/.pfsmount/idle", "-c", sys.argv[1], mine])
+time.sleep(1.5)
+"""
+
+
+def test_a_process_named_as_the_idle_program_dies_with_its_datum(
+        pfsd: Pfsd, docker_ready: None) -> None:
+    """The container's own processes are known by pid, not by a command line a datum
+    chooses: what execs itself as ``/.pfsmount/idle`` is killed like any other."""
+    pfsd.repos("in")
+    pfsd.put("in", {"a": "1\n", "b": "2\n", "c": "3\n"})
+    pfsd.create(pfsd.spec("wm", ["python3", "-c", MASQUERADE, THIEF], pfsd.pin("in"),
+                          image=PIL, parallelism_spec={"constant": 1}, datum_tries=1))
+    assert pfsd.wait("in@master").keys() == {"wm"}
+    job = pfsd.last_job("wm")
+    assert (job["state"], job["processed"]) == ("success", 3), job
+    tree = pfsd.tree("wm")
+    assert tree.keys() == {"a", "b", "c"}, "a datum's process outlived it: " + str(tree)
+    # each datum saw the container's init and idle program (the same two: one container),
+    # and nothing of the one before
+    assert len(set(tree.values())) == 1 and len(tree["a"].split()) == 2, tree
+
+
+SHM = r"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+mine = os.listdir("/pfs/ipc_in")[0]
+shm = libc.shmget(4242, 4096, 0o1666)  # IPC_CREAT | 0666
+assert shm >= 0, os.strerror(ctypes.get_errno())
+at = libc.shmat(shm, None, 0)
+found = ctypes.string_at(at, 8).rstrip(b"\0")
+open(f"/pfs/out/{mine}", "wb").write(b"found:" + found)
+ctypes.memmove(at, mine.encode(), len(mine))
+"""
+
+
+def test_sysv_ipc_does_not_outlive_its_datum(pfsd: Pfsd, docker_ready: None) -> None:
+    """A datum's SysV shared memory is gone for the next datum (its container retired)."""
+    pfsd.repos("ipc_in")
+    pfsd.put("ipc_in", {"a": "1\n", "b": "2\n"})
+    pfsd.create(pfsd.spec("wi", ["python3", "-c", SHM], pfsd.pin("ipc_in"), image=PIL,
+                          parallelism_spec={"constant": 1}, datum_tries=1))
+    assert pfsd.wait("ipc_in@master").keys() == {"wi"}
+    assert pfsd.last_job("wi")["state"] == "success"
+    assert pfsd.tree("wi") == {"a": b"found:", "b": b"found:"}
+
+
+def test_an_output_that_cannot_be_moved_fails_the_datum(
+        tmp_path: Path, docker_ready: None) -> None:
+    """Each entry of /pfs/out is moved on its own: one that cannot be fails the datum with
+    a line in its log, the others still move, and the container is not used again."""
+    (tmp_path / "work").mkdir()
+    runner = DockerRunner(tmp_path / "work", label=f"test-{tmp_path.name}")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "f").write_text("x")
+    out = tmp_path / "out"
+    (out / "a" / "taken").mkdir(parents=True)  # /pfs/out/a cannot replace it (ENOTEMPTY)
+    log = tmp_path / "log"
+    task = Task(cmd=["sh", "-c", "mkdir /pfs/out/a; echo 1 > /pfs/out/a/x; "
+                     "echo 2 > /pfs/out/b; echo 3 > /pfs/out/c"], stdin="", env={},
+                binds=[(tmp_path / "in", "/pfs/in")], out=out, log=log, image=IMAGE,
+                pool="p")
+    try:
+        assert runner.movable(task)
+        worker = runner._lease("p", IMAGE)
+        assert worker.run(task) == -1
+        assert worker.broken
+        assert "output could not be stored: /pfs/out/a:" in log.read_text()
+        assert sorted(p.name for p in out.iterdir()) == ["a", "b", "c"]
+        runner._give_back("p", worker)
+    finally:
+        runner.close()
+
+
+def test_a_worker_that_cannot_be_created_leaves_no_directory(
+        tmp_path: Path, docker_ready: None) -> None:
+    client = docker.from_env()
+    home = tmp_path / "home"
+    with pytest.raises(docker.errors.ImageNotFound):
+        Worker(client, Execs(client), "pfsmount-test/no-such-image:latest", home, {})
+    assert not home.exists()

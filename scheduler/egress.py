@@ -13,6 +13,7 @@ Pachyderm's. Knows nothing of jobs or their records (the engine runs it while a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -49,10 +50,21 @@ def read_egress(raw: Any) -> str:
     return url
 
 
-def send(pfs: Pfs, output: str, url: str) -> Counts:
+class Stopped(Exception):
+    """The copy ended between two files because its job was stopped."""
+
+
+def send(pfs: Pfs, output: str, url: str, stopped: Callable[[], bool] = lambda: False
+         ) -> Counts:
     """Copy every file of commit ``output`` (``repo@commit``) to ``url``; a failure is one
-    line that says it was the egress."""
+    line that says it was the egress. ``stopped`` is asked before each file: once true, the
+    copy ends there with ``Stopped`` (a stopped job need not wait for the rest, nor for a
+    server that does not answer beyond the file being written)."""
+    def between() -> None:
+        if stopped():
+            raise Stopped(f"stopped while egressing {output} to {url}")
+
     try:
-        return egress.write(pfs, output, url)
+        return egress.write(pfs, output, url, between)
     except PfsError as e:
         raise type(e)(f"egress of {output} to {url} failed: {e.message}") from None

@@ -73,6 +73,7 @@ class Scheduler:
         self.jobs = Jobs(pfs, self.records, self.executor, self._notify)
         self._changed = threading.Condition()
         self._cancel: dict[str, threading.Event] = {}
+        self._closing = threading.Event()  # the daemon stops: egress copies end, resumed later
         self._token: trio.lowlevel.TrioToken | None = None
         self._queue_send, self._queue_recv = trio.open_memory_channel[str](10_000)
         self.ticker = cron.Ticker(pfs, self._active_crons)
@@ -171,6 +172,7 @@ class Scheduler:
                         lock = locks.setdefault(pipeline, trio.Lock())
                         nursery.start_soon(self._run_job, lock, job_id)
                 except trio.Cancelled:  # the daemon stops: a one-off job may run for ever
+                    self._closing.set()  # and an egress may wait on a server for long
                     self._stop_one_off_jobs()
                     raise
         finally:  # every job has ended: no container of theirs outlives the daemon
@@ -652,7 +654,7 @@ class Scheduler:
                                           kind="pipeline", exist_ok=True)
                 self.jobs.run(job, spec, cancel)
             if job.state == "egressing":
-                self.egress(job, spec)
+                self.egress(job, spec, cancel)
         except PfsError as e:
             job.state, job.error = "failure", e.message
         except Exception as e:
@@ -660,6 +662,9 @@ class Scheduler:
             job.state, job.error = "failure", f"internal error: {e}"
         if cancel.is_set() and job.output is None:
             job.state = "killed"
+        if job.state == "egressing":  # the daemon stops: its next start copies again
+            self._cancel.pop(job_id, None)
+            return
         job.finished = time.time()
         if _left_no_output(job):  # saved first: who sees its end sees them
             self._unrunnable_downstream(job)
@@ -669,15 +674,22 @@ class Scheduler:
                 self.records.delete_pipeline(scope, job.pipeline)
         self._cancel.pop(job_id, None)
 
-    def egress(self, job: Job, spec: Spec) -> None:
+    def egress(self, job: Job, spec: Spec, cancel: threading.Event) -> None:
         """Copy an ``egressing`` job's output commit to the spec's egress (its record says
         ``egressing`` meanwhile, so ``commit wait`` does not return yet), then ``success``;
         a failed copy is ``failure`` with the egress's one line, and the output commit stays,
-        as Pachyderm's does. The caller saves the job."""
+        as Pachyderm's does. A stopped job's copy ends at the next file: ``killed``, or, when
+        the daemon stops, still ``egressing`` (the next daemon copies again). The caller
+        saves the job."""
         assert job.output is not None
         self._notify()  # the output commit was saved with the job: waiters see "egressing"
         try:
-            egress.send(self.pfs, job.output, spec.egress)
+            egress.send(self.pfs, job.output, spec.egress,
+                        lambda: cancel.is_set() or self._closing.is_set())
+        except egress.Stopped as e:
+            if not self._closing.is_set():
+                job.state, job.error = "killed", str(e)
+            return
         except PfsError as e:
             job.state, job.error = "failure", e.message
             return

@@ -13,6 +13,7 @@ empty directory. Nothing already there is deleted. Must not know about pipelines
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -45,14 +46,17 @@ def check(url: str) -> None:
         raise InvalidArgument(f"{url!r} must be {TAKEN}")
 
 
-def write(pfs: Pfs, ref: str, url: str) -> Counts:
-    """Every file of commit ``ref`` written to ``url`` (which ``check`` took)."""
+def write(pfs: Pfs, ref: str, url: str, between: Callable[[], None] = lambda: None
+          ) -> Counts:
+    """Every file of commit ``ref`` written to ``url`` (which ``check`` took); ``between``
+    is called before each file, and raises to end the copy there (its caller was stopped)."""
     if urlsplit(url).scheme == "s3":
-        return _to_bucket(pfs, ref, url)
-    return export(pfs, ref, Path(unquote(urlsplit(url).path)), recursive=True)
+        return _to_bucket(pfs, ref, url, between)
+    return export(pfs, ref, Path(unquote(urlsplit(url).path)), recursive=True,
+                  between=between)
 
 
-def _to_bucket(pfs: Pfs, ref: str, url: str) -> Counts:
+def _to_bucket(pfs: Pfs, ref: str, url: str, between: Callable[[], None]) -> Counts:
     """One object per file; opening the bucket first makes a wrong endpoint, key or bucket
     one prompt error rather than the retries of the first put."""
     root = pfs.files.inspect(ref)
@@ -63,6 +67,7 @@ def _to_bucket(pfs: Pfs, ref: str, url: str) -> Counts:
         for item in pfs.files.walk(pinned):
             if item.type != "file":
                 continue
+            between()
             commit, entry = pfs.files.open(pinned, item.path)
             chunks = pfs.files.read(entry, where=pfs.files.describe(commit, item.path))
             bucket.put_stream(item.path.lstrip("/"),

@@ -18,6 +18,7 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,13 +34,15 @@ _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def export(pfs: Pfs, ref: str, dest: Path, recursive: bool = True, *,
-           path: str | None = None, readable: bool = False) -> Counts:
+           path: str | None = None, readable: bool = False,
+           between: Callable[[], None] | None = None) -> Counts:
     """Write a file, or every file below a directory, to local ``dest`` (made as needed).
 
     A directory with ``recursive`` false is refused before anything is written. ``dest``
     itself is the caller's own path and is resolved as given; everything below it is not.
     Files keep their mode; ``readable`` adds read access for everyone (a copy for a
-    process of another uid).
+    process of another uid). ``between`` is called before each file of a directory (it
+    raises to end the copy there: a stopped job's egress).
     """
     info = pfs.files.inspect(ref, path)
     if info.type == "dir" and not recursive:
@@ -67,6 +70,8 @@ def export(pfs: Pfs, ref: str, dest: Path, recursive: bool = True, *,
                 if item.type == "dir":  # made here too, so that empty directories come back
                     top.dir(parts)
                     continue
+                if between is not None:
+                    between()
                 _place(pfs, pinned, item, top.dir(parts[:-1]), parts[-1], readable)
                 if item.type == "file":
                     counts.files += 1

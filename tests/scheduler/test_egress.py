@@ -175,10 +175,11 @@ def test_an_s3_server_that_is_down_fails_the_job_naming_it(pfsd: Pfsd) -> None:
 class Gate:
     """A TCP address in front of the S3 server that holds every connection unanswered until
     ``open`` is set, then forwards them: a server that hangs, then one that works, at one
-    endpoint."""
+    endpoint. ``delay``: each answer is held that long (a slow server)."""
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, target: int, delay: float = 0.0) -> None:
         self.target = target
+        self.delay = delay
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.open = threading.Event()
@@ -195,13 +196,14 @@ class Gate:
                 self.held.append(conn)
                 continue
             up = socket.create_connection(("127.0.0.1", self.target))
-            for a, b in ((conn, up), (up, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, delay in ((conn, up, 0.0), (up, conn, self.delay)):
+                threading.Thread(target=self._pipe, args=(a, b, delay), daemon=True).start()
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, delay: float) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
+                time.sleep(delay)
                 dst.sendall(data)
             dst.shutdown(socket.SHUT_WR)
 
@@ -251,5 +253,30 @@ def test_a_daemon_killed_while_egressing_copies_again_without_rerunning_the_job(
                 assert (after["processed"], after["skipped"]) == (1, 0), after  # not rerun
                 assert d.head("s3r") == output and len(d.jobs("s3r")) == 1
                 assert objects(s3_server, "s3://egress-restart/out") == {"a": b"one"}
+    finally:
+        gate.close()
+
+
+def test_job_stop_ends_an_egress_at_the_next_file(pfsd: Pfsd, s3_server: SeaweedS3) -> None:
+    """A slow server: ``job stop`` does not wait for the rest of the copy. The job is
+    ``killed`` with one line; its output commit stays."""
+    s3_server.make_bucket("egress-stop")
+    gate = Gate(s3_server.s3_port, delay=0.5)
+    gate.open.set()
+    url = f"s3://egress-stop/out?endpoint=http://127.0.0.1:{gate.port}"
+    try:
+        pfsd.repos("s3s_in")
+        pfsd.create(pfsd.spec("s3s", "cp -r /pfs/s3s_in/* /pfs/out/", pfsd.pin("s3s_in", "/"),
+                              egress={"URL": url}))
+        pfsd.put("s3s_in", {f"f{i:02}": str(i) for i in range(40)})
+        job = until_egressing(pfsd, "s3s")
+        began = time.monotonic()
+        pfsd.ok("job", "stop", job["id"])
+        assert time.monotonic() - began < 10
+        after = pfsd.quick_job("s3s")
+        assert after["state"] == "killed", after
+        assert after["error"] == f"stopped while egressing {job['output']} to {url}", after
+        assert pfsd.head("s3s") == job["output"].split("@", 1)[1]
+        assert len(objects(s3_server, "s3://egress-stop/out")) < 40
     finally:
         gate.close()

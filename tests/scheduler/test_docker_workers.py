@@ -6,6 +6,7 @@ its daemon. Against the real engine and the offline test image (``packaging/dock
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -214,3 +215,30 @@ def test_a_worker_that_cannot_be_created_leaves_no_directory(
     with pytest.raises(docker.errors.ImageNotFound):
         Worker(client, Execs(client), "pfsmount-test/no-such-image:latest", home, {})
     assert not home.exists()
+
+
+NO_WORKERS = r"""
+import sys, tempfile
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from scheduler.containers import DockerRunner
+from scheduler.runners import Task
+work = Path(tempfile.mkdtemp())
+(work / "in").mkdir()
+task = Task(cmd=["true"], stdin="", env={}, binds=[(work / "in", "/pfs/in")],
+            out=work / "out", log=work / "log", image="i", pool="p")
+print(DockerRunner(work).movable(task))
+"""
+
+
+def test_a_daemon_that_cannot_look_into_a_container_runs_no_workers() -> None:
+    """Without CAP_SYS_ADMIN (a daemon of an ordinary user) SysV IPC a datum left could not
+    be seen, so even inputs a worker could take run in a container each; as root, in one."""
+    root = str(Path(__file__).parents[2])
+    as_root = subprocess.run([sys.executable, "-c", NO_WORKERS, root], capture_output=True,
+                             text=True, check=True, timeout=60)
+    assert as_root.stdout == "True\n"
+    ordinary = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534",
+                               "--clear-groups", sys.executable, "-c", NO_WORKERS, root],
+                              capture_output=True, text=True, timeout=60)
+    assert ordinary.stdout == "False\n", ordinary.stderr

@@ -147,7 +147,8 @@ class Worker:
     (the Engine API: create, start, inspect), so a datum costs an exec, not a container.
 
     Hardened as a container per datum was: no network, ``cap-drop ALL``,
-    ``no-new-privileges``, a read-only root, never root (``_docker_user``), no socket and no
+    ``no-new-privileges``, a read-only root, datums never root (``_docker_user``; its init
+    and idle program are, without any capability, out of datums' reach), no socket and no
     host path but its own directory ``home``, whose parts are bound once:
     ``home/pfs`` at ``/pfs`` read-only, ``home/out`` at ``/pfs/out``, ``home/tmp`` at
     ``/tmp``, ``home/shm`` at ``/dev/shm`` (a private IPC namespace otherwise) and
@@ -180,6 +181,11 @@ class Worker:
         self.pfs, self.out, self.tmp, self.shm, self.run_dir = (
             home / n for n in ("pfs", "out", "tmp", "shm", "run"))
         self.user = _docker_user()
+        # init and the idle program run as another uid than datums (root, without any
+        # capability, when the daemon is): else a datum could signal or ptrace them, take
+        # the idle program over and outlive itself, or end the container under the next
+        # datum
+        self.own_user = "0:0" if os.getuid() == 0 else self.user
         self.broken = False  # set when it cannot be trusted with another datum
         self.init: int | None = None  # docker-init's and the idle program's host pids
         self.keep: frozenset[int] = frozenset()
@@ -205,7 +211,7 @@ class Worker:
             self.container = client.containers.create(
                 image, [], entrypoint=["/.pfsmount/idle"], init=True, volumes=volumes,
                 environment={"HOME": "/tmp"}, network_mode="none", ipc_mode="none",
-                user=self.user, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+                user=self.own_user, cap_drop=["ALL"], security_opt=["no-new-privileges"],
                 read_only=True, labels=labels, detach=True)
             self.container.start()
             self.container.reload()

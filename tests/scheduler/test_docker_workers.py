@@ -242,3 +242,24 @@ def test_a_daemon_that_cannot_look_into_a_container_runs_no_workers() -> None:
                                "--clear-groups", sys.executable, "-c", NO_WORKERS, root],
                               capture_output=True, text=True, timeout=60)
     assert ordinary.stdout == "False\n", ordinary.stderr
+
+
+SIGNAL = r"""
+for p in /proc/[0-9]*; do
+  n=${p#/proc/}; [ "$n" = $$ ] || { kill -0 "$n" 2>/dev/null && echo "$n"; }
+done > "/pfs/out/$(ls /pfs/ws_in)"
+exit 0
+"""
+
+
+def test_a_datum_cannot_signal_the_containers_own_processes(
+        pfsd: Pfsd, docker_ready: None) -> None:
+    """docker-init and the idle program run as another uid than datums: a datum can neither
+    signal nor ptrace them (take the idle program over, or end the container under the
+    next datum)."""
+    pfsd.repos("ws_in")
+    pfsd.put("ws_in", {"a": "1\n", "b": "2\n"})
+    pfsd.create(pfsd.spec("ws", ["sh", "-c", SIGNAL], pfsd.pin("ws_in"), image=IMAGE,
+                          parallelism_spec={"constant": 1}, datum_tries=1))
+    assert pfsd.wait("ws_in@master").keys() == {"ws"}
+    assert pfsd.tree("ws") == {"a": b"", "b": b""}

@@ -155,7 +155,10 @@ class Jobs:
                 done = None if job.reprocess or spec.reprocess_spec == "every_job" else \
                     self.records.datum(
                     scope, spec.name, digest, unit_id)
-                if done is not None:
+                # A result whose output content is gone (a repair dropped it) is run again,
+                # never committed as a file nobody can read.
+                if done is not None and all(self.state.has_content(scope, e)
+                                            for _, e in done.outputs):
                     results[unit_id] = done.outputs
                     job.skipped += 1
                 else:

@@ -88,6 +88,7 @@ class Records:
         self._reported: set[tuple[str, bytes]] = set()
         state.keep(self.datum_outputs)
         state.checks.append(self.check)
+        state.repairs.append(self.repair)
 
     def _decode(self, kind: str, decoder: msgspec.msgpack.Decoder[_R], key: bytes,
                 raw: bytes | memoryview) -> _R | None:
@@ -202,3 +203,23 @@ class Records:
             for path, entry in result.outputs:
                 if not self.state.has_content(scope, entry):
                     yield f"datum {where}: the content of its output /{path} is missing"
+
+    def repair(self, scope: Scope, dropped: set[bytes]) -> list[str]:
+        """``fsck --repair``: forget every datum result one of whose outputs names content
+        that is gone (``dropped`` now, or earlier), so the next job runs the datum again
+        instead of committing a file nobody can read. One ``lost`` line each."""
+        lost, gone = [], []
+        for key, raw in self.datums_table.items(scope):
+            try:
+                outputs = _datum.decode(raw).outputs
+            except (msgspec.DecodeError, ValueError):
+                continue  # fsck names it; it holds nothing a job could reuse
+            path = next((p for p, e in outputs
+                         if e.ref in dropped or not self.state.has_content(scope, e)), None)
+            if path is not None:
+                gone.append(key)
+                where = key.decode(errors="backslashreplace").replace("\0", " ")
+                lost.append(f"datum {where}: its output /{path} (its next job runs it again)")
+        for key in gone:
+            self.datums_table.delete(scope, key)
+        return lost

@@ -9,7 +9,10 @@ reads cannot be served from) and nothing else:
 - every commit (open or finished) whose tree holds a file with such content gets that entry
   removed: its root and size are rewritten in place, keeping its id, parent, provenance and
   branch heads, so every other file of every commit reads as before. Each removal is one
-  ``lost`` line naming the file and the commit.
+  ``lost`` line naming the file and the commit;
+- the layers above drop their rows that name such content (``State.repairs``: a datum
+  result whose output is gone is forgotten, so the next job runs that datum again), each
+  one ``lost`` line.
 
 All of it happens in one LMDB write transaction behind the store's write gate (as ``gc``
 does), so a crash leaves the store as it was or fully repaired. Damage of other kinds (tree
@@ -45,9 +48,11 @@ def repair(pfs: Pfs, wait: float = 30.0) -> FsckReport:
         pfs.journal.flush()
         store.packs.seal()
         _, damage = check(pfs, verify_data=True)
-        if damage.chunks or damage.contents:
-            with store.meta.write() as txn:
-                bad = drop_damaged(store, txn, damage.chunks, damage.contents)
+        with store.meta.write() as txn:
+            # Run even with no damage: a row above may name content an earlier repair dropped.
+            bad = drop_damaged(store, txn, damage.chunks, damage.contents) \
+                if damage.chunks or damage.contents else set()
+            if bad:
                 known: dict[bytes, bool] = {}  # pages are shared: each is looked at once
                 for commit in list(pfs.records.commits(txn)):
                     paths = _damaged_files(store.trees, txn, commit, bad, known)
@@ -60,6 +65,7 @@ def repair(pfs: Pfs, wait: float = 30.0) -> FsckReport:
                     pfs.records.put_commit(txn, commit)
                     changed.append(commit)
                     lost.extend(f"/{p} in {commit.repo}@{commit.id}" for p in paths)
+            lost.extend(pfs.state.repair(txn, bad))
     for commit in changed:  # the mount drops what it cached of these trees
         pfs.events.emit(Event("files_changed", commit.repo, commit.branch, commit.id,
                               commit.root),

@@ -8,7 +8,8 @@ record: storing a local tree (a datum's ``/pfs/out``) as ``Staged`` content, and
 staged content together with records in one transaction. It re-exports the model values the
 layers above keep in their records (``Entry`` and its kinds), so that nothing above ``pfs``
 imports the store. It never decodes a record nor decides what one means; the owners check
-their own tables through ``checks``, which ``pfs.fsck`` runs.
+their own tables through ``checks``, which ``pfs.fsck`` runs, and drop the rows that name
+content ``fsck --repair`` dropped through ``repairs``, which ``pfs.repair`` runs.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class Staged:
 
 
 Check = Callable[[Scope], Iterable[str]]
+# Given the content digests ``fsck --repair`` dropped, delete the owner's rows that name them
+# (or name content already gone); one ``lost`` line for each row deleted.
+Repair = Callable[[Scope, set[bytes]], list[str]]
 
 
 class State:
@@ -105,6 +109,8 @@ class State:
         self._gc_roots = gc_roots
         # Each owner's consistency check of its tables: one line per problem (``fsck``).
         self.checks: list[Check] = []
+        # Each owner's repair of its tables, in ``fsck --repair``'s write transaction.
+        self.repairs: list[Repair] = []
 
     def table(self, name: str) -> Table:
         if name not in STATE_TABLES:
@@ -131,6 +137,12 @@ class State:
         scope = Scope(txn)
         for check in self.checks:
             yield from check(scope)
+
+    def repair(self, txn: lmdb.Transaction, dropped: set[bytes]) -> list[str]:
+        """Every registered repair's ``lost`` lines, in ``fsck --repair``'s write
+        transaction, after the content digests ``dropped`` lost their rows."""
+        scope = Scope(txn)
+        return [line for repair in self.repairs for line in repair(scope, dropped)]
 
     # -- model lookups inside a scope --------------------------------------------------------
 

@@ -74,6 +74,8 @@ class Scheduler:
         self._changed = threading.Condition()
         self._cancel: dict[str, threading.Event] = {}
         self._closing = threading.Event()  # the daemon stops: egress copies end, resumed later
+        self._runs: dict[str, threading.Lock] = {}  # per pipeline: its job or a datum restart
+        self._runs_guard = threading.Lock()
         self._token: trio.lowlevel.TrioToken | None = None
         self._queue_send, self._queue_recv = trio.open_memory_channel[str](10_000)
         self.ticker = cron.Ticker(pfs, self._active_crons)
@@ -625,7 +627,17 @@ class Scheduler:
 
     # -- running a job (in a worker thread) --------------------------------------------------
 
+    def run_lock(self, pipeline: str) -> threading.Lock:
+        """Held while a job of ``pipeline`` runs, and for a whole ``datum restart`` of one,
+        so that neither sees the datum records the other is half-way through."""
+        with self._runs_guard:
+            return self._runs.setdefault(pipeline, threading.Lock())
+
     def execute(self, job_id: str) -> None:
+        with self.run_lock(self.inspect_job(job_id).pipeline):
+            self._execute(job_id)
+
+    def _execute(self, job_id: str) -> None:
         job = self.inspect_job(job_id)
         if job.state in TERMINAL:
             return

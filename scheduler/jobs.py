@@ -20,6 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from pfsmount.errors import Conflict, NotFound
 from pfsmount.pfs import Commit, Pfs
@@ -171,16 +172,21 @@ class Jobs:
         if cancel.is_set() or expired.is_set():  # before the executor took the tasks
             self.executor.cancel(job.id)
         for outcome, staged in outcomes:
-            if outcome.state == "recovered":  # its err_cmd exited 0: no output, no failure
-                job.recovered += 1
-            elif outcome.state != "success" or staged is None:
-                job.failed += 1
-                failure = failure or f"datum {outcome.datum} failed after " \
-                                     f"{spec.datum_tries} tries{failure_note(outcome)}"
-                if outcome.state == "failure":  # kept for `datum list`/`datum restart`
-                    unsaved.append((outcome.datum, DatumResult(
-                        job=job.id, outputs=[], started=outcome.started,
-                        seconds=outcome.seconds), None))
+            if outcome.state != "success" or staged is None:
+                if outcome.state == "recovered":  # its err_cmd exited 0: no output
+                    job.recovered += 1
+                else:
+                    job.failed += 1
+                    failure = failure or f"datum {outcome.datum} failed after " \
+                                         f"{spec.datum_tries} tries{failure_note(outcome)}"
+                # Kept for `datum list`/`datum restart`, saying how it ended: a datum a
+                # job_timeout or a stop ended is "stopped", never guessed from its log.
+                ended: Literal["failed", "stopped", "recovered"] = \
+                    "recovered" if outcome.state == "recovered" else \
+                    "stopped" if outcome.state == "stopped" else "failed"
+                unsaved.append((outcome.datum, DatumResult(
+                    job=job.id, outputs=[], started=outcome.started,
+                    seconds=outcome.seconds, ended=ended), None))
             else:
                 outputs = [(p, Entry(o.kind, o.size, o.mode, o.mtime, o.ref))
                            for p, o in outcome.outputs]
@@ -213,13 +219,16 @@ class Jobs:
                      unsaved: list[tuple[str, DatumResult, Staged | None]]) -> None:
         """Record finished datums (so a rerun skips them), with their outputs' content
         (failed ones, with no content: under their job), and the job's progress, in one
-        transaction: one per datum would cost more than running it."""
+        transaction: one per datum would cost more than running it. A datum that succeeded
+        loses its job's failure record in the same write (``datum restart``): never seen in
+        neither state, nor in both."""
 
         def record(scope: Scope) -> None:
             for datum_id, result, staged in unsaved:
                 if staged is None:
                     self.records.put_failure(scope, spec.name, datum_id, result)
                 else:
+                    self.records.delete_failure(scope, spec.name, result.job, datum_id)
                     self.records.put_datum(scope, spec.name, digest, datum_id, result)
             self.records.put_job(scope, job)
 

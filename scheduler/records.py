@@ -64,6 +64,9 @@ class DatumResult(msgspec.Struct, kw_only=True):
     outputs: list[tuple[str, Entry]]
     started: float = 0.0
     seconds: float = 0.0
+    # How a datum that left no output ended in its job (kept under the job, never reused):
+    # "" on a datum that succeeded (and on a failure recorded before this field).
+    ended: Literal["", "failed", "stopped", "recovered"] = ""
 
 
 log = logging.getLogger("pfsmount.scheduler")

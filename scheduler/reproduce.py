@@ -91,16 +91,13 @@ class Seen:
         with self.s.state.read() as scope:
             failed = self.s.records.failure(scope, self.spec.name, self.job.id, datum)
             done = self.s.records.datum(scope, self.spec.name, self.digest, datum)
-        ran = self.log(datum).exists()
-        if failed is not None:
-            return "failed", failed
-        if done is not None and (done.job == self.job.id or ran):
+        if failed is not None:  # ended here without output: how, its record says
+            return failed.ended or "failed", failed
+        if done is not None and (done.job == self.job.id or self.log(datum).exists()):
             return "success", done  # ran here (a later job may have run it again since)
         if done is not None:
             return "skipped", done
-        if ran and self.job.recovered:  # its err_cmd let it through, with no output
-            return "recovered", None
-        return ("failed" if ran and self.job.state == "failure" else "not run"), None
+        return "not run", None
 
     def info(self, t: DatumTask) -> DatumInfo:
         state, run = self(t.datum)

@@ -19,6 +19,8 @@ time. Nothing here decides how a datum runs (``scheduler.jobs`` and its executor
 
 from __future__ import annotations
 
+import threading
+
 from pfsmount.errors import Conflict, InvalidArgument, PfsError
 from pfsmount.pfs.state import Entry, Staged
 from scheduler.datums import datums
@@ -41,7 +43,14 @@ def _newest(s: Scheduler, job: Job) -> None:
 
 
 def restart(s: Scheduler, job_id: str, datum: str) -> Job:
-    """Rerun one failed datum of a failed job; the job as it is afterwards."""
+    """Rerun one failed (or stopped) datum of a failed job; the job as it is afterwards.
+    Holds the pipeline's run lock throughout: a job of the pipeline, or another restart,
+    waits (and then sees this one's records whole)."""
+    with s.run_lock(s.inspect_job(job_id).pipeline):
+        return _restart(s, job_id, datum)
+
+
+def _restart(s: Scheduler, job_id: str, datum: str) -> Job:
     job, spec, units = job_units(s, job_id)
     if job.spec is not None or spec.v1 is not None:
         raise InvalidArgument(f"job {job.id} is a 1.x job: datum restart takes 2.x jobs' "
@@ -54,25 +63,25 @@ def restart(s: Scheduler, job_id: str, datum: str) -> Job:
     t = find(units, datum, f"job {job.id}")
     seen = Seen(s, spec, job)
     state, _ = seen(t.datum)
-    if state != "failed":
+    if state not in ("failed", "stopped"):
         raise Conflict(f"datum {t.datum} of job {job.id} did not fail ({state})")
     [(outcome, staged)] = s.executor.run([t], 1)  # to its end: the executor cleans up
     result = DatumResult(job=job.id, outputs=[], started=outcome.started,
                          seconds=outcome.seconds)
     if outcome.state == "recovered":  # its err_cmd let it through, as in a job
         job.failed, job.recovered = job.failed - 1, job.recovered + 1
-        done: list[tuple[str, DatumResult, Staged | None]] = []
+        result.ended = "recovered"  # replaces its failure record: one write
+        done: list[tuple[str, DatumResult, Staged | None]] = [(t.datum, result, None)]
     elif outcome.state != "success" or staged is None:
         job.error = f"datum {t.datum} failed after {t.tries} tries{failure_note(outcome)}"
+        result.ended = "failed"
         s.jobs.save_results(job, spec, spec.digest, [(t.datum, result, None)])
         return job
     else:
         result.outputs = [(p, Entry(o.kind, o.size, o.mode, o.mtime, o.ref))
                           for p, o in outcome.outputs]
         job.failed, job.processed = job.failed - 1, job.processed + 1
-        done = [(t.datum, result, staged)]
-    with s.state.write() as scope:
-        s.records.delete_failure(scope, spec.name, job.id, t.datum)
+        done = [(t.datum, result, staged)]  # its failure record goes in the same write
     left = [u.datum for u in units if u.datum != t.datum
             and seen(u.datum)[0] not in ("success", "skipped", "recovered")]
     if left:
@@ -90,7 +99,7 @@ def restart(s: Scheduler, job_id: str, datum: str) -> Job:
         s.jobs.commit_output(job, spec, found, {
             d: r.outputs for d, r in outputs.items() if r is not None})
         if spec.egress:  # the output commit left it "egressing": copied now, as in a job
-            s.egress(job, spec)
+            s.egress(job, spec, threading.Event())
     except PfsError as e:  # two datums wrote one path, say: the job stays failed
         job.state, job.error = "failure", e.message
     s.jobs.save_results(job, spec, spec.digest, [])  # waiters look again

@@ -18,11 +18,12 @@ from scheduler.executor import DatumTask
 __all__ = ["Dag", "DagEdge", "DagNode", "DatumDetail", "DatumInfo", "DatumState", "DatumTask"]
 
 # A job's datum: ran and succeeded in it, reused from an earlier job, failed in it, failed
-# but let through by ``transform.err_cmd`` (recovered, as Pachyderm calls it), or never ran
+# but let through by ``transform.err_cmd`` (recovered, as Pachyderm calls it), stopped
+# mid-run (its job's ``job_timeout``, or ``job stop``), or never ran
 # (its job stopped, or failed before reaching it). A dry run (``datum list -f``): would run,
 # or would be reused from an earlier job of the same spec.
-DatumState = Literal["success", "failed", "skipped", "recovered", "not run", "would run",
-                     "would skip"]
+DatumState = Literal["success", "failed", "skipped", "recovered", "stopped", "not run",
+                     "would run", "would skip"]
 
 
 def _doc(text: str) -> msgspec.Meta:

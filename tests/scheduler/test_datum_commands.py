@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,50 @@ def test_restart_only_of_the_last_job(pfsd: Pfsd, marker: Path) -> None:
     pfsd.fails("datum", "restart", first["id"], boom,
                match=f"job {first['id']} is not pipeline nl's last job")
     assert pfsd.head("nl") is None
+
+
+def test_two_restarts_at_once_leave_the_job_whole(pfsd: Pfsd, marker: Path) -> None:
+    """Restarts of two datums of one job, at the same time: each waits for the other (and
+    for any job of the pipeline), so the last one sees both succeeded and the job ends
+    ``success`` with the counts of both."""
+    pfsd.repos("cr_in")
+    pfsd.put("cr_in", {"x": "ex\n", "y": "why\n"})
+    script = f"test -e {marker} || exit 3; sleep 1; cp /pfs/cr_in/* /pfs/out/"
+    pfsd.create(pfsd.spec("cr", script, pfsd.pin("cr_in"), datum_tries=1))
+    pfsd.fails("commit", "wait", "cr_in@master", "--timeout", "90", match="cr")
+    job = pfsd.quick_job("cr")
+    assert job["state"] == "failure" and job["failed"] == 2, job
+    marker.write_text("fixed\n")
+    ids = [r["id"] for r in pfsd.json("datum", "list", job["id"])]
+    with ThreadPoolExecutor(2) as pool:
+        ran = list(pool.map(lambda d: pfsd.run("datum", "restart", job["id"], d, "--json"),
+                            ids))
+    assert sorted(r.code for r in ran) == [0, 1], ran  # the first leaves one still failed
+    after = pfsd.quick_job("cr")
+    assert (after["state"], after["failed"], after["processed"]) == ("success", 0, 2), after
+    assert pfsd.tree("cr") == {"x": b"ex\n", "y": b"why\n"}
+    assert {r["state"] for r in pfsd.json("datum", "list", job["id"])} == {"success"}
+
+
+def test_datums_a_job_timeout_stopped_are_stopped_and_restart_makes_them(
+        pfsd: Pfsd, marker: Path) -> None:
+    """A datum stopped mid-run has a log but did not end: it is ``stopped`` (never
+    ``recovered`` because another datum's err_cmd let that one through), and the job made
+    whole by restarts holds its output."""
+    pfsd.repos("ts_in")
+    pfsd.put("ts_in", {"r": "r\n", "s": "s\n"})
+    script = ("case $(ls /pfs/in) in r) exit 1;; s) test -e " + str(marker)
+              + " || sleep 60;; esac; cp /pfs/in/* /pfs/out/")
+    spec = pfsd.spec("ts", script, {"pfs": {"repo": "ts_in", "glob": "/*", "name": "in"}},
+                     datum_tries=1, job_timeout="3s", parallelism_spec={"constant": 2})
+    spec["transform"]["err_cmd"] = ["true"]
+    pfsd.create(spec)
+    pfsd.fails("commit", "wait", "ts_in@master", "--timeout", "90", match="job timed out")
+    job = pfsd.quick_job("ts")
+    states = {r["files"][0].rsplit(":", 1)[1]: (r["state"], r["id"])
+              for r in pfsd.json("datum", "list", job["id"])}
+    assert {k: v[0] for k, v in states.items()} == {"/r": "recovered", "/s": "stopped"}
+    marker.write_text("fixed\n")
+    done = pfsd.json("datum", "restart", job["id"], states["/s"][1])
+    assert done["state"] == "success", done
+    assert pfsd.tree("ts") == {"s": b"s\n"}

@@ -76,7 +76,8 @@ def job_units(s: Scheduler, job_id: str) -> tuple[Job, Spec, list[DatumTask]]:
 
 
 class Seen:
-    """How each datum of one job ended, read from the datum records and the job's logs."""
+    """How each datum of one job ended, read from the datum records (a datum that left no
+    output has one under its job saying how it ended; a log says only that it started)."""
 
     def __init__(self, s: Scheduler, spec: Spec, job: Job) -> None:
         self.s, self.spec, self.job = s, spec, job

@@ -1,16 +1,18 @@
 """The daemon's command line, both ways: ``argv`` writes a ``DaemonConfig`` as the command
-that starts a daemon process (``python -m pfsmount.daemon ...``), ``parse`` reads it back,
-and ``main`` runs it. ``serve`` runs a config in the calling process (``pfsmount up
---foreground``). Light to import: the parts are loaded only by ``serve``.
+that starts a daemon process (``python -m pfsmount.daemon ...``, in ``environ``), ``parse``
+reads it back, and ``main`` runs it. ``serve`` runs a config in the calling process
+(``pfsmount up --foreground``). Light to import: the parts are loaded only by ``serve``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
+import pfsmount
 from pfsmount.config import DaemonConfig
 from pfsmount.daemon import preflight
 from pfsmount.errors import PfsError
@@ -24,6 +26,17 @@ def argv(config: DaemonConfig) -> list[str]:
             *(["--allow-other"] if config.allow_other else []),
             *(["--storage", config.storage] if config.storage else []),
             "--executor", config.executor]
+
+
+def environ() -> dict[str, str]:
+    """The environment of the daemon process: this one's, with the source root of the
+    running ``pfsmount`` first on ``PYTHONPATH``, so the daemon runs the code of the CLI that
+    started it (not whichever checkout is installed in a venv both share)."""
+    env = dict(os.environ)
+    source = str(Path(pfsmount.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([source, *filter(None, env.get(
+        "PYTHONPATH", "").split(os.pathsep))])
+    return env
 
 
 def parse(args: list[str] | None = None) -> DaemonConfig:

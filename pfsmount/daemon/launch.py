@@ -18,7 +18,7 @@ from typing import Any
 
 from pfsmount.api.client import Client
 from pfsmount.config import DaemonConfig, Layout
-from pfsmount.daemon.command import argv
+from pfsmount.daemon.command import argv, environ
 from pfsmount.errors import DaemonNotRunning, DaemonRunning, PfsError
 
 START_TIMEOUT = 60.0
@@ -56,8 +56,8 @@ def start(config: DaemonConfig) -> dict[str, Any]:
     layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(layout.log, "ab") as log, open(os.devnull, "rb") as null:
         proc = subprocess.Popen(
-            argv(config), stdin=null, stdout=log, stderr=log, start_new_session=True, close_fds=True
-        )
+            argv(config), stdin=null, stdout=log, stderr=log, start_new_session=True,
+            close_fds=True, env=environ())
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         code = proc.poll()

@@ -5,10 +5,12 @@ error, not the traceback's frame."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pfsmount
 from pfsmount import Client
 from pfsmount.config import DaemonConfig
 from pfsmount.daemon import launch
@@ -83,3 +85,27 @@ def test_a_daemon_that_dies_in_an_exception_group_is_reported_by_its_error() -> 
 def test_an_empty_log_says_nothing() -> None:
     assert _last_message("") == ""
     assert _last_message("  +------\n  |\n") == ""
+
+
+def test_the_daemon_runs_the_code_of_the_cli_that_started_it(no_daemon: Pfsmount,
+                                                               tmp_path: Path) -> None:
+    """A second checkout sharing a venv: its CLI must start a daemon of its own code, not
+    of the ``pfsmount`` the venv has installed."""
+    here = Path(pfsmount.__file__).resolve().parents[1]
+    copy = tmp_path / "checkout"
+    for part in ("pfsmount", "scheduler"):
+        shutil.copytree(here / part, copy / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(here / "cli.py", copy / "cli.py")
+    clean = {k: v for k, v in env().items() if k != "PYTHONPATH"}
+    p = subprocess.run([sys.executable, str(copy / "cli.py"), "--root", str(no_daemon.root),
+                        "up", "--no-mount"], capture_output=True, text=True, env=clean,
+                       timeout=90, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    pid = int(p.stdout.split("(pid ")[1].split(")")[0])
+    no_daemon.pids.add(pid)
+    environ = dict(line.split(b"=", 1) for line in
+                   Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in line)
+    assert os.fsdecode(environ[b"PYTHONPATH"]).split(os.pathsep)[0] == str(copy)
+    no_daemon.ok("repo", "create", "data")  # it serves
+    no_daemon.teardown()

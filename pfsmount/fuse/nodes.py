@@ -105,12 +105,5 @@ class Nodes:
             node.path = new[2] + node.path[len(path):]
             self._by_key[node.key] = node
 
-    def in_view(self, repo: str, view: str | None = None) -> list[Node]:
-        """Known nodes of one repo (or of one of its views)."""
-        return [
-            n for n in self._by_ino.values()
-            if n.repo == repo and (view is None or n.view == view)
-        ]
-
     def __len__(self) -> int:
         return len(self._by_ino)

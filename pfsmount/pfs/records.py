@@ -129,9 +129,6 @@ class Records:
             yield self.commit(txn, key[len(prefix) + 8 :].decode())
             ok = cur.prev()
 
-    def has_log_row(self, txn: lmdb.Transaction, commit: Commit) -> bool:
-        return txn.get(self._log_key(commit), db=self.log_db) is not None
-
     def commits(self, txn: lmdb.Transaction) -> Iterator[Commit]:
         for _, raw in txn.cursor(db=self.commits_db):
             yield _commit_dec.decode(raw)

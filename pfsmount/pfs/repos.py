@@ -12,7 +12,7 @@ import time
 
 import lmdb
 
-from pfsmount.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from pfsmount.errors import AlreadyExists, Conflict, InvalidArgument
 from pfsmount.pfs.events import Event, Events
 from pfsmount.pfs.model import Branch, Repo, RepoKind
 from pfsmount.pfs.records import Records
@@ -152,9 +152,3 @@ class Repos:
                 self.records.delete_commit_row(txn, self.records.commit(txn, branch.open))
             self.records.delete_branch_row(txn, repo, name)
         self.events.emit(Event("branch_changed", repo, name))
-
-    def branch_exists(self, repo: str, name: str) -> bool:
-        with self.meta.read() as txn:
-            if not self.records.has_repo(txn, repo):
-                raise NotFound(f"repo {repo} not found")
-            return self.records.find_branch(txn, repo, name) is not None

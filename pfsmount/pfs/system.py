@@ -39,7 +39,7 @@ _P = TypeVar("_P")
 # barrier, and must not wait for a flush (their caller may be inside a write transaction).
 BARRIERED = {
     Repos: frozenset({"create", "list", "inspect", "delete", "create_branch",
-                      "list_branches", "inspect_branch", "delete_branch", "branch_exists"}),
+                      "list_branches", "inspect_branch", "delete_branch"}),
     Commits: frozenset({"start", "finish", "inspect", "list", "delete", "squash", "wait"}),
     Files: frozenset({"write", "write_snapshot", "put", "inspect", "open", "list", "walk",
                       "glob", "diff", "delete", "copy", "apply"}),

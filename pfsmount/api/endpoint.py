@@ -13,10 +13,11 @@ Where arguments go, for every route:
 - POST takes them in a JSON object body, except where the body is a file's bytes
   (``upload``: ``/files/put``), whose arguments are in the query string.
 
-Arguments are checked here, before the model sees them: ``None`` (JSON null) means "not
-given", a required one must be given, numbers must be finite, text must be valid UTF-8 and at
-most ``MAX_TEXT`` bytes. Every ``PfsError`` becomes ``{"error", "message"}`` with its status;
-anything else a 500 logged with its traceback. Handlers return a value that is converted to
+Arguments are checked here, before the model sees them: a name the route does not declare
+is refused (400), not ignored; ``None`` (JSON null) means "not given"; a required one must
+be given; numbers must be finite; text must be valid UTF-8 and at most ``MAX_TEXT`` bytes.
+Every ``PfsError`` becomes ``{"error", "message"}`` with its status; anything else a 500
+logged with its traceback. Handlers return a value that is converted to
 the route's wire type and encoded here, or a ``Response`` of their own (bytes, streams).
 This module knows no route and no model operation.
 """
@@ -28,7 +29,7 @@ import logging
 import math
 import types
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, get_args, get_origin
 from urllib.parse import unquote_to_bytes
 
@@ -80,6 +81,9 @@ class Endpoint:
     status: int = 200
     upload: bool = False  # the request body is a file's bytes
     local_only: bool = False
+    # what to say of an argument this route does not take but a caller may still send
+    # (a form the API had before): "use ... instead"
+    moved: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def args_in(self) -> str:
@@ -94,10 +98,16 @@ class Endpoint:
 def as_route(ep: Endpoint) -> Route:
     """The Starlette route serving ``ep``: arguments decoded, the answer encoded."""
     decode = decoder(ep.args)
-    reads_body = ep.args_in == "body" and ep.args is not NoArgs
+    in_body = ep.args_in == "body"
 
     async def handle(request: Request) -> Response:
-        params = await body(request) if reads_body else dict(request.query_params)
+        query = dict(request.query_params)
+        if in_body:  # arguments in the query string of a POST would be dropped unseen
+            _refuse_unknown(ep, query, ())
+            params = await body(request)
+        else:
+            params = query
+        _refuse_unknown(ep, params, arg_names(ep.args))
         result = await ep.handler(Call(request, request.path_params, decode(params)))
         if isinstance(result, Response):
             return result
@@ -106,6 +116,16 @@ def as_route(ep: Endpoint) -> Route:
         return json_response(to_wire(result, ep.answer), ep.status)
 
     return Route(API_PREFIX + ep.path, guarded(handle), methods=[ep.method])
+
+
+def _refuse_unknown(ep: Endpoint, params: dict[str, Any], known: Iterable[str]) -> None:
+    """An argument the route does not declare is refused, not ignored: it is a caller's
+    mistake (a misspelling, a form the API no longer has) that would otherwise do something
+    else than what was asked, silently."""
+    for name in sorted(params.keys() - set(known)):
+        hint = ep.moved.get(name)
+        raise InvalidArgument(f"{ep.method} {API_PREFIX}{ep.path} takes no argument "
+                              f"{name[:80]!r}" + (f"; {hint}" if hint else ""))
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -181,7 +201,8 @@ async def body(request: Request) -> dict[str, Any]:
 @functools.cache
 def decoder(kind: type[msgspec.Struct]) -> Callable[[dict[str, Any]], Any]:
     """Decode a struct of arguments from a JSON body or a query string, field by field,
-    with ``arg``'s checks and messages. Unknown names are ignored."""
+    with ``arg``'s checks and messages. Names it does not know are the route's to refuse
+    (``arg_names``)."""
     fields = []
     for f in msgspec.structs.fields(kind):
         base = f.type
@@ -198,6 +219,12 @@ def decoder(kind: type[msgspec.Struct]) -> Callable[[dict[str, Any]], Any]:
                        for name, key, base, default in fields})
 
     return decode
+
+
+@functools.cache
+def arg_names(kind: type[msgspec.Struct]) -> frozenset[str]:
+    """The argument names a struct of arguments declares, as callers spell them."""
+    return frozenset(f.encode_name for f in msgspec.structs.fields(kind))
 
 
 _KINDS: dict[Any, str] = {str: "a string", int: "an integer", float: "a number",

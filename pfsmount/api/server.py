@@ -347,7 +347,8 @@ def endpoints(pfs: Pfs, status: Callable[[], dict[str, Any]],
         E("POST", "/commits/wait", commit_wait, "Wait until a commit is finished.",
           w.WaitArgs, list[w.Commit]),
         E("POST", "/files/put", file_put, "Put the request body (a file's bytes), or a URL, "
-          "at a path.", w.PutArgs, w.PutLine, NDJSON, upload=True),
+          "at a path.", w.PutArgs, w.PutLine, NDJSON, upload=True,
+          moved={"local": "use POST /v1/files/import for a path of the daemon's host"}),
         E("POST", "/files/import", file_import, "Put a file or directory of the daemon's "
           "host.", w.ImportArgs, w.PutLine, NDJSON, local_only=True),
         E("GET", "/files/get", file_get, "A file's bytes, or a range of them.", w.GetArgs,

@@ -142,6 +142,48 @@ BAD_REQUESTS: list[tuple[str, str, bytes]] = [
 ]
 
 
+UNDECLARED: list[tuple[str, str, bytes, str]] = [
+    ("GET", "/v1/files/inspect?ref=held@master:/f&recursive=1", b"", "recursive"),
+    ("DELETE", "/v1/repos/held?forse=1", b"", "forse"),
+    ("POST", "/v1/repos", b'{"name": "n", "descripton": "typo"}', "descripton"),
+    ("POST", "/v1/commits/start?repo=held", b'{"repo": "held"}', "repo"),  # not the query
+    ("POST", "/v1/pipelines/none/stop", b'{"force": true}', "force"),  # a route of no args
+    ("GET", "/v1/repos?all=1", b"", "all"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "name"), UNDECLARED,
+                         ids=[f"{m} {p[:40]} {b[:30]!r}" for m, p, b, _ in UNDECLARED])
+def test_an_argument_a_route_does_not_declare_is_refused_by_name(
+        pfsd: Pfsmount, client: Client, method: str, path: str, body: bytes,
+        name: str) -> None:
+    """Ignored, a misspelled or retired argument would do something else than was asked."""
+    if "held" not in [r.name for r in client.list_repos()]:
+        client.create_repo("held")
+        client.put_file("held@master:/f", b"kept")
+    before = state(client)
+    answer = raw(pfsd.root / "pfsmount.sock", request(method, path, body,
+                                                      content_type="application/json"))
+    assert status_of(answer) == 400, answer[:300]
+    message = json.loads(answer.partition(b"\r\n\r\n")[2])["message"]
+    assert f"takes no argument {name!r}" in message
+    assert state(client) == before
+
+
+def test_the_old_host_import_form_of_put_is_refused_pointing_to_import(
+        pfsd: Pfsmount, client: Client, tmp_path: Path) -> None:
+    """``/files/put?local=`` once read a path of the daemon's host; now it is
+    ``/files/import``. Accepted, its empty body was stored as a 0-byte file."""
+    client.create_repo("old")
+    (tmp_path / "f").write_bytes(b"host bytes")
+    answer = raw(pfsd.root / "pfsmount.sock", request(
+        "POST", f"/v1/files/put?ref=old@master:/f&local={tmp_path / 'f'}"))
+    assert status_of(answer) == 400, answer[:300]
+    message = json.loads(answer.partition(b"\r\n\r\n")[2])["message"]
+    assert "'local'" in message and "POST /v1/files/import" in message
+    assert client.list_commits("old") == []
+
+
 @pytest.mark.parametrize(("method", "path", "body"), BAD_REQUESTS,
                          ids=[f"{m} {p[:40]} {b[:30]!r}" for m, p, b in BAD_REQUESTS])
 def test_malformed_arguments_are_a_400_and_change_nothing(

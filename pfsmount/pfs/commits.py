@@ -14,19 +14,14 @@ import uuid
 import lmdb
 
 from pfsmount.errors import Conflict, NotFound, ReadOnly
-from pfsmount.pfs.events import Event, Events
+from pfsmount.pfs.events import Event
 from pfsmount.pfs.model import Branch, Commit
-from pfsmount.pfs.records import Records
+from pfsmount.pfs.records import OverRecords
 from pfsmount.pfs.refs import Ref, check_name, is_commit_id, numbered, parse_ref
-from pfsmount.store import Store
 
 
-class Commits:
-    def __init__(self, store: Store, records: Records, events: Events) -> None:
-        self.store = store
-        self.meta = store.meta
-        self.records = records
-        self.events = events
+class Commits(OverRecords):
+    """Commits and the branch heads they move, over the store's rows."""
 
     # -- opening and finishing (inside a caller's transaction) -------------------------------
 

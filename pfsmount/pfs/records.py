@@ -14,8 +14,10 @@ import lmdb
 import msgspec
 
 from pfsmount.errors import InvalidArgument, NotFound
+from pfsmount.pfs.events import Events
 from pfsmount.pfs.model import Branch, Commit, Repo
 from pfsmount.pfs.refs import Ref, is_commit_id, numbered
+from pfsmount.store import Store
 from pfsmount.store.meta import Meta
 
 _enc = msgspec.msgpack.Encoder()
@@ -198,3 +200,14 @@ class Records:
             if len(matches) > 1:
                 raise InvalidArgument(f"commit prefix {text} is ambiguous in repo {repo}")
         raise NotFound(f"branch or commit {text} not found in repo {repo}")
+
+
+class OverRecords:
+    """A part of the model that keeps its rows through ``Records`` and tells ``Events``
+    what it changed (``Repos``, ``Commits``): the parts ``Pfs`` builds over one store."""
+
+    def __init__(self, store: Store, records: Records, events: Events) -> None:
+        self.store = store
+        self.meta = store.meta
+        self.records = records
+        self.events = events

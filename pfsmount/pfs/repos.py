@@ -13,19 +13,14 @@ import time
 import lmdb
 
 from pfsmount.errors import AlreadyExists, Conflict, InvalidArgument
-from pfsmount.pfs.events import Event, Events
+from pfsmount.pfs.events import Event
 from pfsmount.pfs.model import Branch, Repo, RepoKind
-from pfsmount.pfs.records import Records
+from pfsmount.pfs.records import OverRecords
 from pfsmount.pfs.refs import check_name, parse_ref
-from pfsmount.store import Store
 
 
-class Repos:
-    def __init__(self, store: Store, records: Records, events: Events) -> None:
-        self.store = store
-        self.meta = store.meta
-        self.records = records
-        self.events = events
+class Repos(OverRecords):
+    """Repos and their branches, over the store's rows."""
 
     def _with_size(self, txn: lmdb.Transaction, repo: Repo) -> Repo:
         heads = {b.head for b in self.records.branches(txn, repo.name) if b.head}

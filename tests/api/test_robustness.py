@@ -112,6 +112,21 @@ def state(client: Client) -> object:
             [c.id for r in client.list_repos() for c in client.list_commits(r.name)])
 
 
+def refused(pfsd: Pfsmount, client: Client, method: str, path: str, body: bytes) -> str:
+    """Send one request to a daemon holding a repo; it must be a 400 that changes nothing.
+    Returns the error's message."""
+    if "held" not in [r.name for r in client.list_repos()]:
+        client.create_repo("held")
+        client.put_file("held@master:/f", b"kept")
+    before = state(client)
+    answer = raw(pfsd.root / "pfsmount.sock", request(method, path, body,
+                                                      content_type="application/json"))
+    assert status_of(answer) == 400, answer[:300]
+    assert state(client) == before
+    message: str = json.loads(answer.partition(b"\r\n\r\n")[2])["message"]
+    return message
+
+
 def put(sock_path: Path, ref: str, path: str, data: bytes) -> bytes:
     from urllib.parse import urlencode
     return raw(sock_path, request("POST", "/v1/files/put?" + urlencode({"ref": ref,
@@ -158,16 +173,7 @@ def test_an_argument_a_route_does_not_declare_is_refused_by_name(
         pfsd: Pfsmount, client: Client, method: str, path: str, body: bytes,
         name: str) -> None:
     """Ignored, a misspelled or retired argument would do something else than was asked."""
-    if "held" not in [r.name for r in client.list_repos()]:
-        client.create_repo("held")
-        client.put_file("held@master:/f", b"kept")
-    before = state(client)
-    answer = raw(pfsd.root / "pfsmount.sock", request(method, path, body,
-                                                      content_type="application/json"))
-    assert status_of(answer) == 400, answer[:300]
-    message = json.loads(answer.partition(b"\r\n\r\n")[2])["message"]
-    assert f"takes no argument {name!r}" in message
-    assert state(client) == before
+    assert f"takes no argument {name!r}" in refused(pfsd, client, method, path, body)
 
 
 def test_the_old_host_import_form_of_put_is_refused_pointing_to_import(
@@ -188,16 +194,8 @@ def test_the_old_host_import_form_of_put_is_refused_pointing_to_import(
                          ids=[f"{m} {p[:40]} {b[:30]!r}" for m, p, b in BAD_REQUESTS])
 def test_malformed_arguments_are_a_400_and_change_nothing(
         pfsd: Pfsmount, client: Client, method: str, path: str, body: bytes) -> None:
-    if "held" not in [r.name for r in client.list_repos()]:
-        client.create_repo("held")
-        client.put_file("held@master:/f", b"kept")
-    before = state(client)
-    answer = raw(pfsd.root / "pfsmount.sock", request(method, path, body,
-                                                      content_type="application/json"))
-    assert status_of(answer) == 400, answer[:300]
-    message = json.loads(answer.partition(b"\r\n\r\n")[2])["message"]
+    message = refused(pfsd, client, method, path, body)
     assert "internal" not in message and "\n" not in message
-    assert state(client) == before
 
 
 def test_names_longer_than_a_file_system_takes_are_refused_by_name(

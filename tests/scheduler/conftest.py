@@ -47,6 +47,21 @@ def require_bwrap() -> None:
         missing("bubblewrap (bwrap) is not installed")
 
 
+@pytest.fixture
+def sandboxed_pfs(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    """A model over a fresh root, in process, where bwrap runs: for tests of the scheduler's
+    parts below the daemon. Yields the model and its root; closes it after."""
+    from pfsmount.pfs import Pfs
+
+    require_bwrap()
+    root = tmp_path / "root"
+    pfs = Pfs(root)
+    try:
+        yield pfs, root
+    finally:
+        pfs.close()
+
+
 def require_docker() -> None:
     if shutil.which("docker") is None:
         missing("the docker command is not installed")

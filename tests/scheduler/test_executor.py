@@ -15,7 +15,6 @@ from pfsmount.pfs.state import KIND_FILE, Entry
 from scheduler.executor import DatumTask, InputRef
 from scheduler.local_executor import LocalExecutor
 from scheduler.records import DatumResult, Records
-from tests.scheduler.conftest import require_bwrap
 
 
 def _task(commit: str, digest: str, datum: str, script: str, **kw: object) -> DatumTask:
@@ -27,43 +26,38 @@ def _task(commit: str, digest: str, datum: str, script: str, **kw: object) -> Da
 
 
 def test_a_pickled_task_runs_locally_and_returns_its_manifest_log_and_exit(
-        tmp_path: Path) -> None:
-    require_bwrap()
-    root = tmp_path / "root"
-    pfs = Pfs(root)
-    try:
-        pfs.repos.create("src")
-        commit = pfs.files.put("src@master:/a.txt", Data(b"hello\n")).id
-        digest = pfs.files.inspect(f"src@{commit}", "/a.txt").hash
-        ok = _task(commit, digest, "d1", "tr a-z A-Z < $src > /pfs/out/up.txt; mkdir "
-                   "/pfs/out/d; ln -s ../up.txt /pfs/out/d/link; echo said-this; exit 3",
-                   accept=[3])
-        bad = _task(commit, digest, "d2", "echo trying; exit 1", tries=2)
-        shipped = [pickle.loads(pickle.dumps(t)) for t in (ok, bad)]
-        assert shipped == [ok, bad]
+        sandboxed_pfs: tuple[Pfs, Path]) -> None:
+    pfs, root = sandboxed_pfs
+    pfs.repos.create("src")
+    commit = pfs.files.put("src@master:/a.txt", Data(b"hello\n")).id
+    digest = pfs.files.inspect(f"src@{commit}", "/a.txt").hash
+    ok = _task(commit, digest, "d1", "tr a-z A-Z < $src > /pfs/out/up.txt; mkdir "
+               "/pfs/out/d; ln -s ../up.txt /pfs/out/d/link; echo said-this; exit 3",
+               accept=[3])
+    bad = _task(commit, digest, "d2", "echo trying; exit 1", tries=2)
+    shipped = [pickle.loads(pickle.dumps(t)) for t in (ok, bad)]
+    assert shipped == [ok, bad]
 
-        executor = LocalExecutor(pfs, root, None)  # no mount: inputs are exported copies
-        (done, staged), (failed, nothing) = executor.run(shipped, 2)
+    executor = LocalExecutor(pfs, root, None)  # no mount: inputs are exported copies
+    (done, staged), (failed, nothing) = executor.run(shipped, 2)
 
-        assert (done.state, done.code, failed.state, failed.code) == (
-            "success", 3, "failure", 1)
-        assert "said-this" in done.log
-        assert failed.log.count("trying") == 2 and "try 2 of 2" in failed.log
-        assert pickle.loads(pickle.dumps(done)) == done
-        assert nothing is None and failed.outputs == []
-        assert (root / "logs/p/j1/d2.log").read_text().count("exit code 1") == 2
-        manifest = dict(done.outputs)
-        assert sorted(manifest) == ["d/link", "up.txt"]
-        assert manifest["d/link"].ref == b"../up.txt"
-        assert staged is not None
-        pfs.state.land([staged])  # the content the manifest names is now readable
-        up = manifest["up.txt"]
-        entry = Entry(up.kind, up.size, up.mode, up.mtime, up.ref)
-        assert b"".join(pfs.files.read(entry)) == b"HELLO\n"
-        assert not (root / "work/j1").exists()  # its scratch space is gone
-        assert fsck(pfs).errors == []
-    finally:
-        pfs.close()
+    assert (done.state, done.code, failed.state, failed.code) == (
+        "success", 3, "failure", 1)
+    assert "said-this" in done.log
+    assert failed.log.count("trying") == 2 and "try 2 of 2" in failed.log
+    assert pickle.loads(pickle.dumps(done)) == done
+    assert nothing is None and failed.outputs == []
+    assert (root / "logs/p/j1/d2.log").read_text().count("exit code 1") == 2
+    manifest = dict(done.outputs)
+    assert sorted(manifest) == ["d/link", "up.txt"]
+    assert manifest["d/link"].ref == b"../up.txt"
+    assert staged is not None
+    pfs.state.land([staged])  # the content the manifest names is now readable
+    up = manifest["up.txt"]
+    entry = Entry(up.kind, up.size, up.mode, up.mtime, up.ref)
+    assert b"".join(pfs.files.read(entry)) == b"HELLO\n"
+    assert not (root / "work/j1").exists()  # its scratch space is gone
+    assert fsck(pfs).errors == []
 
 
 def test_fsck_names_a_datum_result_whose_output_content_is_missing(tmp_path: Path) -> None:
@@ -82,33 +76,28 @@ def test_fsck_names_a_datum_result_whose_output_content_is_missing(tmp_path: Pat
         pfs.close()
 
 
-def test_cancel_stops_a_jobs_running_and_waiting_tasks(tmp_path: Path) -> None:
-    require_bwrap()
-    root = tmp_path / "root"
-    pfs = Pfs(root)
-    try:
-        pfs.repos.create("src")
-        commit = pfs.files.put("src@master:/a.txt", Data(b"x\n")).id
-        digest = pfs.files.inspect(f"src@{commit}", "/a.txt").hash
-        executor = LocalExecutor(pfs, root, None)
-        tasks = [_task(commit, digest, f"d{n}", "echo started; sleep 60") for n in range(3)]
-        outcomes = executor.run(tasks, 1)
-        executor.cancel("other-job")  # another job's cancel reaches none of these
-        log = root / "logs/p/j1/d0.log"
+def test_cancel_stops_a_jobs_running_and_waiting_tasks(sandboxed_pfs: tuple[Pfs, Path]) -> None:
+    pfs, root = sandboxed_pfs
+    pfs.repos.create("src")
+    commit = pfs.files.put("src@master:/a.txt", Data(b"x\n")).id
+    digest = pfs.files.inspect(f"src@{commit}", "/a.txt").hash
+    executor = LocalExecutor(pfs, root, None)
+    tasks = [_task(commit, digest, f"d{n}", "echo started; sleep 60") for n in range(3)]
+    outcomes = executor.run(tasks, 1)
+    executor.cancel("other-job")  # another job's cancel reaches none of these
+    log = root / "logs/p/j1/d0.log"
 
-        def stop_once_running() -> None:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not (
-                    log.exists() and "started" in log.read_text()):
-                time.sleep(0.05)
-            executor.cancel("j1")
+    def stop_once_running() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                log.exists() and "started" in log.read_text()):
+            time.sleep(0.05)
+        executor.cancel("j1")
 
-        threading.Thread(target=stop_once_running).start()
-        started = time.monotonic()
-        states = [(o.state, staged) for o, staged in outcomes]
-        assert time.monotonic() - started < 45
-        assert states == [("stopped", None)] * 3
-        assert "[pfsmount] job stopped" in log.read_text()
-        assert not (root / "logs/p/j1/d1.log").exists()  # never started
-    finally:
-        pfs.close()
+    threading.Thread(target=stop_once_running).start()
+    started = time.monotonic()
+    states = [(o.state, staged) for o, staged in outcomes]
+    assert time.monotonic() - started < 45
+    assert states == [("stopped", None)] * 3
+    assert "[pfsmount] job stopped" in log.read_text()
+    assert not (root / "logs/p/j1/d1.log").exists()  # never started

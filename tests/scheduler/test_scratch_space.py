@@ -18,7 +18,6 @@ from pfsmount.pfs import Pfs
 from pfsmount.pfs.files import Data
 from scheduler.engine import Scheduler
 from scheduler.spec import parse_specs
-from tests.scheduler.conftest import require_bwrap
 
 MIB = 1 << 20
 
@@ -33,39 +32,34 @@ def used(top: Path) -> int:
     return total
 
 
-def test_a_job_keeps_no_copies_of_the_datums_it_finished(tmp_path: Path) -> None:
-    require_bwrap()
-    root = tmp_path / "root"
-    pfs = Pfs(root)
+def test_a_job_keeps_no_copies_of_the_datums_it_finished(sandboxed_pfs: tuple[Pfs, Path]) -> None:
+    pfs, root = sandboxed_pfs
+    pfs.repos.create("big")
+    data = {f"/f{n}": os.urandom(MIB) for n in range(4)}
+    for path, blob in data.items():
+        pfs.files.put(f"big@master:{path}", Data(blob))
+    spec = {"pipeline": {"name": "copies"}, "input": {"pfs": {"repo": "big", "glob": "/*"}},
+            "transform": {"cmd": ["sh", "-c", "cp /pfs/big/* /pfs/out/; sleep 0.5"]}}
+    sched = Scheduler(pfs, root, None)
+    sched.create_pipeline(parse_specs(json.dumps(spec))[0])
+    (job,) = sched.list_jobs("copies")
+    peak, done = 0, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.02):
+            peak = max(peak, used(root / "work"))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     try:
-        pfs.repos.create("big")
-        data = {f"/f{n}": os.urandom(MIB) for n in range(4)}
-        for path, blob in data.items():
-            pfs.files.put(f"big@master:{path}", Data(blob))
-        spec = {"pipeline": {"name": "copies"}, "input": {"pfs": {"repo": "big", "glob": "/*"}},
-                "transform": {"cmd": ["sh", "-c", "cp /pfs/big/* /pfs/out/; sleep 0.5"]}}
-        sched = Scheduler(pfs, root, None)
-        sched.create_pipeline(parse_specs(json.dumps(spec))[0])
-        (job,) = sched.list_jobs("copies")
-        peak, done = 0, threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.wait(0.02):
-                peak = max(peak, used(root / "work"))
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
-            sched.execute(job.id)
-        finally:
-            done.set()
-            sampler.join()
-        job = sched.inspect_job(job.id)
-        assert (job.state, job.processed) == ("success", 4), job.error
-        for path, blob in data.items():
-            assert b"".join(pfs.files.read(pfs.files.open("copies@master", path)[1])) == blob
-        # one datum at a time: its input and its output, never the four datums' eight MiB
-        assert 0 < peak <= 3 * MIB, f"the job held {peak / MIB:.1f} MiB of scratch"
+        sched.execute(job.id)
     finally:
-        pfs.close()
+        done.set()
+        sampler.join()
+    job = sched.inspect_job(job.id)
+    assert (job.state, job.processed) == ("success", 4), job.error
+    for path, blob in data.items():
+        assert b"".join(pfs.files.read(pfs.files.open("copies@master", path)[1])) == blob
+    # one datum at a time: its input and its output, never the four datums' eight MiB
+    assert 0 < peak <= 3 * MIB, f"the job held {peak / MIB:.1f} MiB of scratch"
